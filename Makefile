@@ -1,0 +1,33 @@
+# The two commands of the README's quick start, and what they need.
+#   make demo   set up a virtual environment and open JupyterLab on the demo notebook
+#   make test   set up the same environment and run every check: ruff, mypy and the test suite
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+# Jupyter refuses to run as root unless told; CI and containers run as root.
+ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+
+.PHONY: install demo test lint typecheck pytest
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/jupyter lab $(ROOT_FLAG) --notebook-dir=notebooks demo.ipynb
+
+lint: install
+	$(BIN)/ruff check jupyter_sse tests
+	$(BIN)/ruff format --check jupyter_sse tests
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install
+	$(BIN)/python -m pytest
+
+test: lint typecheck pytest

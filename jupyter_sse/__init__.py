@@ -1,0 +1,34 @@
+"""jupyter-sse: live, durable progress for long jobs started from notebooks.
+
+The kernel-side names are imported on first use, so the Jupyter server process, which imports this package to
+find its extension, does not load the kernel side, and the kernel does not load the server side.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from .kernel import JobCancelled, Progress, job, progress, tqdm, trange
+
+__all__ = ["JobCancelled", "Progress", "__version__", "job", "progress", "tqdm", "trange"]
+
+_LAZY = {name: ".kernel" for name in ("JobCancelled", "Progress", "job", "progress", "tqdm", "trange")}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jupyter_sse' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    from .server.app import SSEExtension
+
+    return [{"module": "jupyter_sse.server.app", "app": SSEExtension}]

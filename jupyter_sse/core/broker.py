@@ -1,0 +1,390 @@
+"""The broker: applies publishers' updates and fans them out to subscribers, with resume and conflation.
+
+A subscriber holds no queue. It holds a cursor, the id of the last event it was sent, and a wake-up flag. When
+it wakes, it reads from the store what changed after its cursor: the current snapshot of each changed job, the
+log lines after the cursor, the jobs removed. So a slow subscriber costs a few bytes and gets the latest state
+instead of a backlog of stale ones (conflation); a reconnecting client with ``Last-Event-ID`` is served by the
+very same read (resume); and a new one is a resume from the beginning. Ids are the store's sequence numbers, and
+events go out in sequence order, so "everything up to the last id I saw" is always a true statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .errors import ProtocolError
+from .model import FINAL_STATES, Job, JobUpdate, UpdateBatch, check_job_id
+from .sse import encode_event
+from .store import JobEntry, MemoryStore, Store
+
+__all__ = ["Broker", "Event", "Subscription"]
+
+_NULLABLE = frozenset({"total", "rate", "error", "kernel_id", "cell_id", "path", "parent"})
+
+
+def _dumps(value: Any) -> str:
+    # ASCII-only output: any text a publisher sent (emoji, lone surrogates) becomes valid JSON escapes.
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+class Event:
+    """One SSE event; its encoded frame is made once and shared by every subscriber that sends it."""
+
+    __slots__ = ("_frame", "data", "id", "name")
+
+    def __init__(self, id: int, name: str, data: str) -> None:
+        self.id = id
+        self.name = name
+        self.data = data
+        self._frame: bytes | None = None
+
+    def encode(self) -> bytes:
+        if self._frame is None:
+            self._frame = encode_event(self.data, event=self.name, id=str(self.id))
+        return self._frame
+
+    def __repr__(self) -> str:
+        return f"Event({self.id}, {self.name!r}, {self.data[:80]!r})"
+
+
+class Subscription:
+    """One subscriber's view of the broker: ``await next_events(timeout)`` until ``done``."""
+
+    def __init__(self, broker: Broker, jobs: frozenset[str] | None, cursor: int, end_with_job: str | None) -> None:
+        self._broker = broker
+        self.jobs = jobs
+        self.cursor = cursor
+        self.end_with_job = end_with_job
+        self.done = False
+        self._wake = asyncio.Event()
+        self._wake.set()  # the first call sends the initial snapshot at once
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def next_events(self, timeout: float) -> list[Event]:
+        """The events after the cursor, waiting up to ``timeout`` for some; ``[]`` means none came in time."""
+        if self.done:
+            return []
+        if not self._wake.is_set():
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                return []
+        self._wake.clear()
+        if self.done:
+            return []
+        events = self._broker._collect(self)
+        if events:
+            self.cursor = events[-1].id
+        return events
+
+    def close(self) -> None:
+        if not self.done:
+            self.done = True
+            self._broker._unsubscribe(self)
+            self._wake.set()
+
+
+class Broker:
+    """Jobs, their updates and their subscribers. Everything runs on one asyncio loop; nothing here blocks."""
+
+    def __init__(
+        self,
+        store: Store | None = None,
+        *,
+        log_lines_kept: int = 1000,
+        jobs_kept: int = 500,
+        owner: str = "",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if log_lines_kept < 1 or jobs_kept < 0:
+            raise ValueError("log_lines_kept must be >= 1 and jobs_kept >= 0")
+        self.store: Store = store if store is not None else MemoryStore()
+        self.log_lines_kept = log_lines_kept
+        self.jobs_kept = jobs_kept
+        self.owner = owner
+        self._clock = clock
+        self._all_subscribers: set[Subscription] = set()
+        self._subscribers_by_job: dict[str, set[Subscription]] = {}
+        self._finished_count = sum(1 for entry in self.store.entries() if entry.job.terminal)
+        self.closed = False
+
+    # ---- reading -------------------------------------------------------------------------------------------
+    def get(self, job_id: str) -> Job:
+        entry = self.store.get(check_job_id(job_id))
+        if entry is None:
+            raise ProtocolError(404, "not_found", f"no job {job_id!r}")
+        return entry.job
+
+    def list_jobs(self, state: str | None = None) -> list[Job]:
+        jobs = [e.job for e in self.store.entries() if state is None or e.job.state == state]
+        jobs.sort(key=lambda job: job.created, reverse=True)
+        return jobs
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._all_subscribers) + sum(len(s) for s in self._subscribers_by_job.values())
+
+    # ---- writing -------------------------------------------------------------------------------------------
+    def apply(self, batch: UpdateBatch) -> list[str]:
+        """Apply a validated ``POST updates`` body whole, or refuse it whole; return the ids to cancel."""
+        self._check(batch)
+        now = self._clock()
+        touched: dict[str, JobEntry] = {}
+        for update in batch.jobs:
+            entry = touched.get(update.id) or self.store.get(update.id)
+            if entry is None:
+                job = Job(id=update.id, created=now, updated=now, owner=self.owner)
+                entry = JobEntry(job, 0, self.log_lines_kept)
+            self._apply_update(entry, update, now)
+            entry.seq = entry.change_seq = self.store.next_seq()
+            entry.event = None
+            self.store.put(entry)
+            touched[update.id] = entry
+        for logs in batch.logs:
+            entry = touched.get(logs.job) or self.store.get(logs.job)
+            assert entry is not None  # _check made sure
+            for line in logs.lines:
+                seq = self.store.next_seq()
+                if len(entry.logs) == entry.logs.maxlen:
+                    entry.last_dropped_seq = entry.logs[0][0]
+                entry.logs.append((seq, line))
+                entry.change_seq = seq
+            self.store.put(entry)
+            touched[logs.job] = entry
+        cancel = [e.job.id for e in touched.values() if e.job.cancel_requested and not e.job.terminal]
+        self._enforce_retention()
+        self._notify(touched)
+        return cancel
+
+    def _check(self, batch: UpdateBatch) -> None:
+        # Everything that can refuse the batch is checked before anything changes.
+        states: dict[str, str | None] = {}
+        for update in batch.jobs:
+            if update.id not in states:
+                entry = self.store.get(update.id)
+                states[update.id] = entry.job.state if entry else None
+            current = states[update.id]
+            if current in FINAL_STATES and update.state is not None and update.state != current:
+                raise ProtocolError(
+                    409, "job_finished", f"job {update.id!r} is {current}; it cannot become {update.state}"
+                )
+            if update.state is not None:
+                states[update.id] = update.state
+            elif current is None:
+                states[update.id] = "running"
+        unknown = sorted(
+            {logs.job for logs in batch.logs if logs.job not in states and self.store.get(logs.job) is None}
+        )
+        if unknown:
+            raise ProtocolError(404, "not_found", f"logs for unknown jobs: {', '.join(unknown)}")
+
+    def _apply_update(self, entry: JobEntry, update: JobUpdate, now: float) -> None:
+        job = entry.job
+        was_terminal = job.terminal
+        for name in update.model_fields_set:
+            if name == "id":
+                continue
+            value = getattr(update, name)
+            if name == "error":
+                job.error = value.model_dump() if value is not None else None
+            elif value is not None or name in _NULLABLE:
+                setattr(job, name, value)
+        if job.state == "lost" and update.state is None:
+            job.state = "running"  # its publisher came back
+        job.updated = now
+        entry.heard = now
+        if job.terminal:
+            if not was_terminal:
+                job.finished = now
+                self._finished_count += 1
+            job.cancel_requested = False
+        elif was_terminal:
+            job.finished = None
+            self._finished_count -= 1
+        job.compute_eta()
+
+    def request_cancel(self, job_id: str) -> tuple[Job, bool]:
+        """Ask for a job's cancellation; the publisher hears it in its next reply. False if it had ended."""
+        entry = self.store.get(check_job_id(job_id))
+        if entry is None:
+            raise ProtocolError(404, "not_found", f"no job {job_id!r}")
+        if entry.job.terminal:
+            return entry.job, False
+        if not entry.job.cancel_requested:
+            entry.job.cancel_requested = True
+            entry.job.updated = self._clock()
+            self._bump(entry)
+        return entry.job, True
+
+    def delete(self, job_id: str) -> None:
+        entry = self.store.get(check_job_id(job_id))
+        if entry is None:
+            raise ProtocolError(404, "not_found", f"no job {job_id!r}")
+        if not entry.job.terminal:
+            raise ProtocolError(409, "job_running", f"job {job_id!r} is {entry.job.state}; cancel it first")
+        self._remove(entry)
+
+    def expire_leases(self, lease: float) -> list[str]:
+        """Mark ``lost`` the running jobs whose publisher has been silent for longer than ``lease`` seconds."""
+        now = self._clock()
+        lost = []
+        for entry in self.store.entries():
+            if entry.job.state in ("running", "pending") and now - entry.heard > lease:
+                entry.job.state = "lost"
+                entry.job.message = f"no report from its kernel for {lease:g} s"
+                entry.job.finished = entry.job.updated = now
+                entry.job.compute_eta()
+                self._finished_count += 1
+                self._bump(entry)
+                lost.append(entry.job.id)
+        return lost
+
+    def _bump(self, entry: JobEntry) -> None:
+        entry.seq = entry.change_seq = self.store.next_seq()
+        entry.event = None
+        self.store.put(entry)
+        self._notify({entry.job.id: entry})
+
+    def _remove(self, entry: JobEntry) -> None:
+        if entry.job.terminal:
+            self._finished_count -= 1
+        self.store.remove(entry.job.id, self.store.next_seq())
+        self._notify({entry.job.id: entry})
+
+    def _enforce_retention(self) -> None:
+        if self._finished_count <= self.jobs_kept:
+            return
+        finished = sorted((e for e in self.store.entries() if e.job.terminal), key=lambda e: e.job.finished or 0.0)
+        for entry in finished[: len(finished) - self.jobs_kept]:
+            self._remove(entry)
+
+    # ---- subscribing ---------------------------------------------------------------------------------------
+    def subscribe(
+        self,
+        jobs: Iterable[str] | None = None,
+        last_event_id: str | None = None,
+        *,
+        end_with_job: str | None = None,
+    ) -> Subscription:
+        """A subscription to every job, or to ``jobs``; resumes after ``last_event_id`` when given.
+
+        ``end_with_job``: the subscription is done once that job's terminal state (or removal) was sent.
+        """
+        if self.closed:
+            raise ProtocolError(503, "closing", "the server is shutting down")
+        job_set = frozenset(check_job_id(j) for j in jobs) if jobs is not None else None
+        cursor = 0
+        if last_event_id is not None and last_event_id != "":
+            if not last_event_id.isdigit() or len(last_event_id) > 30:
+                raise ProtocolError(400, "invalid_query", "Last-Event-ID must be an id this server sent")
+            cursor = int(last_event_id)
+            if cursor > self.store.current_seq:
+                cursor = 0  # an id from the future: the store was reset; send everything again
+        sub = Subscription(self, job_set, cursor, end_with_job)
+        if job_set is None:
+            self._all_subscribers.add(sub)
+        else:
+            for job_id in job_set:
+                self._subscribers_by_job.setdefault(job_id, set()).add(sub)
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        if sub.jobs is None:
+            self._all_subscribers.discard(sub)
+            return
+        for job_id in sub.jobs:
+            subs = self._subscribers_by_job.get(job_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subscribers_by_job[job_id]
+
+    def _notify(self, touched: dict[str, JobEntry]) -> None:
+        for sub in self._all_subscribers:
+            sub.wake()
+        if self._subscribers_by_job:
+            for job_id in touched:
+                for sub in self._subscribers_by_job.get(job_id, ()):
+                    sub.wake()
+
+    def close(self) -> None:
+        """End every subscription (server shutdown): their streams finish instead of hanging."""
+        self.closed = True
+        for sub in list(self._all_subscribers):
+            sub.close()
+        for subs in list(self._subscribers_by_job.values()):
+            for sub in list(subs):
+                sub.close()
+
+    def _collect(self, sub: Subscription) -> list[Event]:
+        cursor = sub.cursor
+        if sub.jobs is None:
+            entries: Iterable[JobEntry] = self.store.changed_since(cursor)
+        else:
+            found = (self.store.get(job_id) for job_id in sub.jobs)
+            entries = [e for e in found if e is not None and e.change_seq > cursor]
+        # (seq, kind, job id, payload): one item per snapshot, log line, drop mark and removal, in seq order.
+        items: list[tuple[int, int, str, Any]] = []
+        for entry in entries:
+            job_id = entry.job.id
+            if entry.seq > cursor:
+                items.append((entry.seq, 0, job_id, entry))
+            for seq, line in reversed(entry.logs):
+                if seq <= cursor:
+                    break
+                items.append((seq, 1, job_id, line))
+            if entry.last_dropped_seq > cursor:
+                items.append((entry.last_dropped_seq, 2, job_id, None))
+        for seq, job_id in self.store.removed_since(cursor):
+            if sub.jobs is None or job_id in sub.jobs:
+                items.append((seq, 3, job_id, None))
+        if not items:
+            return []
+        items.sort(key=lambda item: item[0])
+        return self._events(sub, items)
+
+    def _events(self, sub: Subscription, items: list[tuple[int, int, str, Any]]) -> list[Event]:
+        events: list[Event] = []
+        ending = False
+        i = 0
+        while i < len(items):
+            seq, kind, job_id, payload = items[i]
+            if kind == 0:
+                entry: JobEntry = payload
+                if entry.event is None:
+                    entry.event = Event(entry.seq, "job", _dumps(entry.job.to_dict()))
+                assert isinstance(entry.event, Event)
+                events.append(entry.event)
+                if job_id == sub.end_with_job and entry.job.terminal:
+                    ending = True  # after the rest of this read: the final log lines come with it
+                i += 1
+            elif kind == 3:
+                events.append(Event(seq, "removed", _dumps({"job": job_id})))
+                if job_id == sub.end_with_job:
+                    ending = True
+                i += 1
+            else:
+                # A run of lines (and drop marks) of one job with nothing else between: one `log` event.
+                lines: list[str] = []
+                dropped = False
+                last = seq
+                while i < len(items) and items[i][1] in (1, 2) and items[i][2] == job_id:
+                    last = items[i][0]
+                    if items[i][1] == 1:
+                        lines.append(items[i][3])
+                    else:
+                        dropped = True
+                    i += 1
+                body: dict[str, Any] = {"job": job_id, "lines": lines}
+                if dropped:
+                    body["dropped"] = True
+                events.append(Event(last, "log", _dumps(body)))
+        if ending:
+            sub.close()
+        return events

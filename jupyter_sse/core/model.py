@@ -1,0 +1,182 @@
+"""The job model of protocol v1: what a job is, and what a publisher may send about it.
+
+Incoming updates are validated with pydantic (strict types, finite non-negative numbers, bounded strings, no
+unknown fields), so every refusal names the field and the reason. The stored job is a plain slotted dataclass:
+thousands of finished jobs are kept, and pydantic models cost several times the memory.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator
+
+from .errors import ProtocolError
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "STATES",
+    "TERMINAL_STATES",
+    "ErrorInfo",
+    "Job",
+    "JobUpdate",
+    "LogBatch",
+    "UpdateBatch",
+    "check_job_id",
+    "is_valid_job_id",
+    "parse_update_batch",
+]
+
+STATES = ("pending", "running", "succeeded", "failed", "cancelled", "lost")
+TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "lost"})
+# Final: a lost job may come back to running when its publisher reappears; these never change again.
+FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_JOBS_PER_REQUEST = 1000
+MAX_LOG_LINES_PER_REQUEST = 10_000
+MAX_METADATA_BYTES = 4096
+_MAX_NUMBER = 1e18  # beyond this a count is a bug, and JSON readers in browsers lose integer precision
+
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+JobId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Number = Annotated[StrictInt | StrictFloat, Field(ge=0, le=_MAX_NUMBER)]
+ShortText = Annotated[str, Field(max_length=256)]
+LongText = Annotated[str, Field(max_length=4096)]
+PublishedState = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+
+
+def is_valid_job_id(job_id: str) -> bool:
+    return _JOB_ID.fullmatch(job_id) is not None
+
+
+def check_job_id(job_id: str) -> str:
+    """Return ``job_id`` or raise the protocol's 400 ``invalid_job_id``."""
+    if not is_valid_job_id(job_id):
+        raise ProtocolError(400, "invalid_job_id", "a job id is 1 to 64 characters of [A-Za-z0-9_-]")
+    return job_id
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+
+class ErrorInfo(_Strict):
+    type: ShortText
+    message: LongText = ""
+
+
+class JobUpdate(_Strict):
+    """A publisher's report on one job; fields left out keep their stored value."""
+
+    id: JobId
+    name: ShortText | None = None
+    state: PublishedState | None = None
+    n: Number | None = None
+    total: Number | None = None
+    unit: ShortText | None = None
+    message: LongText | None = None
+    elapsed: Number | None = None
+    rate: Number | None = None
+    error: ErrorInfo | None = None
+    kernel_id: ShortText | None = None
+    cell_id: ShortText | None = None
+    path: LongText | None = None
+    parent: JobId | None = None
+    metadata: dict[str, Any] | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_is_small_json(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            try:
+                encoded = json.dumps(value, allow_nan=False, separators=(",", ":"))
+            except ValueError as exc:
+                raise ValueError(f"metadata must be plain JSON: {exc}") from None
+            if len(encoded.encode()) > MAX_METADATA_BYTES:
+                raise ValueError(f"metadata is over {MAX_METADATA_BYTES} bytes encoded")
+        return value
+
+
+class LogBatch(_Strict):
+    job: JobId
+    lines: Annotated[list[Annotated[str, Field(max_length=8192)]], Field(max_length=MAX_LOG_LINES_PER_REQUEST)]
+
+
+class UpdateBatch(_Strict):
+    """The body of ``POST updates``."""
+
+    jobs: Annotated[list[JobUpdate], Field(max_length=MAX_JOBS_PER_REQUEST)] = []
+    logs: Annotated[list[LogBatch], Field(max_length=MAX_JOBS_PER_REQUEST)] = []
+
+    @field_validator("logs")
+    @classmethod
+    def _bounded_line_count(cls, value: list[LogBatch]) -> list[LogBatch]:
+        if sum(len(batch.lines) for batch in value) > MAX_LOG_LINES_PER_REQUEST:
+            raise ValueError(f"at most {MAX_LOG_LINES_PER_REQUEST} log lines a request")
+        return value
+
+
+def _clean_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    # Without the offending input: it can be megabytes, and echoing it back helps nobody.
+    return [{"loc": list(err["loc"]), "msg": err["msg"]} for err in exc.errors(include_url=False)]
+
+
+def parse_update_batch(body: bytes) -> UpdateBatch:
+    """Parse and validate a ``POST updates`` body, or raise the protocol's 400/413 error."""
+    if len(body) > MAX_BODY_BYTES:
+        raise ProtocolError(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+    try:
+        return UpdateBatch.model_validate_json(body)
+    except ValidationError as exc:
+        errors = _clean_errors(exc)
+        if any(err.get("type") == "json_invalid" for err in exc.errors(include_url=False)):
+            raise ProtocolError(400, "invalid_json", errors) from None
+        raise ProtocolError(400, "invalid_update", errors) from None
+
+
+@dataclass(slots=True)
+class Job:
+    """A job as the server keeps it and as ``job`` events and ``GET jobs`` carry it."""
+
+    id: str
+    created: float
+    updated: float
+    name: str = ""
+    state: str = "running"
+    n: int | float = 0
+    total: int | float | None = None
+    unit: str = "it"
+    message: str = ""
+    finished: float | None = None
+    elapsed: int | float = 0.0
+    rate: int | float | None = None
+    eta: float | None = None
+    error: dict[str, str] | None = None
+    kernel_id: str | None = None
+    cell_id: str | None = None
+    path: str | None = None
+    parent: str | None = None
+    owner: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    cancel_requested: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _JOB_FIELDS}
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    def compute_eta(self) -> None:
+        if self.state == "running" and self.total is not None and self.rate and self.total >= self.n:
+            self.eta = (self.total - self.n) / self.rate
+        else:
+            self.eta = None
+
+
+_JOB_FIELDS = tuple(Job.__dataclass_fields__)

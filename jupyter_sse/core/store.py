@@ -1,0 +1,108 @@
+"""Where jobs live: a small store interface and the in-memory store.
+
+The broker owns the rules (sequence numbers, retention, events); a store keeps the entries and hands them back
+in the order they last changed, which is what makes a resume cheap: a subscriber that is behind walks back from
+the newest change until it reaches what it already has.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterator
+from typing import Protocol
+
+from .model import Job
+
+__all__ = ["JobEntry", "MemoryStore", "Store"]
+
+
+class JobEntry:
+    """A job, its retained log lines, and the sequence numbers that say when each part changed."""
+
+    __slots__ = ("change_seq", "event", "heard", "job", "last_dropped_seq", "logs", "seq")
+
+    def __init__(self, job: Job, seq: int, log_lines_kept: int) -> None:
+        self.job = job
+        self.seq = seq  # the snapshot's sequence number: its event id
+        self.change_seq = seq  # the latest of seq and any log line's
+        self.logs: deque[tuple[int, str]] = deque(maxlen=max(log_lines_kept, 0))
+        self.last_dropped_seq = 0  # the newest log line that retention dropped
+        self.event: object | None = None  # the broker's cached `job` event, shared by every subscriber
+        self.heard = job.updated  # when its publisher last reported, for the lease
+
+
+class Store(Protocol):
+    """What the broker needs from a store. A persistent store implements the same calls."""
+
+    def next_seq(self) -> int:
+        """A new sequence number, greater than every one handed out before (also across restarts)."""
+
+    @property
+    def current_seq(self) -> int: ...
+
+    def get(self, job_id: str) -> JobEntry | None: ...
+
+    def put(self, entry: JobEntry) -> None:
+        """Store a new or changed entry; it becomes the most recently changed."""
+
+    def remove(self, job_id: str, seq: int) -> None:
+        """Forget a job, leaving a tombstone at ``seq`` so subscribers that are behind hear of it."""
+
+    def changed_since(self, seq: int) -> Iterator[JobEntry]:
+        """Entries whose ``change_seq`` is greater than ``seq``, newest change first."""
+
+    def removed_since(self, seq: int) -> Iterator[tuple[int, str]]:
+        """Tombstones ``(seq, job_id)`` newer than ``seq``, newest first."""
+
+    def entries(self) -> Iterator[JobEntry]: ...
+
+    def __len__(self) -> int: ...
+
+
+class MemoryStore:
+    """Everything in memory: lost when the server stops."""
+
+    def __init__(self, *, tombstones_kept: int = 10_000) -> None:
+        # Start from the clock in microseconds, so the ids of a restarted server are greater than the old
+        # server's: a client resuming with an old Last-Event-ID then gets every job again, not nothing.
+        self._seq = time.time_ns() // 1000
+        self._entries: OrderedDict[str, JobEntry] = OrderedDict()
+        self._tombstones: deque[tuple[int, str]] = deque(maxlen=tombstones_kept)
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    @property
+    def current_seq(self) -> int:
+        return self._seq
+
+    def get(self, job_id: str) -> JobEntry | None:
+        return self._entries.get(job_id)
+
+    def put(self, entry: JobEntry) -> None:
+        self._entries[entry.job.id] = entry
+        self._entries.move_to_end(entry.job.id)
+
+    def remove(self, job_id: str, seq: int) -> None:
+        if self._entries.pop(job_id, None) is not None:
+            self._tombstones.append((seq, job_id))
+
+    def changed_since(self, seq: int) -> Iterator[JobEntry]:
+        for entry in reversed(self._entries.values()):
+            if entry.change_seq <= seq:
+                return
+            yield entry
+
+    def removed_since(self, seq: int) -> Iterator[tuple[int, str]]:
+        for tombstone in reversed(self._tombstones):
+            if tombstone[0] <= seq:
+                return
+            yield tombstone
+
+    def entries(self) -> Iterator[JobEntry]:
+        return iter(list(self._entries.values()))
+
+    def __len__(self) -> int:
+        return len(self._entries)

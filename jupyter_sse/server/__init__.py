@@ -1,0 +1,5 @@
+"""The Jupyter server extension: tornado handlers over the core."""
+
+from .app import SSEExtension
+
+__all__ = ["SSEExtension"]

@@ -1,0 +1,233 @@
+"""Tornado handlers for protocol v1 (docs/protocol.md): thin glue between HTTP and the core's broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from http.client import responses
+from typing import Any, TypeVar, cast
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from ..core import (
+    MAX_BODY_BYTES,
+    STATES,
+    Broker,
+    ProtocolError,
+    Subscription,
+    check_job_id,
+    encode_comment,
+    encode_retry,
+    parse_update_batch,
+)
+
+__all__ = ["handlers"]
+
+AUTH_RESOURCE = "jupyter_sse"
+_API = r"/jupyter-sse/api"
+_JOB_ID = r"(?P<job_id>[^/]+)"
+
+_F = TypeVar("_F", bound=Callable[..., Awaitable[None]])
+
+_ERROR_NAMES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+
+
+def _protocol_errors(method: _F) -> _F:
+    """Turn the core's ProtocolError into the protocol's JSON error, without a traceback in the log."""
+
+    @functools.wraps(method)
+    async def wrapper(self: _Handler, *args: Any, **kwargs: Any) -> None:
+        try:
+            await method(self, *args, **kwargs)
+        except ProtocolError as exc:
+            self.log.info("jupyter-sse refused %s %s: %s", self.request.method, self.request.path, exc)
+            self.set_status(exc.status)
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps(exc.body()))
+
+    return cast(_F, wrapper)
+
+
+class _Handler(ExtensionHandlerMixin, APIHandler):
+    auth_resource = AUTH_RESOURCE
+
+    @property
+    def broker(self) -> Broker:
+        return cast(Broker, self.settings["jupyter_sse_broker"])
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        detail: Any = responses.get(status_code, "error")
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, web.HTTPError) and exc.log_message:
+            detail = exc.log_message % exc.args if exc.args else exc.log_message
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": _ERROR_NAMES.get(status_code, "error"), "detail": detail}))
+
+    def write_json(self, value: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(value, allow_nan=False))
+
+
+class JobsHandler(_Handler):
+    @web.authenticated
+    @authorized
+    @_protocol_errors
+    async def get(self) -> None:
+        state = self.get_argument("state", None)
+        if state is not None and state not in STATES:
+            raise ProtocolError(400, "invalid_query", f"state must be one of {', '.join(STATES)}")
+        self.write_json({"jobs": [job.to_dict() for job in self.broker.list_jobs(state)]})
+
+
+class JobHandler(_Handler):
+    @web.authenticated
+    @authorized
+    @_protocol_errors
+    async def get(self, job_id: str) -> None:
+        self.write_json(self.broker.get(job_id).to_dict())
+
+    @web.authenticated
+    @authorized
+    @_protocol_errors
+    async def delete(self, job_id: str) -> None:
+        self.broker.delete(job_id)
+        self.set_status(204)
+        self.finish()
+
+
+class CancelHandler(_Handler):
+    @web.authenticated
+    @authorized
+    @_protocol_errors
+    async def post(self, job_id: str) -> None:
+        job, asked = self.broker.request_cancel(job_id)
+        self.write_json(job.to_dict(), status=202 if asked else 200)
+
+
+def _publisher_or_authorized(method: _F) -> _F:
+    """The kernel's publish token skips the authorizer: it is no user, and it can do this and nothing else."""
+    checked = authorized(method)
+
+    @functools.wraps(method)
+    async def wrapper(self: UpdatesHandler, *args: Any, **kwargs: Any) -> None:
+        if self.is_publisher:
+            await method(self, *args, **kwargs)
+        else:
+            await checked(self, *args, **kwargs)
+
+    return cast(_F, wrapper)
+
+
+class UpdatesHandler(_Handler):
+    """``POST updates``: what kernels report. Accepts the publish token as well as the server's own auth."""
+
+    is_publisher = False
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        token = self.settings.get("jupyter_sse_publish_token")
+        scheme, _, value = self.request.headers.get("Authorization", "").partition(" ")
+        if (
+            token
+            and scheme.lower() in ("bearer", "token")
+            and hmac.compare_digest(value.strip().encode(), str(token).encode())
+        ):
+            if not self.check_host():
+                raise web.HTTPError(403)
+            from jupyter_server.auth.identity import User
+
+            self.is_publisher = True
+            self.current_user = self._jupyter_current_user = User(username="jupyter-sse-publisher")
+            return
+        await super().prepare()
+
+    def check_xsrf_cookie(self) -> None:
+        if not self.is_publisher:
+            super().check_xsrf_cookie()
+
+    @web.authenticated
+    @_publisher_or_authorized
+    @_protocol_errors
+    async def post(self) -> None:
+        if len(self.request.body) > MAX_BODY_BYTES:
+            raise ProtocolError(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+        batch = parse_update_batch(self.request.body)
+        self.write_json({"cancel": self.broker.apply(batch)})
+
+
+class EventsHandler(_Handler):
+    """``GET events`` and ``GET jobs/{id}/events``: the SSE streams."""
+
+    _subscription: Subscription | None = None
+
+    @web.authenticated
+    @authorized
+    @_protocol_errors
+    async def get(self, job_id: str | None = None) -> None:
+        broker = self.broker
+        last_event_id = self.request.headers.get("Last-Event-ID") or self.get_argument("last_event_id", None)
+        if job_id is not None:
+            broker.get(job_id)  # 404 before the stream starts
+            sub = broker.subscribe([job_id], last_event_id, end_with_job=job_id)
+        else:
+            jobs = self.get_arguments("job")
+            for one in jobs:
+                check_job_id(one)
+            sub = broker.subscribe(jobs or None, last_event_id)
+        self._subscription = sub
+        config = self.settings["jupyter_sse_config"]
+        self._transforms = []  # never gzip a stream: compression buffers it
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        try:
+            # Bytes at once, so proxies and clients see a live stream before the first event.
+            self.write(encode_retry(config["retry_ms"]) + encode_comment("jupyter-sse v1"))
+            await self._send(config["send_timeout"])
+            while not sub.done:
+                events = await sub.next_events(config["heartbeat_interval"])
+                if events:
+                    self.write(b"".join(event.encode() for event in events))
+                elif not sub.done:
+                    self.write(b": ping\n\n")
+                await self._send(config["send_timeout"])
+        except (StreamClosedError, TimeoutError):
+            pass
+        finally:
+            sub.close()
+        if not self._finished:
+            with contextlib.suppress(StreamClosedError):
+                self.finish()
+
+    async def _send(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self.flush(), timeout)
+        except TimeoutError:
+            # A client that stopped reading: drop it rather than hold its buffer forever.
+            self.log.info("jupyter-sse: dropping a subscriber that did not read for %s s", timeout)
+            cast(Any, self.request.connection).close()
+            raise
+
+    def on_connection_close(self) -> None:
+        if self._subscription is not None:
+            self._subscription.close()
+
+
+def handlers() -> list[tuple[str, type[_Handler]]]:
+    """The routes, relative to the server's base URL (the extension app prepends it)."""
+    return [
+        (rf"{_API}/jobs", JobsHandler),
+        (rf"{_API}/jobs/{_JOB_ID}", JobHandler),
+        (rf"{_API}/jobs/{_JOB_ID}/cancel", CancelHandler),
+        (rf"{_API}/jobs/{_JOB_ID}/events", EventsHandler),
+        (rf"{_API}/events", EventsHandler),
+        (rf"{_API}/updates", UpdatesHandler),
+    ]

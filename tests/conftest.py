@@ -1,0 +1,74 @@
+"""Shared fixtures: a real Jupyter server with the extension, on a real socket, with auth required."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+pytest_plugins = ("pytest_jupyter.jupyter_server",)
+
+_ENV = ("JUPYTER_SSE_URL", "JUPYTER_SSE_TOKEN")
+
+
+@pytest.fixture(autouse=True)
+def _restore_sse_environment() -> Iterator[None]:
+    """The extension exports its URL and publish token into os.environ (for kernels): undo that per test."""
+    saved = {name: os.environ.get(name) for name in _ENV}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture
+def jp_server_config() -> dict[str, Any]:
+    return {
+        "ServerApp": {
+            "jpserver_extensions": {"jupyter_sse": True, "jupyter_server_terminals": False},
+            "allow_unauthenticated_access": False,
+        },
+        "SSEExtension": {"heartbeat_interval": 1.0, "log_lines_kept": 50},
+    }
+
+
+@dataclass
+class SSEServer:
+    """A running Jupyter server with jupyter-sse, as a client sees it."""
+
+    url: str  # the server's base URL, ending with "/"
+    token: str  # the server's own token
+    publish_token: str  # the kernels' publish token
+    app: Any  # the ServerApp, for assertions on its state
+
+    @property
+    def api(self) -> str:
+        return f"{self.url}jupyter-sse/api/"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}"}
+
+    @property
+    def publish_auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.publish_token}"}
+
+    @property
+    def broker(self) -> Any:
+        return self.app.web_app.settings["jupyter_sse_broker"]
+
+
+@pytest.fixture
+def sse_server(jp_serverapp: Any, http_server: Any, jp_http_port: int, jp_base_url: str) -> SSEServer:
+    settings = jp_serverapp.web_app.settings
+    return SSEServer(
+        url=f"http://127.0.0.1:{jp_http_port}{jp_base_url}",
+        token=jp_serverapp.identity_provider.token,
+        publish_token=settings["jupyter_sse_publish_token"],
+        app=jp_serverapp,
+    )
