@@ -1,0 +1,117 @@
+"""``job()``: progress for work that is not a loop."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from ._errors import JobCancelled
+from ._lifecycle import end_job, outcome, start_job
+from ._state import MESSAGE_MAX, TERMINAL, DisplayOptions, JobState, clip, finite_or_none
+
+__all__ = ["JobHandle", "job"]
+
+
+class JobHandle:
+    """The object ``with job(...) as j`` gives. Every step (``update``, ``set``, ``message``, ``log``) raises
+    :class:`JobCancelled` once cancellation was asked for: that is where the job stops."""
+
+    __slots__ = ("_state",)
+
+    def __init__(
+        self,
+        name: str = "",
+        total: float | None = None,
+        unit: str = "it",
+        *,
+        metadata: dict[str, Any] | None = None,
+        leave: bool = True,
+    ) -> None:
+        if isinstance(total, float) and total == float("inf"):
+            total = None
+        self._state = JobState(name, total, unit, metadata=metadata, options=DisplayOptions(leave=leave), manual=True)
+
+    @property
+    def id(self) -> str:
+        return self._state.id
+
+    @property
+    def n(self) -> float:
+        return self._state.count
+
+    @property
+    def state(self) -> str:
+        return self._state.state
+
+    @property
+    def total(self) -> float | None:
+        return self._state.total
+
+    @total.setter
+    def total(self, value: float | None) -> None:
+        self._state.total = finite_or_none(value)
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._state.cancel_requested
+
+    def _check(self) -> JobState:
+        state = self._state
+        if state.cancel_requested:
+            end_job(state, "cancelled")
+            raise JobCancelled(state.id)
+        return state
+
+    def update(self, n: float = 1) -> None:
+        """Add ``n`` to the work done."""
+        self._check().count += n
+
+    def set(self, n: float) -> None:
+        """Set the work done to ``n``."""
+        self._check().count = n
+
+    def message(self, text: str) -> None:
+        """The job's latest status text."""
+        self._check().message = clip(text, MESSAGE_MAX)
+
+    def log(self, line: str) -> None:
+        """Append log lines (multi-line text is split); subscribers get them as ``log`` events."""
+        state = self._check()
+        if state.publisher is not None and state.publisher.server is not None:
+            state.add_log(str(line))
+
+    def __enter__(self) -> JobHandle:
+        if self._state.state == "pending":
+            start_job(self._state)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        state = self._state
+        if state.state in TERMINAL:
+            return
+        if exc is None and state.cancel_requested:
+            end_job(state, "cancelled")
+            return
+        result, error = outcome(exc)
+        end_job(state, result, error=error)  # the exception (if any) propagates: never swallowed
+
+    def __repr__(self) -> str:
+        s = self._state
+        return f"<JobHandle {s.id} {s.name!r} {s.state} n={s.count} total={s.total}>"
+
+
+def job(
+    name: str = "",
+    total: float | None = None,
+    unit: str = "it",
+    *,
+    metadata: dict[str, Any] | None = None,
+    leave: bool = True,
+) -> JobHandle:
+    """A job for work that is not a loop: ``with job("load", total=3) as j: ...; j.update()``."""
+    return JobHandle(name, total, unit, metadata=metadata, leave=leave)

@@ -1,0 +1,335 @@
+"""The publisher against a real local HTTP server: batching, retries, flush, rejected batches, cancel."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from jupyter_sse.kernel import JobCancelled, job, progress
+from jupyter_sse.kernel import publisher as publisher_mod
+from jupyter_sse.kernel._state import JobState
+from jupyter_sse.kernel.discovery import ServerInfo, discover
+
+
+class Recorder:
+    """What the fake server saw and how it answers."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.paths: list[str] = []
+        self.fail_next = 0  # answer 500 to this many requests
+        self.status = 200
+        self.cancel: set[str] = set()
+        self.cancel_all = False
+        self.lock = threading.Lock()
+
+    def updates(self, job_id: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [u for b in self.bodies for u in b["jobs"] if u["id"] == job_id]
+
+    def merged(self, job_id: str) -> dict[str, Any]:
+        """The job as the server would hold it: every update applied in order."""
+        out: dict[str, Any] = {}
+        for update in self.updates(job_id):
+            out.update(update)
+        return out
+
+    def last_state(self, job_id: str) -> str | None:
+        states = [u["state"] for u in self.updates(job_id) if "state" in u]
+        return states[-1] if states else None
+
+    def lines(self, job_id: str) -> list[str]:
+        with self.lock:
+            return [
+                line for b in self.bodies for entry in b["logs"] if entry["job"] == job_id for line in entry["lines"]
+            ]
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[Recorder, str]]:
+    rec = Recorder()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            with rec.lock:
+                rec.paths.append(self.path)
+                rec.headers.append(dict(self.headers))
+                if rec.fail_next > 0:
+                    rec.fail_next -= 1
+                    status: int = 500
+                else:
+                    status = rec.status
+                    if status == 200:
+                        rec.bodies.append(json.loads(body))
+                ids = [u["id"] for u in json.loads(body)["jobs"]]
+                cancel = [i for i in ids if rec.cancel_all or i in rec.cancel]
+            reply = json.dumps({"cancel": cancel} if status == 200 else {"error": "invalid_update"}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield rec, f"http://127.0.0.1:{httpd.server_address[1]}/base/"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def publish(server: tuple[Recorder, str]) -> Iterator[tuple[Recorder, publisher_mod.Publisher]]:
+    rec, url = server
+    pub = publisher_mod.configure(url, "secret-token", interval=0.02, flush_timeout=2.0)
+    yield rec, pub
+    pub.close()
+    publisher_mod.configure(None)
+
+
+def wait_for(cond: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.01)
+
+
+def quiet(iterable: Any = None, **kwargs: Any) -> Any:
+    return progress(iterable, file=io.StringIO(), **kwargs)
+
+
+def test_discovery_reads_the_environment() -> None:
+    info = discover({"JUPYTER_SSE_URL": "http://h:9/user/a", "JUPYTER_SSE_TOKEN": "s3cr3t"})
+    assert info is not None
+    assert (info.api_url, info.updates_path, info.port, info.token) == (
+        "http://h:9/user/a/jupyter-sse/api/",
+        "/user/a/jupyter-sse/api/updates",
+        9,
+        "s3cr3t",
+    )
+    assert "s3cr3t" not in repr(info)
+    assert discover({}) is None
+    assert discover({"JUPYTER_SSE_URL": "http://h/", "JUPYTER_SSE_DISABLE": "1"}) is None
+    assert discover({"JUPYTER_SSE_URL": "ftp://h/"}) is None
+
+
+def test_first_update_has_every_field_then_only_changes(publish: tuple[Recorder, Any]) -> None:
+    rec, _ = publish
+    with job("load", total=4, unit="file", leave=False) as j:
+        j.update()
+        time.sleep(0.1)
+        j.message("half")
+        j.update()
+        time.sleep(0.1)
+    updates = rec.updates(j.id)
+    first = updates[0]
+    assert set(first) >= {
+        "id",
+        "name",
+        "state",
+        "n",
+        "total",
+        "unit",
+        "kernel_id",
+        "cell_id",
+        "path",
+        "parent",
+        "elapsed",
+        "rate",
+        "message",
+    }
+    assert (first["name"], first["state"], first["total"], first["unit"]) == ("load", "running", 4, "file")
+    for later in updates[1:]:
+        assert "unit" not in later and "name" not in later  # unchanged fields are not re-sent
+        assert set(later) >= {"id", "elapsed", "rate"}
+    assert updates[-1]["state"] == "succeeded"
+    assert rec.merged(j.id)["n"] == 2
+    assert rec.merged(j.id)["message"] == "half"
+    assert rec.paths[0] == "/base/jupyter-sse/api/updates"
+    assert rec.headers[0]["Authorization"] == "Bearer secret-token"
+
+
+def test_updates_are_coalesced_into_few_requests(publish: tuple[Recorder, Any]) -> None:
+    rec, pub = publish
+    p = quiet(total=2000, desc="many")
+    for _ in range(2000):
+        p.update()
+        time.sleep(0.0001)
+    p.close()
+    assert rec.last_state(p.job_id) == "succeeded"
+    assert pub.stats.requests < 200  # 2,000 updates, at most one POST per tick
+    assert rec.merged(p.job_id)["n"] == 2000
+
+
+def test_build_takes_the_latest_state_not_a_queue(publish: tuple[Recorder, Any]) -> None:
+    _, pub = publish
+    state = JobState("x", 10)
+    state.state = "running"
+    for _ in range(5):
+        state.count += 1
+    body, included, _ = pub.build([state], time.monotonic())
+    assert len(body["jobs"]) == 1 and body["jobs"][0]["n"] == 5
+    pub._acknowledged(included, time.monotonic())
+    assert pub.build([state], time.monotonic())[0]["jobs"] == []  # nothing changed: nothing to send
+    state.count = 7
+    assert pub.build([state], time.monotonic())[0]["jobs"][0]["n"] == 7
+
+
+def test_numbers_are_always_finite(publish: tuple[Recorder, Any]) -> None:
+    _, pub = publish
+    state = JobState("x", float("nan"))
+    state.state = "running"
+    state.count = float("inf")
+    state.rate = float("nan")
+    update = pub.build([state], time.monotonic())[0]["jobs"][0]
+    assert update["total"] is None and update["rate"] is None and update["n"] == 0
+    json.dumps(update, allow_nan=False)
+
+
+def test_final_state_is_flushed_within_the_bound(publish: tuple[Recorder, Any]) -> None:
+    rec, _ = publish
+    p = quiet(range(50), desc="quick")
+    start = time.monotonic()
+    for _ in p:
+        pass
+    took = time.monotonic() - start
+    # the loop's end waited for the send: the server has the final state already
+    assert rec.last_state(p.job_id) == "succeeded"
+    assert rec.merged(p.job_id)["n"] == 50
+    assert took < 2.0
+
+
+def test_server_errors_are_retried_with_backoff(publish: tuple[Recorder, Any]) -> None:
+    rec, pub = publish
+    rec.fail_next = 3
+    with job("retry", leave=False) as j:
+        j.update(5)
+    wait_for(lambda: rec.last_state(j.id) == "succeeded")
+    assert pub.stats.failed >= 3
+    assert rec.merged(j.id)["n"] == 5
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    pub = publisher_mod.Publisher(ServerInfo.from_url("http://127.0.0.1:9/"), max_backoff=5.0)
+    delays = []
+    for _ in range(12):
+        before = time.monotonic()
+        pub._failed([], "x", 500)
+        delays.append(pub._next_send - before)
+    assert 0.05 < delays[0] < 0.2
+    assert delays[3] > delays[0]
+    assert max(delays) <= 5.01
+
+
+def test_a_rejected_batch_is_dropped_not_retried(publish: tuple[Recorder, Any], caplog: Any) -> None:
+    rec, pub = publish
+    rec.status = 400
+    with job("bad", leave=False) as j:
+        j.update()
+    wait_for(lambda: pub.stats.rejected >= 1)
+    time.sleep(0.2)
+    requests = pub.stats.requests
+    time.sleep(0.3)
+    assert pub.stats.requests == requests  # nothing left pending: no retries of the bad batch
+    assert pub.get(j.id) is None
+    assert sum("rejected" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_server_down_never_raises_or_slows_the_loop() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there: connection refused
+    pub = publisher_mod.configure(f"http://127.0.0.1:{port}/", None, interval=0.02)
+    try:
+        start = time.monotonic()
+        for _ in range(3):
+            p = quiet(range(100_000))
+            for _ in p:
+                pass
+            with job("down", leave=False) as j:
+                j.update()
+                j.log("kept while down")
+        assert time.monotonic() - start < 3.0
+        assert p._job.state == "succeeded"
+        wait_for(lambda: pub.stats.failed >= 2)
+        assert pub.stats.succeeded == 0
+        assert pub.get(j.id) is not None  # the final state is kept, waiting for the server
+    finally:
+        pub.close(timeout=0.2)
+        publisher_mod.configure(None)
+
+
+def test_pending_logs_are_bounded_and_count_the_dropped() -> None:
+    state = JobState("x")
+    for i in range(1500):
+        state.add_log(f"line {i}")
+    lines = state.take_logs(10_000)
+    assert lines[0].startswith("[jupyter-sse: 500 log lines dropped")
+    assert lines[1] == "line 500" and lines[-1] == "line 1499"
+
+
+def test_log_lines_are_sent(publish: tuple[Recorder, Any]) -> None:
+    rec, _ = publish
+    with job("logs", leave=False) as j:
+        j.log("epoch 1\nepoch 2")
+        j.log("epoch 3")
+    assert rec.lines(j.id) == ["epoch 1", "epoch 2", "epoch 3"]
+
+
+def test_cancel_in_the_reply_stops_the_loop(publish: tuple[Recorder, Any]) -> None:
+    rec, _ = publish
+    rec.cancel_all = True
+    p = quiet(range(10**9), desc="long")
+    start = time.monotonic()
+    with pytest.raises(JobCancelled):
+        for _ in p:
+            pass
+    assert time.monotonic() - start < 3.0
+    assert rec.last_state(p.job_id) == "cancelled"
+
+
+def test_cancel_in_the_reply_stops_a_generator_loop(publish: tuple[Recorder, Any]) -> None:
+    rec, _ = publish
+    rec.cancel_all = True
+
+    def forever() -> Iterator[int]:
+        i = 0
+        while True:
+            yield i
+            i += 1
+
+    p = quiet(forever())
+    with pytest.raises(JobCancelled):
+        for _ in p:
+            pass
+    assert rec.last_state(p.job_id) == "cancelled"
+
+
+def test_an_unchanged_running_job_is_resent_as_a_lease(server: tuple[Recorder, str]) -> None:
+    rec, url = server
+    pub = publisher_mod.configure(url, None, interval=0.02, lease=0.1)
+    try:
+        with job("idle", leave=False) as j:
+            time.sleep(0.5)
+        assert len(rec.updates(j.id)) >= 3
+    finally:
+        pub.close()
+        publisher_mod.configure(None)
