@@ -1,0 +1,294 @@
+"""`jupyter sse`: list, follow and cancel jobs from a terminal (installed as `jupyter-sse`).
+
+Exit codes: 0 done (for `follow`: the job succeeded), 1 the job failed, 130 it was cancelled (or Ctrl-C),
+3 it was lost, 2 usage or connection error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, contextmanager
+from typing import Any
+
+import httpx
+from tqdm import tqdm
+
+from ._version import __version__
+from .client import Client, ClientError, Event, find_server
+from .client._common import TERMINAL_STATES
+
+__all__ = ["main"]
+
+_PROG = "jupyter-sse"
+_EXIT_CODES = {"succeeded": 0, "failed": 1, "cancelled": 130, "lost": 3}
+_EXIT_ERROR = 2
+_EXIT_INTERRUPTED = 130
+
+_Command = Callable[[Client, argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors: argparse has printed what to say
+        return exc.code if isinstance(exc.code, int) else _EXIT_ERROR
+    command: _Command | None = getattr(args, "run", None)
+    if command is None:
+        parser.print_usage(sys.stderr)
+        return _EXIT_ERROR
+    url = args.url
+    try:
+        server = find_server(args.url, args.token)
+        url = server.url
+        with Client(server.url, server.token) as client:
+            return command(client, args)
+    except KeyboardInterrupt:
+        return _EXIT_INTERRUPTED
+    except ClientError as exc:
+        hint = " (give the server's token with --token, or set JUPYTER_TOKEN)" if exc.status == 403 else ""
+        return _fail(f"{exc}{hint}")
+    except httpx.HTTPError as exc:
+        return _fail(f"cannot reach {url or 'the server'}: {exc or type(exc).__name__}")
+    except (ValueError, KeyError, TypeError) as exc:
+        # A reply that is not the protocol's (not JSON, missing fields): not a server of this version.
+        return _fail(f"unexpected reply from {url}: {exc!r}")
+    except BrokenPipeError:
+        # `jupyter sse follow --json | head -1`: the reader left. Keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _fail(message: str) -> int:
+    print(f"{_PROG}: error: {message}", file=sys.stderr)
+    return _EXIT_ERROR
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jupyter sse",
+        description="Follow the jobs of a Jupyter server running jupyter-sse.",
+        epilog="The server is found from --url/--token, then JUPYTER_SSE_URL (and JUPYTER_TOKEN), then the "
+        "newest running Jupyter server.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_server_options(parser, default=None)
+    # The same options after the subcommand too (`jupyter sse list --url ...`); SUPPRESS keeps a value given
+    # before the subcommand from being reset.
+    common = argparse.ArgumentParser(add_help=False)
+    _add_server_options(common, default=argparse.SUPPRESS)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = commands.add_parser("list", parents=[common], help="list jobs, newest first")
+    p.add_argument("--state", help="only jobs in this state (pending, running, succeeded, failed, ...)")
+    p.add_argument("--json", action="store_true", help="print the jobs as JSON")
+    p.set_defaults(run=_list)
+
+    p = commands.add_parser("follow", parents=[common], help="follow a job until it ends")
+    p.add_argument("job", nargs="?", help="the job's id (default: the newest running job, or the next one)")
+    p.add_argument("--json", action="store_true", help="print each event as a JSON line instead of a bar")
+    p.set_defaults(run=_follow)
+
+    p = commands.add_parser("cancel", parents=[common], help="ask for a job's cancellation")
+    p.add_argument("job", help="the job's id")
+    p.set_defaults(run=_cancel)
+    return parser
+
+
+def _add_server_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument("--url", default=default, help="the Jupyter server's base URL")
+    parser.add_argument("--token", default=default, help="the Jupyter server's token")
+
+
+# ---- list ----------------------------------------------------------------------------------------------
+
+
+def _list(client: Client, args: argparse.Namespace) -> int:
+    jobs = client.list(state=args.state)
+    if args.json:
+        print(json.dumps(jobs, indent=2))
+    elif not jobs:
+        print("no jobs", file=sys.stderr)
+    else:
+        print(_table(jobs))
+    return 0
+
+
+def _table(jobs: list[dict[str, Any]]) -> str:
+    header = ("ID", "NAME", "STATE", "N/TOTAL", "ELAPSED", "RATE")
+    rows = [header]
+    for job in jobs:
+        rate = job.get("rate")
+        rows.append(
+            (
+                str(job["id"]),
+                _shorten(str(job.get("name") or ""), 40),
+                str(job["state"]),
+                f"{_number(job.get('n', 0))}/{_number(job.get('total'))}",
+                tqdm.format_interval(job.get("elapsed") or 0),
+                f"{rate:.3g} {job.get('unit', 'it')}/s" if rate is not None else "",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "?"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# ---- follow --------------------------------------------------------------------------------------------
+
+
+def _follow(client: Client, args: argparse.Namespace) -> int:
+    job_id: str = args.job or _choose_job(client)
+    events = client.follow(job_id)
+    last = _print_json(events) if args.json else _draw_bar(events)
+    if last is None or last.get("state") not in TERMINAL_STATES:
+        return _fail(f"the stream of job {job_id} ended before the job did")
+    state = str(last["state"])
+    print(_summary(last), file=sys.stderr if args.json else sys.stdout)
+    return _EXIT_CODES[state]
+
+
+def _choose_job(client: Client) -> str:
+    """The newest running job, or else the next job that starts."""
+    running = client.list(state="running")
+    if running:
+        job = running[0]
+        print(f"following job {_label(job)}", file=sys.stderr)
+        return str(job["id"])
+    print("no job is running: waiting for the next one (Ctrl-C to stop)", file=sys.stderr)
+    # A new connection opens with the snapshot of every known job: finished ones are history, skip them.
+    with closing(client.follow()) as events:
+        for event in events:
+            if event.event == "job" and event.data.get("state") not in TERMINAL_STATES:
+                print(f"following job {_label(event.data)}", file=sys.stderr)
+                return str(event.data["id"])
+    raise AssertionError("the stream of every job does not end")  # pragma: no cover
+
+
+def _print_json(events: Iterator[Event]) -> dict[str, Any] | None:
+    last = None
+    for event in events:
+        if event.event == "job":
+            last = event.data
+        print(json.dumps({"event": event.event, "id": event.id, "data": event.data}), flush=True)
+    return last
+
+
+def _draw_bar(events: Iterator[Event]) -> dict[str, Any] | None:
+    last = None
+    bar: _JobBar | None = None  # made at the first state, so that an error on connect leaves no empty bar behind
+    try:
+        with _reconnects_above():
+            for event in events:
+                if event.event == "job":
+                    last = event.data
+                    if bar is None:  # not `bar or ...`: a tqdm's truth is its total's
+                        bar = _new_bar(event.data)
+                    _update(bar, event.data)
+                elif event.event == "log":
+                    if event.data.get("dropped"):
+                        tqdm.write("[earlier log lines were dropped]")
+                    for line in event.data.get("lines", ()):
+                        tqdm.write(str(line))
+    finally:
+        if bar is not None:
+            bar.close()
+    return last
+
+
+class _JobBar(tqdm):  # type: ignore[misc]  # tqdm has no type hints
+    """A bar that shows the job's own elapsed time and rate, as its publisher measured them.
+
+    tqdm would measure from when this bar was made and average over that, which is wrong for a job that
+    ran for an hour before we attached, or that we see only in jumps.
+    """
+
+    job_elapsed = 0.0
+    job_rate: float | None = None
+
+    @property
+    def format_dict(self) -> dict[str, Any]:
+        values: dict[str, Any] = super().format_dict
+        # With no rate and no elapsed time, tqdm shows `?it/s` instead of inventing one.
+        values.update(elapsed=self.job_elapsed, rate=self.job_rate)
+        return values
+
+
+def _new_bar(job: dict[str, Any]) -> _JobBar:
+    # Made with the job's own total and name, so that its first drawing is not an empty `0it`.
+    desc, unit = job.get("name") or job["id"], job.get("unit") or "it"
+    return _JobBar(total=job.get("total"), desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr)
+
+
+def _update(bar: _JobBar, job: dict[str, Any]) -> None:
+    bar.total = job.get("total")
+    bar.n = job.get("n", 0)
+    bar.unit = job.get("unit") or "it"
+    bar.job_elapsed = float(job.get("elapsed") or 0)
+    bar.job_rate = job.get("rate")
+    bar.set_description(job.get("name") or job["id"], refresh=False)
+    bar.set_postfix_str(job.get("message") or "", refresh=False)
+    bar.refresh()
+
+
+@contextmanager
+def _reconnects_above() -> Iterator[None]:
+    """Show the client's reconnect messages above the bar, while it is drawn."""
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            tqdm.write(f"[{record.getMessage()}]", file=sys.stderr)
+
+    logger = logging.getLogger("jupyter_sse.client")
+    handler, level = Handler(logging.INFO), logger.level
+    logger.addHandler(handler)
+    if not logger.isEnabledFor(logging.INFO):
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _summary(job: dict[str, Any]) -> str:
+    text = f"job {_label(job)} {job['state']}: {_number(job.get('n', 0))}/{_number(job.get('total'))} "
+    text += f"{job.get('unit') or 'it'} in {tqdm.format_interval(job.get('elapsed') or 0)}"
+    error = job.get("error")
+    if isinstance(error, dict):
+        text += f": {error.get('type', 'Error')}: {error.get('message', '')}"
+    return text
+
+
+def _label(job: dict[str, Any]) -> str:
+    return f"{job['id']} ({job['name']})" if job.get("name") else str(job["id"])
+
+
+# ---- cancel --------------------------------------------------------------------------------------------
+
+
+def _cancel(client: Client, args: argparse.Namespace) -> int:
+    job = client.cancel(args.job)
+    pending = " (cancel requested)" if job.get("cancel_requested") else ""
+    print(f"job {_label(job)} {job['state']}{pending}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

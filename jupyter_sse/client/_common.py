@@ -1,0 +1,197 @@
+"""What the sync and async clients share: the event type, errors, URLs and the follow state machine.
+
+The I/O loops live in `_sync` and `_async`; everything that decides *what* to do (which URL, which headers,
+whether an SSE message is an event, when a job stream is over, how long to wait before reconnecting) is here,
+so the two clients cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from httpx_sse import ServerSentEvent
+
+__all__ = [
+    "RETRYABLE_ERRORS",
+    "TERMINAL_STATES",
+    "ClientError",
+    "Event",
+    "FollowState",
+    "api_url",
+    "auth_headers",
+    "check_event_stream",
+    "error_from_response",
+    "follow_request",
+    "job_path",
+    "should_retry",
+    "stream_timeout",
+]
+
+#: A job in one of these states has ended (`lost` may come back, but its stream ends all the same).
+TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "lost"})
+
+# Reconnect delays: the server's `retry:` replaces the initial delay; each failed attempt doubles it.
+INITIAL_DELAY = 0.25
+MAX_DELAY = 10.0
+# +-20 % so that many clients dropped at once (a server restart) do not come back in lockstep.
+JITTER = 0.2
+
+# What `follow` survives by reconnecting: the network, a silent peer, a connection cut mid-body. Not a bad URL
+# scheme (`UnsupportedProtocol`) or our own protocol error, which would fail the same way forever.
+RETRYABLE_ERRORS: tuple[type[httpx.TransportError], ...] = (
+    httpx.NetworkError,
+    httpx.TimeoutException,
+    httpx.RemoteProtocolError,
+    httpx.ProxyError,
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One SSE event: `event` is `job`, `log` or `removed`; `data` is the decoded JSON; `id` is opaque."""
+
+    event: str
+    data: Any
+    id: str
+
+
+class ClientError(Exception):
+    """The server answered with an error (`status` >= 400), or no server could be used (`status` 0).
+
+    `error` is the machine-readable code of the protocol (`not_found`, `forbidden`, ...), `detail` what the
+    server said about it.
+    """
+
+    def __init__(self, status: int, error: str, detail: Any = None) -> None:
+        self.status = status
+        self.error = error
+        self.detail = detail
+        super().__init__(status, error, detail)
+
+    def __str__(self) -> str:
+        where = f"{self.status} " if self.status else ""
+        if self.detail is None or self.detail == "":
+            return f"{where}{self.error}"
+        detail = self.detail if isinstance(self.detail, str) else json.dumps(self.detail)
+        return f"{where}{self.error}: {detail}"
+
+
+def api_url(url: str) -> str:
+    """The API root for a Jupyter server's base URL (with or without its trailing slash)."""
+    return url.rstrip("/") + "/jupyter-sse/api/"
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"token {token}"} if token else {}
+
+
+def stream_timeout(timeout: float, read_timeout: float | None, heartbeat: float) -> httpx.Timeout:
+    # The read timeout is what notices a dead connection: the server sends a comment every heartbeat, so a
+    # read that waits several heartbeats means the peer (or a proxy in between) is gone.
+    return httpx.Timeout(timeout, read=read_timeout if read_timeout is not None else 3 * heartbeat)
+
+
+def job_path(job_id: str) -> str:
+    # Quote everything: an id with `/` or `..` must reach the server as one (invalid) segment, not a new path.
+    return "jobs/" + quote(job_id, safe="")
+
+
+def follow_request(job_id: str | None, jobs: Sequence[str] | None) -> tuple[str, list[tuple[str, str]]]:
+    """The path and query of the stream that `follow` reads."""
+    if job_id is not None:
+        return job_path(job_id) + "/events", []
+    return "events", [("job", j) for j in jobs or ()]
+
+
+def should_retry(response: httpx.Response) -> bool:
+    """Whether a stream's error response is worth another attempt: the server (or its proxy) is down or
+    restarting. Anything the client got wrong (403, 404, 400) will not get better by asking again."""
+    return response.status_code >= 500
+
+
+def check_event_stream(response: httpx.Response) -> None:
+    """Refuse a 200 that is not an event stream (a login page, a server without the extension)."""
+    content_type = response.headers.get("content-type", "").partition(";")[0].strip()
+    if content_type != "text/event-stream":
+        raise ClientError(response.status_code, "not_event_stream", f"Content-Type is {content_type!r}")
+
+
+def error_from_response(response: httpx.Response) -> ClientError:
+    """A `ClientError` from an error response whose body has been read."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, Mapping) and isinstance(body.get("error"), str):
+        return ClientError(response.status_code, body["error"], body.get("detail"))
+    # Not one of ours: a proxy's error page, or a server without the extension.
+    text = response.text.strip()
+    return ClientError(response.status_code, response.reason_phrase or "http_error", text[:200] or None)
+
+
+class FollowState:
+    """The state of one `follow` across reconnects: last event id, reconnect delay, end of a job stream."""
+
+    def __init__(self, job_id: str | None, last_event_id: str | None) -> None:
+        self.job_id = job_id
+        self.last_event_id = last_event_id
+        #: A job stream saw its job's terminal state: read what is left, but never reconnect.
+        self.finished = False
+        #: Why the last connection ended, for the log line of the reconnect.
+        self.reason = ""
+        self._initial_delay = INITIAL_DELAY
+        self._failures = 0
+        self._connected_at = 0.0
+        self._got_event = False
+
+    def headers(self) -> dict[str, str]:
+        return {"Last-Event-ID": self.last_event_id} if self.last_event_id else {}
+
+    def connected(self) -> None:
+        self.reason = "the stream ended"
+        self._connected_at = time.monotonic()
+        self._got_event = False
+
+    def feed(self, sse: ServerSentEvent) -> Event | None:
+        """Update the state from one parsed SSE message; return the event to yield, if it is one."""
+        if sse.retry is not None and sse.retry >= 0:
+            self._initial_delay = sse.retry / 1000
+        if sse.id:
+            self.last_event_id = sse.id
+        # Per the SSE spec a message without data is not dispatched: the opening `retry:` block is one.
+        if not sse.data:
+            return None
+        try:
+            data: Any = json.loads(sse.data)
+        except ValueError:
+            data = sse.data
+        self._got_event = True
+        if (
+            self.job_id is not None
+            and sse.event == "job"
+            and isinstance(data, Mapping)
+            and data.get("id") == self.job_id
+            and data.get("state") in TERMINAL_STATES
+        ):
+            self.finished = True
+        return Event(event=sse.event, data=data, id=sse.id)
+
+    def next_delay(self) -> float:
+        """How long to wait before the next connection attempt, after the current one failed or ended."""
+        # A connection that delivered events, or stayed up longer than the longest delay, was healthy: a
+        # proxy's idle timeout or a server restart should not push the next attempt out to the maximum.
+        max_delay = max(MAX_DELAY, self._initial_delay)
+        if self._got_event or (self._connected_at and time.monotonic() - self._connected_at >= max_delay):
+            self._failures = 0
+        self._connected_at = 0.0
+        self._got_event = False
+        delay = min(self._initial_delay * 2.0**self._failures, max_delay)
+        self._failures = min(self._failures + 1, 32)
+        return delay * random.uniform(1 - JITTER, 1 + JITTER)

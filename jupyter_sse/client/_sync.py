@@ -1,0 +1,142 @@
+"""The blocking client."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Generator, Iterator, Sequence
+from types import TracebackType
+from typing import Any
+
+import httpx
+from httpx_sse import connect_sse
+
+from ._common import (
+    RETRYABLE_ERRORS,
+    Event,
+    FollowState,
+    api_url,
+    auth_headers,
+    check_event_stream,
+    error_from_response,
+    follow_request,
+    job_path,
+    should_retry,
+    stream_timeout,
+)
+
+__all__ = ["Client"]
+
+_log = logging.getLogger("jupyter_sse.client")
+
+# `Client.list` shadows the builtin in the class body.
+_JobList = list[dict[str, Any]]
+
+
+class Client:
+    """A blocking client of a Jupyter server's jupyter-sse API.
+
+    `url` is the server's base URL (`http://127.0.0.1:8888/`, `http://hub/user/alice/`), `token` the
+    server's token. `timeout` bounds every request and the connection of a stream; `read_timeout` (default
+    3 heartbeats) is how long a stream may stay silent before `follow` drops it and reconnects.
+
+    HTTP errors raise `ClientError`; a server that cannot be reached raises `httpx.TransportError` (from
+    `list`, `get`, `cancel`, `delete`; `follow` reconnects instead).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 10.0,
+        read_timeout: float | None = None,
+        heartbeat: float = 15.0,
+    ) -> None:
+        self.url = url
+        self._stream_timeout = stream_timeout(timeout, read_timeout, heartbeat)
+        self._http = httpx.Client(base_url=api_url(url), headers=auth_headers(token), timeout=timeout)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self._http.request(method, path, **kwargs)
+        if response.is_error:
+            raise error_from_response(response)
+        return response
+
+    def list(self, state: str | None = None) -> _JobList:
+        """Every job, newest first; `state` keeps the jobs in that state."""
+        params = {"state": state} if state is not None else None
+        jobs: _JobList = self._request("GET", "jobs", params=params).json()["jobs"]
+        return jobs
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        job: dict[str, Any] = self._request("GET", job_path(job_id)).json()
+        return job
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Ask for the job's cancellation; returns the job (`cancel_requested` is true until it ends)."""
+        job: dict[str, Any] = self._request("POST", job_path(job_id) + "/cancel").json()
+        return job
+
+    def delete(self, job_id: str) -> None:
+        """Forget a finished job (`ClientError` 409 `job_running` while it runs)."""
+        self._request("DELETE", job_path(job_id))
+
+    def follow(
+        self,
+        job_id: str | None = None,
+        *,
+        jobs: Sequence[str] | None = None,
+        last_event_id: str | None = None,
+    ) -> Generator[Event, None, None]:
+        """Yield the events of one job until it ends, or of every job (or of `jobs`) until the caller stops.
+
+        Reconnects after network errors, silences longer than the read timeout and 5xx answers, with
+        exponential backoff, resuming with `Last-Event-ID`. A 4xx answer raises `ClientError` at once.
+        To stop early and close the connection at once, `close()` the generator (or `contextlib.closing`).
+        """
+        state = FollowState(job_id, last_event_id)
+        path, params = follow_request(job_id, jobs)
+        while True:
+            try:
+                yield from self._read_stream(state, path, params)
+            except RETRYABLE_ERRORS as exc:
+                state.reason = f"{type(exc).__name__}: {exc}"
+            if state.finished:
+                # The job's end was seen: whatever happened to the connection after it does not matter.
+                return
+            delay = state.next_delay()
+            _log.info("%s: %s; reconnecting in %.2fs", path, state.reason, delay)
+            time.sleep(delay)
+
+    def _read_stream(self, state: FollowState, path: str, params: Sequence[tuple[str, str]]) -> Iterator[Event]:
+        """One connection: yield its events; `state.reason` says why it ended, if it is worth a retry."""
+        headers = state.headers()
+        with connect_sse(
+            self._http, "GET", path, params=params, headers=headers, timeout=self._stream_timeout
+        ) as source:
+            response = source.response
+            if response.status_code != 200:
+                response.read()
+                error = error_from_response(response)
+                if not should_retry(response):
+                    raise error
+                state.reason = str(error)
+                return
+            check_event_stream(response)
+            state.connected()
+            for sse in source.iter_sse():
+                event = state.feed(sse)
+                if event is not None:
+                    yield event
