@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -23,6 +24,7 @@ from .store import JobEntry, MemoryStore, Store
 
 __all__ = ["Broker", "Event", "Subscription"]
 
+_EVENT_ID = re.compile(r"[0-9]{1,30}")  # not str.isdigit(): that accepts "²" and other non-ASCII digits
 _NULLABLE = frozenset({"total", "rate", "error", "kernel_id", "cell_id", "path", "parent"})
 
 
@@ -155,7 +157,8 @@ class Broker:
                     entry.last_dropped_seq = entry.logs[0][0]
                 entry.logs.append((seq, line))
                 entry.change_seq = seq
-            self.store.put(entry)
+            if logs.lines:  # moving an entry without a new seq would hide newer changes behind it
+                self.store.put(entry)
             touched[logs.job] = entry
         cancel = [e.job.id for e in touched.values() if e.job.cancel_requested and not e.job.terminal]
         self._enforce_retention()
@@ -237,6 +240,7 @@ class Broker:
         for entry in self.store.entries():
             if entry.job.state in ("running", "pending") and now - entry.heard > lease:
                 entry.job.state = "lost"
+                entry.job.cancel_requested = False
                 entry.job.message = f"no report from its kernel for {lease:g} s"
                 entry.job.finished = entry.job.updated = now
                 entry.job.compute_eta()
@@ -254,8 +258,17 @@ class Broker:
     def _remove(self, entry: JobEntry) -> None:
         if entry.job.terminal:
             self._finished_count -= 1
-        self.store.remove(entry.job.id, self.store.next_seq())
+        # The tombstone keeps the final snapshot: a subscriber that had not read it yet still gets the terminal
+        # state before the removal (retention may remove a job in the same batch that finished it).
+        self.store.remove(entry.job.id, self.store.next_seq(), self._snapshot(entry))
         self._notify({entry.job.id: entry})
+
+    @staticmethod
+    def _snapshot(entry: JobEntry) -> Event:
+        if entry.event is None:
+            entry.event = Event(entry.seq, "job", _dumps(entry.job.to_dict()))
+        assert isinstance(entry.event, Event)
+        return entry.event
 
     def _enforce_retention(self) -> None:
         if self._finished_count <= self.jobs_kept:
@@ -281,7 +294,7 @@ class Broker:
         job_set = frozenset(check_job_id(j) for j in jobs) if jobs is not None else None
         cursor = 0
         if last_event_id is not None and last_event_id != "":
-            if not last_event_id.isdigit() or len(last_event_id) > 30:
+            if _EVENT_ID.fullmatch(last_event_id) is None:
                 raise ProtocolError(400, "invalid_query", "Last-Event-ID must be an id this server sent")
             cursor = int(last_event_id)
             if cursor > self.store.current_seq:
@@ -341,8 +354,10 @@ class Broker:
                 items.append((seq, 1, job_id, line))
             if entry.last_dropped_seq > cursor:
                 items.append((entry.last_dropped_seq, 2, job_id, None))
-        for seq, job_id in self.store.removed_since(cursor):
+        for seq, job_id, final in self.store.removed_since(cursor):
             if sub.jobs is None or job_id in sub.jobs:
+                if isinstance(final, Event) and final.id > cursor:
+                    items.append((final.id, 4, job_id, final))
                 items.append((seq, 3, job_id, None))
         if not items:
             return []
@@ -357,12 +372,14 @@ class Broker:
             seq, kind, job_id, payload = items[i]
             if kind == 0:
                 entry: JobEntry = payload
-                if entry.event is None:
-                    entry.event = Event(entry.seq, "job", _dumps(entry.job.to_dict()))
-                assert isinstance(entry.event, Event)
-                events.append(entry.event)
+                events.append(self._snapshot(entry))
                 if job_id == sub.end_with_job and entry.job.terminal:
                     ending = True  # after the rest of this read: the final log lines come with it
+                i += 1
+            elif kind == 4:  # the final snapshot of a job removed since
+                events.append(payload)
+                if job_id == sub.end_with_job:
+                    ending = True
                 i += 1
             elif kind == 3:
                 events.append(Event(seq, "removed", _dumps({"job": job_id})))

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator
 
 from .errors import ProtocolError
@@ -131,12 +132,14 @@ def parse_update_batch(body: bytes) -> UpdateBatch:
     if len(body) > MAX_BODY_BYTES:
         raise ProtocolError(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
     try:
-        return UpdateBatch.model_validate_json(body)
+        # Parsed apart from validation so that NaN and Infinity, which are not JSON, are a JSON error.
+        data = pydantic_core.from_json(body, allow_inf_nan=False)
+    except ValueError as exc:
+        raise ProtocolError(400, "invalid_json", str(exc)) from None
+    try:
+        return UpdateBatch.model_validate(data)
     except ValidationError as exc:
-        errors = _clean_errors(exc)
-        if any(err.get("type") == "json_invalid" for err in exc.errors(include_url=False)):
-            raise ProtocolError(400, "invalid_json", errors) from None
-        raise ProtocolError(400, "invalid_update", errors) from None
+        raise ProtocolError(400, "invalid_update", _clean_errors(exc)) from None
 
 
 @dataclass(slots=True)

@@ -46,14 +46,15 @@ class Store(Protocol):
     def put(self, entry: JobEntry) -> None:
         """Store a new or changed entry; it becomes the most recently changed."""
 
-    def remove(self, job_id: str, seq: int) -> None:
-        """Forget a job, leaving a tombstone at ``seq`` so subscribers that are behind hear of it."""
+    def remove(self, job_id: str, seq: int, final: object = None) -> None:
+        """Forget a job, leaving a tombstone at ``seq`` (with its ``final`` snapshot event) so subscribers that
+        are behind hear of it."""
 
     def changed_since(self, seq: int) -> Iterator[JobEntry]:
         """Entries whose ``change_seq`` is greater than ``seq``, newest change first."""
 
-    def removed_since(self, seq: int) -> Iterator[tuple[int, str]]:
-        """Tombstones ``(seq, job_id)`` newer than ``seq``, newest first."""
+    def removed_since(self, seq: int) -> Iterator[tuple[int, str, object]]:
+        """Tombstones ``(seq, job_id, final)`` newer than ``seq``, newest first."""
 
     def entries(self) -> Iterator[JobEntry]: ...
 
@@ -63,12 +64,12 @@ class Store(Protocol):
 class MemoryStore:
     """Everything in memory: lost when the server stops."""
 
-    def __init__(self, *, tombstones_kept: int = 10_000) -> None:
+    def __init__(self, *, tombstones_kept: int = 2_000) -> None:
         # Start from the clock in microseconds, so the ids of a restarted server are greater than the old
         # server's: a client resuming with an old Last-Event-ID then gets every job again, not nothing.
         self._seq = time.time_ns() // 1000
         self._entries: OrderedDict[str, JobEntry] = OrderedDict()
-        self._tombstones: deque[tuple[int, str]] = deque(maxlen=tombstones_kept)
+        self._tombstones: deque[tuple[int, str, object]] = deque(maxlen=tombstones_kept)
 
     def next_seq(self) -> int:
         self._seq += 1
@@ -85,9 +86,9 @@ class MemoryStore:
         self._entries[entry.job.id] = entry
         self._entries.move_to_end(entry.job.id)
 
-    def remove(self, job_id: str, seq: int) -> None:
+    def remove(self, job_id: str, seq: int, final: object = None) -> None:
         if self._entries.pop(job_id, None) is not None:
-            self._tombstones.append((seq, job_id))
+            self._tombstones.append((seq, job_id, final))
 
     def changed_since(self, seq: int) -> Iterator[JobEntry]:
         for entry in reversed(self._entries.values()):
@@ -95,7 +96,7 @@ class MemoryStore:
                 return
             yield entry
 
-    def removed_since(self, seq: int) -> Iterator[tuple[int, str]]:
+    def removed_since(self, seq: int) -> Iterator[tuple[int, str, object]]:
         for tombstone in reversed(self._tombstones):
             if tombstone[0] <= seq:
                 return

@@ -23,9 +23,9 @@ from ..core import (
     Broker,
     ProtocolError,
     Subscription,
-    check_job_id,
     encode_comment,
     encode_retry,
+    is_valid_job_id,
     parse_update_batch,
 )
 
@@ -179,8 +179,11 @@ class EventsHandler(_Handler):
             sub = broker.subscribe([job_id], last_event_id, end_with_job=job_id)
         else:
             jobs = self.get_arguments("job")
-            for one in jobs:
-                check_job_id(one)
+            bad = [one for one in jobs if not is_valid_job_id(one)]
+            if bad:
+                raise ProtocolError(
+                    400, "invalid_query", f"job must be a job id (1 to 64 of [A-Za-z0-9_-]): {bad[0]!r}"
+                )
             sub = broker.subscribe(jobs or None, last_event_id)
         self._subscription = sub
         config = self.settings["jupyter_sse_config"]
