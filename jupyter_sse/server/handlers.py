@@ -7,6 +7,7 @@ import contextlib
 import functools
 import hmac
 import json
+import os
 from collections.abc import Awaitable, Callable
 from http.client import responses
 from typing import Any, TypeVar, cast
@@ -23,6 +24,7 @@ from ..core import (
     Broker,
     ProtocolError,
     Subscription,
+    UpdateBatch,
     encode_comment,
     encode_retry,
     is_valid_job_id,
@@ -159,8 +161,26 @@ class UpdatesHandler(_Handler):
     async def post(self) -> None:
         if len(self.request.body) > MAX_BODY_BYTES:
             raise ProtocolError(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
-        batch = parse_update_batch(self.request.body)
+        batch = _relative_paths(parse_update_batch(self.request.body), self.settings.get("server_root_dir", ""))
         self.write_json({"cancel": self.broker.apply(batch)})
+
+
+def _relative_paths(batch: UpdateBatch, root_dir: str) -> UpdateBatch:
+    """Report notebook paths as JupyterLab names them: relative to the server's root, with "/".
+
+    A kernel knows its notebook only as the absolute file path jupyter_server gives it (``JPY_SESSION_NAME``).
+    """
+    if not root_dir or not any(update.path for update in batch.jobs):
+        return batch
+    root = os.path.abspath(root_dir)
+    jobs = []
+    for update in batch.jobs:
+        path = update.path
+        if path and os.path.isabs(path) and os.path.commonpath([root, os.path.abspath(path)]) == root:
+            relative = os.path.relpath(path, root).replace(os.sep, "/")
+            update = update.model_copy(update={"path": relative})
+        jobs.append(update)
+    return batch.model_copy(update={"jobs": jobs})
 
 
 class EventsHandler(_Handler):

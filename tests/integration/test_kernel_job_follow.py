@@ -195,3 +195,31 @@ async def test_sync_client_follows_in_a_thread(sse_server: SSEServer, kernel: Ke
 
     states = await asyncio.to_thread(follow)
     assert states[-1] == "succeeded"
+
+
+async def test_job_records_notebook_path_and_cell_id(sse_server: SSEServer, jp_fetch: Any, jp_root_dir: Any) -> None:
+    # A notebook session, as JupyterLab opens one: the kernel learns its notebook's file from the server (as an
+    # absolute path, which the server reports relative to its root), and each execute request carries the
+    # cell's id in its metadata.
+    (jp_root_dir / "experiments").mkdir()
+    body = {"path": "experiments/train.ipynb", "type": "notebook", "name": "train.ipynb", "kernel": {"name": "python3"}}
+    response = await jp_fetch("api", "sessions", method="POST", body=json.dumps(body))
+    session = json.loads(response.body)
+    client = sse_server.app.kernel_manager.get_kernel(session["kernel"]["id"]).client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=60)
+        code = "from jupyter_sse import progress\nfor i in progress(range(3), desc='located'):\n    pass\n"
+        content = {"code": code, "silent": False, "store_history": True, "user_expressions": {}}
+        msg = client.session.msg("execute_request", content, metadata={"cellId": "cell-42"})
+        client.shell_channel.send(msg)
+        reply = await client.get_shell_msg(timeout=60)
+        assert reply["content"]["status"] == "ok"
+        async with AsyncClient(sse_server.url, sse_server.token) as sse_client:
+            job = await _wait_for_job(sse_client, "located")
+    finally:
+        client.stop_channels()
+        await jp_fetch("api", "sessions", session["id"], method="DELETE")
+    assert job["path"] == "experiments/train.ipynb"
+    assert job["cell_id"] == "cell-42"
+    assert job["kernel_id"] == session["kernel"]["id"]
