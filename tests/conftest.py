@@ -33,7 +33,12 @@ def jp_server_config() -> dict[str, Any]:
             "jpserver_extensions": {"jupyter_sse": True, "jupyter_server_terminals": False},
             "allow_unauthenticated_access": False,
         },
-        "SSEExtension": {"heartbeat_interval": 1.0, "log_lines_kept": 50},
+        "SSEExtension": {
+            "heartbeat_interval": 1.0,
+            "log_lines_kept": 50,
+            "cancel_grace": 1.0,
+            "kernel_check_interval": 0.2,
+        },
     }
 
 

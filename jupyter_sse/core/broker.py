@@ -113,7 +113,11 @@ class Broker:
         self._clock = clock
         self._all_subscribers: set[Subscription] = set()
         self._subscribers_by_job: dict[str, set[Subscription]] = {}
-        self._finished_count = sum(1 for entry in self.store.entries() if entry.job.terminal)
+        self._finished_count = 0
+        now = clock()
+        for entry in self.store.entries():  # a store loaded from disk
+            self._finished_count += entry.job.terminal
+            entry.heard = now  # a running job's publisher gets a whole lease to come back after a restart
         self.closed = False
 
     # ---- reading -------------------------------------------------------------------------------------------
@@ -190,6 +194,7 @@ class Broker:
     def _apply_update(self, entry: JobEntry, update: JobUpdate, now: float) -> None:
         job = entry.job
         was_terminal = job.terminal
+        previous_state = job.state
         for name in update.model_fields_set:
             if name == "id":
                 continue
@@ -204,8 +209,9 @@ class Broker:
         entry.heard = now
         if job.terminal:
             if not was_terminal:
-                job.finished = now
                 self._finished_count += 1
+            if job.state != previous_state:
+                job.finished = now  # also lost -> succeeded: the publisher came back to finish
             job.cancel_requested = False
         elif was_terminal:
             job.finished = None
@@ -221,9 +227,45 @@ class Broker:
             return entry.job, False
         if not entry.job.cancel_requested:
             entry.job.cancel_requested = True
-            entry.job.updated = self._clock()
+            entry.job.updated = entry.cancel_asked_at = self._clock()
             self._bump(entry)
         return entry.job, True
+
+    def overdue_cancels(self, grace: float) -> list[tuple[str, str | None]]:
+        """``(job id, kernel id)`` of jobs still running ``grace`` seconds after their cancel was asked.
+
+        Each job is returned once: the caller escalates (interrupts the kernel) and does not repeat it.
+        """
+        now = self._clock()
+        overdue = []
+        for entry in self.store.entries():
+            asked = entry.cancel_asked_at
+            if asked is not None and not entry.escalated and not entry.job.terminal and now - asked >= grace:
+                entry.escalated = True
+                overdue.append((entry.job.id, entry.job.kernel_id))
+        return overdue
+
+    def kernels_with_running_jobs(self) -> set[str]:
+        return {e.job.kernel_id for e in self.store.entries() if e.job.kernel_id is not None and not e.job.terminal}
+
+    def lose_kernel_jobs(self, kernel_id: str, reason: str) -> list[str]:
+        """Mark ``lost`` every unfinished job of a kernel that died, restarted or was shut down."""
+        lost = []
+        for entry in self.store.entries():
+            if entry.job.kernel_id == kernel_id and not entry.job.terminal:
+                self._lose(entry, reason)
+                lost.append(entry.job.id)
+        return lost
+
+    def _lose(self, entry: JobEntry, reason: str) -> None:
+        job = entry.job
+        job.state = "lost"
+        job.cancel_requested = False
+        job.message = reason
+        job.finished = job.updated = self._clock()
+        job.compute_eta()
+        self._finished_count += 1
+        self._bump(entry)
 
     def delete(self, job_id: str) -> None:
         entry = self.store.get(check_job_id(job_id))
@@ -239,13 +281,7 @@ class Broker:
         lost = []
         for entry in self.store.entries():
             if entry.job.state in ("running", "pending") and now - entry.heard > lease:
-                entry.job.state = "lost"
-                entry.job.cancel_requested = False
-                entry.job.message = f"no report from its kernel for {lease:g} s"
-                entry.job.finished = entry.job.updated = now
-                entry.job.compute_eta()
-                self._finished_count += 1
-                self._bump(entry)
+                self._lose(entry, f"no report from its kernel for {lease:g} s")
                 lost.append(entry.job.id)
         return lost
 

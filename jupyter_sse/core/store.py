@@ -20,7 +20,17 @@ __all__ = ["JobEntry", "MemoryStore", "Store"]
 class JobEntry:
     """A job, its retained log lines, and the sequence numbers that say when each part changed."""
 
-    __slots__ = ("change_seq", "event", "heard", "job", "last_dropped_seq", "logs", "seq")
+    __slots__ = (
+        "cancel_asked_at",
+        "change_seq",
+        "escalated",
+        "event",
+        "heard",
+        "job",
+        "last_dropped_seq",
+        "logs",
+        "seq",
+    )
 
     def __init__(self, job: Job, seq: int, log_lines_kept: int) -> None:
         self.job = job
@@ -30,6 +40,8 @@ class JobEntry:
         self.last_dropped_seq = 0  # the newest log line that retention dropped
         self.event: object | None = None  # the broker's cached `job` event, shared by every subscriber
         self.heard = job.updated  # when its publisher last reported, for the lease
+        self.cancel_asked_at: float | None = None  # when a cancel was asked, to escalate if the loop ignores it
+        self.escalated = False
 
 
 class Store(Protocol):
@@ -57,6 +69,11 @@ class Store(Protocol):
         """Tombstones ``(seq, job_id, final)`` newer than ``seq``, newest first."""
 
     def entries(self) -> Iterator[JobEntry]: ...
+
+    def flush(self) -> None:
+        """Write pending changes to durable storage, if the store has any."""
+
+    def close(self) -> None: ...
 
     def __len__(self) -> int: ...
 
@@ -104,6 +121,12 @@ class MemoryStore:
 
     def entries(self) -> Iterator[JobEntry]:
         return iter(list(self._entries.values()))
+
+    def flush(self) -> None:
+        """Nothing to write: memory is all there is."""
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     def __len__(self) -> int:
         return len(self._entries)

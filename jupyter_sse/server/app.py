@@ -7,13 +7,17 @@ import contextlib
 import getpass
 import os
 import secrets
+from collections.abc import Callable
 from typing import Any
 
+from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Float, Int, Unicode, validate
 
 from ..core import Broker, MemoryStore
+from ..core.store_sqlite import SQLiteStore
 from .handlers import handlers
+from .kernels import KERNEL_ACTIONS, KernelWatcher
 
 __all__ = ["SSEExtension"]
 
@@ -47,10 +51,34 @@ class SSEExtension(ExtensionApp):
         help="Seconds a subscriber may take to accept an event before the server drops its connection.",
     )
     retry_ms = Int(2000, config=True, help="The reconnection delay (ms) sent to clients in the stream.")
+    store_kind = Unicode(
+        "sqlite",
+        config=True,
+        help='Where jobs are kept: "sqlite" (a file that survives restarts, the default) or "memory".',
+    )
+    db_path = Unicode(
+        "",
+        config=True,
+        help="The SQLite file for the sqlite store (default: jupyter_sse/jobs.sqlite3 in the Jupyter data dir).",
+    )
+    cancel_grace = Float(
+        10.0,
+        config=True,
+        help="Seconds a job may ignore a cancel (its loop stuck in C code, say) before its kernel is interrupted.",
+    )
+    kernel_check_interval = Float(
+        1.0, config=True, help="Seconds between checks for dead kernels and cancels to escalate."
+    )
     owner = Unicode(
         config=True,
         help="The user recorded as the owner of jobs (default: the JupyterHub user or the OS user).",
     )
+
+    @validate("store_kind")
+    def _check_store_kind(self, proposal: Any) -> str:
+        if proposal["value"] not in ("sqlite", "memory"):
+            raise ValueError('store_kind must be "sqlite" or "memory"')
+        return str(proposal["value"])
 
     @validate("log_lines_kept")
     def _check_log_lines(self, proposal: Any) -> int:
@@ -69,8 +97,12 @@ class SSEExtension(ExtensionApp):
 
     def initialize_settings(self) -> None:
         owner = self.owner or self._default_owner()
-        self.broker = Broker(MemoryStore(), log_lines_kept=self.log_lines_kept, jobs_kept=self.jobs_kept, owner=owner)
-        self.publish_token = secrets.token_urlsafe(32)
+        self.store = self._make_store()
+        self.broker = Broker(self.store, log_lines_kept=self.log_lines_kept, jobs_kept=self.jobs_kept, owner=owner)
+        # Kept across restarts with the SQLite store, so kernels that were publishing keep being let in.
+        self.publish_token = (
+            self.store.publish_token() if isinstance(self.store, SQLiteStore) else secrets.token_urlsafe(32)
+        )
         self.settings.update(
             {
                 "jupyter_sse_broker": self.broker,
@@ -82,8 +114,45 @@ class SSEExtension(ExtensionApp):
                 },
             }
         )
-        self._lease_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._export_environment()
+        # Under a test harness the loop already runs here; a real server starts it later (see below).
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop()
+            self._start_tasks()
+
+    def _make_store(self) -> MemoryStore:
+        if self.store_kind == "memory":
+            return MemoryStore()
+        path = self.db_path or os.path.join(jupyter_data_dir(), "jupyter_sse", "jobs.sqlite3")
+        self.log.info("jupyter-sse: keeping jobs in %s", path)
+        return SQLiteStore(path, log_lines_kept=self.log_lines_kept)
+
+    def _start_tasks(self) -> None:
+        if self._tasks:
+            return
+        assert self.serverapp is not None
+        watcher = KernelWatcher(
+            self.broker, self.serverapp.kernel_manager, cancel_grace=self.cancel_grace, log=self.log
+        )
+        if self.serverapp.event_logger is not None:
+            self.serverapp.event_logger.add_listener(schema_id=KERNEL_ACTIONS, listener=watcher.on_kernel_action)
+        self._tasks = [
+            asyncio.ensure_future(self._every(1.0, self.store.flush)),
+            asyncio.ensure_future(self._every(min(5.0, max(0.5, self.publisher_lease / 4)), self._expire)),
+            asyncio.ensure_future(watcher.run(self.kernel_check_interval)),
+        ]
+
+    def _expire(self) -> None:
+        self.broker.expire_leases(self.publisher_lease)
+
+    async def _every(self, period: float, action: Callable[[], None]) -> None:
+        while True:
+            await asyncio.sleep(period)
+            try:
+                action()
+            except Exception:  # a failed pass (a full disk, say) must not stop the next ones
+                self.log.warning("jupyter-sse: %s failed", getattr(action, "__name__", action), exc_info=True)
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers())
@@ -109,17 +178,15 @@ class SSEExtension(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         self._export_environment()  # the port is final now (port retries)
-        self._lease_task = asyncio.ensure_future(self._expire_leases())
-
-    async def _expire_leases(self) -> None:
-        period = max(0.5, min(5.0, self.publisher_lease / 4))
-        while True:
-            await asyncio.sleep(period)
-            self.broker.expire_leases(self.publisher_lease)
+        self._start_tasks()
 
     async def stop_extension(self) -> None:
         self.broker.close()
-        if self._lease_task is not None:
-            self._lease_task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._lease_task
+                await task
+        self._tasks = []
+        self.store.flush()
+        self.store.close()
