@@ -6,72 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from jupyter_sse.client import AsyncClient, Client
 from tests.conftest import SSEServer
+from tests.integration.conftest import KernelSession, errors, wait_for_job
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class KernelSession:
-    """A kernel started with ``POST api/kernels``, and a client on its channels to run code."""
-
-    def __init__(self, server: SSEServer, kernel_id: str, client: Any) -> None:
-        self.server = server
-        self.kernel_id = kernel_id
-        self.client = client
-
-    async def execute(self, code: str, timeout: float = 60) -> list[dict[str, Any]]:
-        """Run ``code``; return its iopub messages once the kernel is idle again."""
-        msg_id = self.client.execute(code)
-        messages = []
-        deadline = time.monotonic() + timeout
-        while True:
-            msg = await self.client.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            messages.append(msg)
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                return messages
-
-    def start(self, code: str) -> str:
-        """Send ``code`` without waiting for it."""
-        return str(self.client.execute(code))
-
-
-@pytest.fixture
-def kernel(sse_server: SSEServer, jp_fetch: Any, jp_asyncio_loop: Any) -> Iterator[KernelSession]:
-    # pytest-jupyter runs async tests but not async fixtures: drive the setup on its loop by hand.
-    async def start() -> KernelSession:
-        response = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "python3"}))
-        kernel_id = json.loads(response.body)["id"]
-        client = sse_server.app.kernel_manager.get_kernel(kernel_id).client()
-        client.start_channels()
-        await client.wait_for_ready(timeout=60)
-        return KernelSession(sse_server, kernel_id, client)
-
-    session = jp_asyncio_loop.run_until_complete(start())
-    yield session
-    session.client.stop_channels()
-    jp_asyncio_loop.run_until_complete(jp_fetch("api", "kernels", session.kernel_id, method="DELETE"))
-
-
-def _errors(messages: list[dict[str, Any]]) -> list[str]:
-    return [f"{m['content']['ename']}: {m['content']['evalue']}" for m in messages if m["msg_type"] == "error"]
-
-
-async def _wait_for_job(client: AsyncClient, name: str, timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for job in await client.list():
-            if job["name"] == name:
-                return job
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no job named {name!r} appeared")
 
 
 async def test_kernel_progress_streams_live_to_the_client(sse_server: SSEServer, kernel: KernelSession) -> None:
@@ -80,7 +23,7 @@ async def test_kernel_progress_streams_live_to_the_client(sse_server: SSEServer,
         "for i in progress(range(40), desc='live'):\n    time.sleep(0.05)\n"
     )
     async with AsyncClient(sse_server.url, sse_server.token) as client:
-        job = await _wait_for_job(client, "live")
+        job = await wait_for_job(client, "live")
         seen: list[dict[str, Any]] = []
         async for event in client.follow(job["id"]):
             if event.event == "job":
@@ -108,7 +51,7 @@ async def test_follow_resumes_after_disconnect_and_ends_with_final_state(
         "        time.sleep(0.05)\n        j.log(f'line {i}')\n        j.update()\n"
     )
     async with AsyncClient(sse_server.url, sse_server.token) as client:
-        job = await _wait_for_job(client, "resumable")
+        job = await wait_for_job(client, "resumable")
         last_id = None
         async for event in client.follow(job["id"]):
             last_id = event.id
@@ -133,7 +76,7 @@ async def test_cancel_through_the_api_stops_the_loop(sse_server: SSEServer, kern
         "except JobCancelled:\n    print('got JobCancelled at', i)\n"
     )
     async with AsyncClient(sse_server.url, sse_server.token) as client:
-        job = await _wait_for_job(client, "doomed")
+        job = await wait_for_job(client, "doomed")
         await client.cancel(job["id"])
         final = None
         async for event in client.follow(job["id"]):
@@ -158,9 +101,9 @@ async def test_failing_loop_marks_job_failed_with_error(sse_server: SSEServer, k
         "for i in progress(range(10), desc='boom'):\n"
         "    if i == 3:\n        raise ValueError('bad batch 3')\n"
     )
-    assert _errors(messages) == ["ValueError: bad batch 3"]
+    assert errors(messages) == ["ValueError: bad batch 3"]
     async with AsyncClient(sse_server.url, sse_server.token) as client:
-        job = await _wait_for_job(client, "boom")
+        job = await wait_for_job(client, "boom")
         final = [e.data async for e in client.follow(job["id"]) if e.event == "job"][-1]
     assert final["state"] == "failed"
     assert final["error"] == {"type": "ValueError", "message": "bad batch 3"}
@@ -173,10 +116,10 @@ async def test_nested_bars_record_their_parent(sse_server: SSEServer, kernel: Ke
         "for i in progress(range(2), desc='outer'):\n"
         "    for j in progress(range(3), desc=f'inner {i}'):\n        pass\n"
     )
-    assert _errors(messages) == []
+    assert errors(messages) == []
     async with AsyncClient(sse_server.url, sse_server.token) as client:
-        outer = await _wait_for_job(client, "outer")
-        inner = await _wait_for_job(client, "inner 1")
+        outer = await wait_for_job(client, "outer")
+        inner = await wait_for_job(client, "inner 1")
     assert inner["parent"] == outer["id"]
     assert outer["parent"] is None
 
@@ -187,7 +130,7 @@ async def test_sync_client_follows_in_a_thread(sse_server: SSEServer, kernel: Ke
         "    time.sleep(0.05)\n"
     )
     async with AsyncClient(sse_server.url, sse_server.token) as client:
-        job = await _wait_for_job(client, "sync")
+        job = await wait_for_job(client, "sync")
 
     def follow() -> list[str]:
         with Client(sse_server.url, sse_server.token) as sync_client:
@@ -216,7 +159,7 @@ async def test_job_records_notebook_path_and_cell_id(sse_server: SSEServer, jp_f
         reply = await client.get_shell_msg(timeout=60)
         assert reply["content"]["status"] == "ok"
         async with AsyncClient(sse_server.url, sse_server.token) as sse_client:
-            job = await _wait_for_job(sse_client, "located")
+            job = await wait_for_job(sse_client, "located")
     finally:
         client.stop_channels()
         await jp_fetch("api", "sessions", session["id"], method="DELETE")
