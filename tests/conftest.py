@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests._servers import ServerProcess, free_port
 
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
 
@@ -77,3 +80,13 @@ def sse_server(jp_serverapp: Any, http_server: Any, jp_http_port: int, jp_base_u
         publish_token=settings["jupyter_sse_publish_token"],
         app=jp_serverapp,
     )
+
+
+@pytest.fixture
+def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A `jupyter server` subprocess with jupyter-sse (started by the test with ``.start()``), stopped after."""
+    proc = ServerProcess(tmp_path, free_port())
+    try:
+        yield proc
+    finally:
+        proc.stop()

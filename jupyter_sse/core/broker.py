@@ -139,6 +139,9 @@ class Broker:
     # ---- writing -------------------------------------------------------------------------------------------
     def apply(self, batch: UpdateBatch) -> list[str]:
         """Apply a validated ``POST updates`` body whole, or refuse it whole; return the ids to cancel."""
+        if self.closed:
+            # 503, not 4xx: the publisher keeps the update and sends it again to the next server.
+            raise ProtocolError(503, "closing", "the server is shutting down; send this again later")
         self._check(batch)
         now = self._clock()
         touched: dict[str, JobEntry] = {}
