@@ -23,11 +23,13 @@ demo: install
 lint: install
 	$(BIN)/ruff check jupyter_sse tests
 	$(BIN)/ruff format --check jupyter_sse tests
+	cd labextension && ([ -d node_modules ] || npm ci --no-audit --no-fund) && npm run typecheck && npm run lint && npm run build:lib && npm test
 
 typecheck: install
 	$(BIN)/mypy
 
 pytest: install
+	scripts/ensure-chromium
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest

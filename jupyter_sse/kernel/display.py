@@ -190,8 +190,21 @@ def default_display(job: JobState) -> Display:
     file = job.options.file
     # in a kernel, tqdm's usual file=sys.stdout/stderr means "show it in the cell"
     if is_kernel_shell(shell) and (file is None or file is sys.stdout or file is sys.stderr):
-        return KernelDisplay(shell)
+        widget = _widget_display(shell, job)
+        return widget if widget is not None else KernelDisplay(shell)
     return TerminalDisplay(file if file is not None else sys.stderr)
+
+
+def _widget_display(shell: Any, job: JobState) -> Display | None:
+    """The JobWidget (jupyter_sse.widget) when ipywidgets is importable and the job is published; else None.
+
+    Imported here, lazily, so that scripts and the server never import ipywidgets.
+    """
+    try:
+        from ..widget import widget_display
+    except ImportError:  # no ipywidgets in this kernel: the text display
+        return None
+    return widget_display(shell, job)
 
 
 _factory: Callable[[JobState], Display] = default_display

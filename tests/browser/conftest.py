@@ -1,0 +1,253 @@
+"""A real JupyterLab (subprocess, loopback, token auth) and a real headless Chromium driven by Playwright.
+
+The lab server is shared by the module's tests (starting it costs seconds); each test opens its own notebook,
+in its own workspace, and deletes its kernel session at the end (a session outlives the browser page).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = os.environ.get("JUPYTER_SSE_CHROMIUM", "/usr/bin/chromium")
+# flags that work as root, offline, in containers (see STACK-NOTES)
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+# JupyterLab's news and update pop-ups would cover the notebook
+OVERRIDES = {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Lab:
+    url: str  # ends with "/"
+    token: str
+    root: Path
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Authorization", f"token {self.token}")
+        req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            raw = resp.read()
+        return json.loads(raw) if raw else None
+
+    def write_notebook(self, name: str, *sources: str) -> str:
+        cells = [
+            {"cell_type": "code", "source": s, "metadata": {}, "outputs": [], "execution_count": None, "id": f"c{i}"}
+            for i, s in enumerate(sources)
+        ]
+        nb = {
+            "nbformat": 4,
+            "nbformat_minor": 5,
+            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+            "cells": cells,
+        }
+        (self.root / name).write_text(json.dumps(nb))
+        return name
+
+    def delete_sessions(self, name: str) -> None:
+        for session in self.request("GET", "api/sessions"):
+            if session.get("path") == name:
+                self.request("DELETE", f"api/sessions/{session['id']}")
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"jupyter-sse/api/jobs/{job_id}")
+        return result
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"no chromium at {CHROMIUM}: run scripts/ensure-chromium (make test does)", pytrace=False)
+    base = tmp_path_factory.mktemp("lab")
+    root = base / "notebooks"
+    root.mkdir()
+    settings = base / "app-settings"
+    settings.mkdir()
+    (settings / "overrides.json").write_text(json.dumps(OVERRIDES))
+    env = dict(os.environ)
+    env.update(
+        JUPYTER_CONFIG_DIR=str(base / "config"),
+        JUPYTER_DATA_DIR=str(base / "data"),
+        JUPYTER_RUNTIME_DIR=str(base / "runtime"),
+        JUPYTERLAB_SETTINGS_DIR=str(base / "user-settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
+        PYTHONUNBUFFERED="1",
+    )
+    for name in ("JUPYTER_SSE_URL", "JUPYTER_SSE_TOKEN", "JUPYTER_TOKEN"):
+        env.pop(name, None)
+    port = _free_port()
+    token = secrets.token_hex(16)
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        f"--LabApp.app_settings_dir={settings}",
+        "--LabApp.expose_app_in_browser=True",
+        "--ServerApp.allow_unauthenticated_access=False",
+    ]
+    if os.getuid() == 0:
+        cmd.append("--allow-root")
+    log = (base / "lab.log").open("wb")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    lab = Lab(url=f"http://127.0.0.1:{port}/", token=token, root=root)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                lab.request("GET", "jupyter-sse/api/jobs")
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("jupyter lab did not start:\n" + (base / "lab.log").read_text()) from None
+                time.sleep(0.2)
+        yield lab
+    finally:
+        proc.send_signal(signal.SIGINT)  # the server shuts its kernels down on SIGINT (twice: no prompt)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+        shutil.copy(base / "lab.log", _artifacts() / "lab.log")
+
+
+def _artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class NotebookPage:
+    """A JupyterLab page on one notebook, with the few actions the tests need."""
+
+    def __init__(self, lab: Lab, page: Any, name: str) -> None:
+        self.lab = lab
+        self.page = page
+        self.name = name
+        self.workspace = "w" + secrets.token_hex(4)
+
+    def open(self) -> None:
+        url = f"{self.lab.url}lab/workspaces/{self.workspace}/tree/{self.name}?token={self.lab.token}"
+        self.page.goto(url)
+        self.wait_kernel_idle()
+
+    def wait_kernel_idle(self, timeout: float = 60) -> None:
+        self.page.wait_for_function(
+            """() => {
+                const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+                const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+                return !!k && k.status === 'idle' && k.connectionStatus === 'connected';
+            }""",
+            timeout=timeout * 1000,
+        )
+
+    def command(self, name: str) -> None:
+        # not awaited: run-all-cells' promise resolves only when the cells have finished
+        self.page.evaluate("name => { void window.jupyterapp.commands.execute(name); }", name)
+
+    def run_all(self) -> None:
+        self.command("notebook:run-all-cells")
+
+    def widgets(self) -> Any:
+        return self.page.locator(".jp-sse-job")
+
+    def screenshot(self, name: str, locator: Any = None) -> Path:
+        path = _artifacts() / f"{name}.png"
+        (locator if locator is not None else self.page).screenshot(path=str(path))
+        return path
+
+
+@pytest.fixture
+def notebook_page(lab: Lab, browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh page (own context, own workspace); call ``open(name)`` with a notebook written by the test."""
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    opened: list[NotebookPage] = []
+
+    def open_notebook(name: str) -> NotebookPage:
+        nb = NotebookPage(lab, page, name)
+        nb.open()
+        opened.append(nb)
+        return nb
+
+    try:
+        yield open_notebook
+    finally:
+        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+            page.screenshot(path=str(_artifacts() / f"{request.node.name}-failure.png"))
+        context.close()
+        for nb in opened:
+            lab.delete_sessions(nb.name)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    # keep the call phase's report on the item, so the fixture can screenshot a failure
+    report = yield
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
+    return report
+
+
+@pytest.fixture(autouse=True)
+def jp_server_cleanup() -> Iterator[None]:
+    """pytest-jupyter's autouse cleanup runs a loop that would be Playwright's running one (its sync API runs
+    one): these tests start their own JupyterLab, not pytest-jupyter's, so there is nothing to clean up."""
+    yield None
+
+
+@pytest.fixture(autouse=True)
+def jp_asyncio_loop() -> Iterator[None]:
+    """See jp_server_cleanup: pytest-jupyter's loop fixture would close Playwright's running loop."""
+    yield None

@@ -1,0 +1,206 @@
+"""The JobWidget in a real JupyterLab and a real Chromium: live, shared-stream, reload, cancel, failure."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import NotebookPage
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
+
+
+def _wait_state(widget: Any, state: str, timeout: float = 30) -> None:
+    widget.page.wait_for_function(
+        "([el, state]) => el.dataset.state === state",
+        arg=[widget.element_handle(), state],
+        timeout=timeout * 1000,
+    )
+
+
+def _watch_values(nb: NotebookPage, widget: Any, until: str, timeout: float = 30) -> list[str]:
+    """The aria-valuenow values the bar shows, polled every 50 ms, until the widget reaches ``until``."""
+    bar = widget.locator("[role=progressbar]")
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = bar.get_attribute("aria-valuenow")
+        if value is not None and (not seen or seen[-1] != value):
+            seen.append(value)
+        if widget.get_attribute("data-state") == until:
+            return seen
+        nb.page.wait_for_timeout(50)
+    raise AssertionError(f"widget never reached {until}; saw {seen}, state {widget.get_attribute('data-state')}")
+
+
+def _stream_connections(nb: NotebookPage) -> int:
+    return int(nb.page.evaluate("() => window.jupyterSSE.stream().connections"))
+
+
+def test_progress_cell_shows_a_moving_bar_that_ends_succeeded(lab: Any, notebook_page: Any) -> None:
+    name = lab.write_notebook(
+        "moving.ipynb",
+        "import time\nfrom jupyter_sse import progress\n"
+        "for i in progress(range(40), desc='train'):\n    time.sleep(0.1)",
+    )
+    nb = notebook_page(name)
+    nb.run_all()
+    widget = nb.widgets().first
+    widget.wait_for(state="attached", timeout=30_000)
+    seen = _watch_values(nb, widget, "succeeded")
+    distinct = sorted({int(float(v)) for v in seen})
+    assert len(distinct) >= 4, f"the bar did not move: {seen}"
+    assert distinct == sorted(distinct) and distinct[-1] == 40
+    bar = widget.locator("[role=progressbar]")
+    assert bar.get_attribute("aria-valuemax") == "40"
+    assert widget.locator(".jp-sse-percent").inner_text() == "100%"
+    assert widget.locator(".jp-sse-state").inner_text().lower() == "succeeded"
+    assert "40/40 it" in widget.locator(".jp-sse-stats").inner_text()
+    assert widget.locator(".jp-sse-cancel").is_hidden()
+    print(f"distinct aria-valuenow values seen: {len(distinct)}")
+    nb.screenshot("widget-succeeded", widget)
+
+
+def test_twenty_live_bars_share_one_stream_and_all_finish(lab: Any, notebook_page: Any) -> None:
+    name = lab.write_notebook(
+        "twenty.ipynb",
+        "import time\nfrom jupyter_sse import progress\n"
+        "bars = [progress(total=10, desc=f'bar {i:02d}') for i in range(20)]\n"
+        "for step in range(10):\n    for b in bars:\n        b.update()\n    time.sleep(0.2)\n"
+        "for b in bars:\n    b.close()",
+    )
+    nb = notebook_page(name)
+    nb.run_all()
+    widgets = nb.widgets()
+    nb.page.wait_for_function("() => document.querySelectorAll('.jp-sse-job').length === 20", timeout=30_000)
+    # all twenty are live at once, before any has finished
+    nb.page.wait_for_function(
+        "() => [...document.querySelectorAll('.jp-sse-job')].every(el => el.dataset.state === 'running')",
+        timeout=30_000,
+    )
+    nb.page.wait_for_function(
+        "() => [...document.querySelectorAll('.jp-sse-job')].every(el => el.dataset.state === 'succeeded')",
+        timeout=30_000,
+    )
+    for i in range(20):
+        bar = widgets.nth(i).locator("[role=progressbar]")
+        assert bar.get_attribute("aria-valuenow") == "10"
+    # one SSE connection for the whole tab (browsers allow 6 per origin)
+    assert _stream_connections(nb) == 1
+    nb.screenshot("widget-twenty")
+
+
+def _start_and_reload(lab: Any, notebook_page: Any, name: str) -> tuple[NotebookPage, int]:
+    name = lab.write_notebook(
+        name,
+        "import time\nfrom jupyter_sse import progress\n"
+        "for i in progress(range(80), desc='long'):\n    time.sleep(0.1)",
+    )
+    nb = notebook_page(name)
+    nb.run_all()
+    widget = nb.widgets().first
+    widget.wait_for(state="attached", timeout=30_000)
+    nb.page.wait_for_function(
+        "el => Number(el.querySelector('[role=progressbar]').getAttribute('aria-valuenow')) >= 5",
+        arg=widget.element_handle(),
+        timeout=30_000,
+    )
+    nb.command("docmanager:save")  # the notebook keeps the widget's output
+    nb.page.wait_for_timeout(500)
+    before = int(float(widget.locator("[role=progressbar]").get_attribute("aria-valuenow") or 0))
+    nb.page.reload()
+    return nb, before
+
+
+def test_reloaded_tab_shows_the_job_finished(lab: Any, notebook_page: Any) -> None:
+    nb, _ = _start_and_reload(lab, notebook_page, "reload-end.ipynb")
+    widget = nb.widgets().first
+    widget.wait_for(state="attached", timeout=30_000)
+    _wait_state(widget, "succeeded")
+    assert widget.locator("[role=progressbar]").get_attribute("aria-valuenow") == "80"
+    nb.screenshot("widget-reloaded", widget)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ipywidgets restores models from the kernel with a shell request (comm_info) that waits for the "
+    "running cell; the view appears only when the cell ends. Needs a front-end fallback renderer (issue 3 note).",
+)
+def test_reloaded_tab_shows_the_running_job_live(lab: Any, notebook_page: Any) -> None:
+    nb, before = _start_and_reload(lab, notebook_page, "reload-live.ipynb")
+    widget = nb.widgets().first
+    widget.wait_for(state="attached", timeout=30_000)
+    seen = _watch_values(nb, widget, "succeeded", timeout=30)
+    running = [int(float(v)) for v in seen if int(float(v)) < 80]
+    assert len(set(running)) >= 2, f"not live after the reload: {seen}"
+    assert running[0] > before
+
+
+def test_cancel_button_stops_the_loop_and_shows_cancelled(lab: Any, notebook_page: Any) -> None:
+    name = lab.write_notebook(
+        "cancel.ipynb",
+        "import time\nfrom jupyter_sse import progress, JobCancelled\n"
+        "try:\n    for i in progress(range(1000), desc='cancel me'):\n        time.sleep(0.05)\n"
+        "except JobCancelled:\n    print('stopped at', i)",
+    )
+    nb = notebook_page(name)
+    nb.run_all()
+    widget = nb.widgets().first
+    widget.wait_for(state="attached", timeout=30_000)
+    _wait_state(widget, "running")
+    cancel = widget.locator(".jp-sse-cancel")
+    cancel.click()
+    _wait_state(widget, "cancelled", timeout=15)
+    assert widget.locator(".jp-sse-state").inner_text().lower() == "cancelled"
+    assert cancel.is_hidden()
+    stopped = int(float(widget.locator("[role=progressbar]").get_attribute("aria-valuenow") or 0))
+    assert 0 < stopped < 1000
+    nb.page.locator(".jp-OutputArea-output pre").get_by_text("stopped at").wait_for(timeout=15_000)
+    nb.screenshot("widget-cancelled", widget)
+
+
+def test_failing_loop_shows_failed_with_the_error(lab: Any, notebook_page: Any) -> None:
+    name = lab.write_notebook(
+        "fail.ipynb",
+        "import time\nfrom jupyter_sse import progress\n"
+        "for i in progress(range(30), desc='fragile'):\n    time.sleep(0.05)\n"
+        "    if i == 12:\n        raise ValueError('disk full')",
+    )
+    nb = notebook_page(name)
+    nb.run_all()
+    widget = nb.widgets().first
+    widget.wait_for(state="attached", timeout=30_000)
+    _wait_state(widget, "failed")
+    assert widget.locator(".jp-sse-error").inner_text() == "ValueError: disk full"
+    assert widget.locator(".jp-sse-state").inner_text().lower() == "failed"
+    assert widget.locator("[role=progressbar]").get_attribute("aria-valuenow") == "12"
+    nb.screenshot("widget-failed", widget)
+
+
+def test_unknown_total_shows_an_indeterminate_bar_with_count_and_rate(lab: Any, notebook_page: Any) -> None:
+    name = lab.write_notebook(
+        "unknown.ipynb",
+        "import time\nfrom jupyter_sse import job\n"
+        "with job('stream') as j:\n    for i in range(20):\n        j.update()\n        j.log(f'chunk {i}')\n"
+        "        j.message(f'reading chunk {i}')\n        time.sleep(0.1)",
+    )
+    nb = notebook_page(name)
+    nb.run_all()
+    widget = nb.widgets().first
+    widget.wait_for(state="attached", timeout=30_000)
+    nb.page.wait_for_function(
+        "el => el.dataset.state === 'running' && /^\\d+ it$/.test(el.querySelector('[role=progressbar]')"
+        ".getAttribute('aria-valuetext') || '') && !el.querySelector('.jp-sse-log').hidden",
+        arg=widget.element_handle(),
+        timeout=30_000,
+    )
+    bar = widget.locator("[role=progressbar]")
+    assert "jp-sse-indeterminate" in (bar.get_attribute("class") or "")
+    assert bar.get_attribute("aria-valuenow") is None
+    stats = widget.locator(".jp-sse-stats").inner_text()
+    assert " it · " in stats and "it/s" in stats, stats
+    nb.screenshot("widget-indeterminate", widget)
+    _wait_state(widget, "succeeded")
+    assert widget.locator(".jp-sse-log").inner_text().splitlines()[-1] == "chunk 19"
