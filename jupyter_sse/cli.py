@@ -38,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors: argparse has printed what to say
         return exc.code if isinstance(exc.code, int) else _EXIT_ERROR
+    serve: Callable[[argparse.Namespace], int] | None = getattr(args, "serve", None)
+    if serve is not None:
+        return serve(args)
     command: _Command | None = getattr(args, "run", None)
     if command is None:
         parser.print_usage(sys.stderr)
@@ -97,6 +100,17 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("cancel", parents=[common], help="ask for a job's cancellation")
     p.add_argument("job", help="the job's id")
     p.set_defaults(run=_cancel)
+
+    p = commands.add_parser("hub", help="serve a standalone hub (needs the asgi extra: jupyter-sse[asgi])")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="the port to listen on (default: 8765)")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("JUPYTER_SSE_HUB_TOKEN"),
+        help="the token every request must carry as `Authorization: Bearer` (default: $JUPYTER_SSE_HUB_TOKEN); "
+        "required unless the hub listens on loopback",
+    )
+    p.set_defaults(serve=_hub)
     return parser
 
 
@@ -278,6 +292,25 @@ def _summary(job: dict[str, Any]) -> str:
 
 def _label(job: dict[str, Any]) -> str:
     return f"{job['id']} ({job['name']})" if job.get("name") else str(job["id"])
+
+
+# ---- hub -----------------------------------------------------------------------------------------------
+
+
+def _hub(args: argparse.Namespace) -> int:
+    try:  # only here: the rest of the CLI, and the server extension, do without FastAPI and uvicorn
+        from .hub import HubConfigError, run
+    except ImportError as exc:
+        return _fail(f"the hub needs the asgi extra: pip install 'jupyter-sse[asgi]' ({exc})")
+    try:
+        run(args.host, args.port, args.token or None)
+    except HubConfigError as exc:
+        return _fail(str(exc))
+    except OSError as exc:  # the port is taken, the address is not ours
+        return _fail(f"cannot listen on {args.host}:{args.port}: {exc}")
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 # ---- cancel --------------------------------------------------------------------------------------------

@@ -45,7 +45,9 @@ _MAX_NUMBER = 1e18  # beyond this a count is a bug, and JSON readers in browsers
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 JobId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-Number = Annotated[StrictInt | StrictFloat, Field(ge=0, le=_MAX_NUMBER)]
+# Bounds on each member, not on the union: pydantic writes union-level bounds as "ge"/"le", which JSON Schema does
+# not know, so the OpenAPI schema would not say that counts are >= 0.
+Number = Annotated[StrictInt, Field(ge=0, le=10**18)] | Annotated[StrictFloat, Field(ge=0, lt=_MAX_NUMBER)]
 ShortText = Annotated[str, Field(max_length=256)]
 LongText = Annotated[str, Field(max_length=4096)]
 PublishedState = Literal["pending", "running", "succeeded", "failed", "cancelled"]
@@ -122,9 +124,19 @@ class UpdateBatch(_Strict):
         return value
 
 
+# The members of the int-or-float union name themselves in error locations; a client wants the field.
+_UNION_TAGS = frozenset({"int", "float", "constrained-int", "constrained-float"})
+
+
 def _clean_errors(exc: ValidationError) -> list[dict[str, Any]]:
-    # Without the offending input: it can be megabytes, and echoing it back helps nobody.
-    return [{"loc": list(err["loc"]), "msg": err["msg"]} for err in exc.errors(include_url=False)]
+    """One entry per field, with every reason; never the offending input (it can be megabytes)."""
+    by_loc: dict[tuple[Any, ...], list[str]] = {}
+    for err in exc.errors(include_url=False):
+        loc = tuple(part for part in err["loc"] if part not in _UNION_TAGS)
+        messages = by_loc.setdefault(loc, [])
+        if err["msg"] not in messages:
+            messages.append(err["msg"])
+    return [{"loc": list(loc), "msg": "; ".join(messages)} for loc, messages in by_loc.items()]
 
 
 def parse_update_batch(body: bytes) -> UpdateBatch:

@@ -1,4 +1,5 @@
-"""The server extension's HTTP API against a real Jupyter server on a real socket (protocol v1)."""
+"""Protocol v1 over a real socket, against both servers: the Jupyter server extension and the standalone hub
+(``api_server`` is parametrised over them, in tests/server/conftest.py)."""
 
 from __future__ import annotations
 
@@ -55,9 +56,9 @@ async def _read_events(response: httpx.Response, count: int, timeout: float = 10
     return events
 
 
-async def test_extension_is_enabled_and_lists_no_jobs(sse_server: SSEServer) -> None:
-    async with httpx.AsyncClient(headers=sse_server.auth) as client:
-        response = await client.get(sse_server.api + "jobs")
+async def test_extension_is_enabled_and_lists_no_jobs(api_server: SSEServer) -> None:
+    async with httpx.AsyncClient(headers=api_server.auth) as client:
+        response = await client.get(api_server.api + "jobs")
     assert response.status_code == 200
     assert response.json() == {"jobs": []}
 
@@ -69,14 +70,14 @@ async def test_kernel_environment_points_at_this_server(sse_server: SSEServer) -
     assert os.environ["JUPYTER_SSE_TOKEN"] == sse_server.publish_token
 
 
-async def test_publish_then_get_and_list(sse_server: SSEServer) -> None:
-    response = await _publish(sse_server, _update("job-1", name="train", n=3, total=10, rate=2.0))
+async def test_publish_then_get_and_list(api_server: SSEServer) -> None:
+    response = await _publish(api_server, _update("job-1", name="train", n=3, total=10, rate=2.0))
     assert response.status_code == 200
     assert response.json() == {"cancel": []}
-    async with httpx.AsyncClient(headers=sse_server.auth) as client:
-        job = (await client.get(sse_server.api + "jobs/job-1")).json()
-        listed = (await client.get(sse_server.api + "jobs", params={"state": "running"})).json()
-        none_done = (await client.get(sse_server.api + "jobs", params={"state": "succeeded"})).json()
+    async with httpx.AsyncClient(headers=api_server.auth) as client:
+        job = (await client.get(api_server.api + "jobs/job-1")).json()
+        listed = (await client.get(api_server.api + "jobs", params={"state": "running"})).json()
+        none_done = (await client.get(api_server.api + "jobs", params={"state": "succeeded"})).json()
     assert job["name"] == "train"
     assert job["state"] == "running"
     assert (job["n"], job["total"]) == (3, 10)
@@ -86,38 +87,38 @@ async def test_publish_then_get_and_list(sse_server: SSEServer) -> None:
     assert none_done == {"jobs": []}
 
 
-async def test_list_is_newest_first(sse_server: SSEServer) -> None:
+async def test_list_is_newest_first(api_server: SSEServer) -> None:
     for i in range(3):
-        await _publish(sse_server, _update(f"j{i}"))
+        await _publish(api_server, _update(f"j{i}"))
         await asyncio.sleep(0.01)
-    async with httpx.AsyncClient(headers=sse_server.auth) as client:
-        jobs = (await client.get(sse_server.api + "jobs")).json()["jobs"]
+    async with httpx.AsyncClient(headers=api_server.auth) as client:
+        jobs = (await client.get(api_server.api + "jobs")).json()["jobs"]
     assert [j["id"] for j in jobs] == ["j2", "j1", "j0"]
 
 
-async def test_cancel_is_answered_to_the_publisher(sse_server: SSEServer) -> None:
-    await _publish(sse_server, _update("c1", n=1))
-    async with httpx.AsyncClient(headers=sse_server.auth) as client:
-        response = await client.post(sse_server.api + "jobs/c1/cancel")
+async def test_cancel_is_answered_to_the_publisher(api_server: SSEServer) -> None:
+    await _publish(api_server, _update("c1", n=1))
+    async with httpx.AsyncClient(headers=api_server.auth) as client:
+        response = await client.post(api_server.api + "jobs/c1/cancel")
     assert response.status_code == 202
     assert response.json()["cancel_requested"] is True
-    reply = await _publish(sse_server, _update("c1", n=2))
+    reply = await _publish(api_server, _update("c1", n=2))
     assert reply.json() == {"cancel": ["c1"]}
-    await _publish(sse_server, _update("c1", state="cancelled"))
-    async with httpx.AsyncClient(headers=sse_server.auth) as client:
-        again = await client.post(sse_server.api + "jobs/c1/cancel")
+    await _publish(api_server, _update("c1", state="cancelled"))
+    async with httpx.AsyncClient(headers=api_server.auth) as client:
+        again = await client.post(api_server.api + "jobs/c1/cancel")
     assert again.status_code == 200
     assert again.json()["state"] == "cancelled"
     assert again.json()["cancel_requested"] is False
 
 
-async def test_delete_refuses_running_and_forgets_finished(sse_server: SSEServer) -> None:
-    await _publish(sse_server, _update("d1"))
-    async with httpx.AsyncClient(headers=sse_server.auth) as client:
-        running = await client.delete(sse_server.api + "jobs/d1")
-        await _publish(sse_server, _update("d1", state="succeeded"))
-        done = await client.delete(sse_server.api + "jobs/d1")
-        gone = await client.get(sse_server.api + "jobs/d1")
+async def test_delete_refuses_running_and_forgets_finished(api_server: SSEServer) -> None:
+    await _publish(api_server, _update("d1"))
+    async with httpx.AsyncClient(headers=api_server.auth) as client:
+        running = await client.delete(api_server.api + "jobs/d1")
+        await _publish(api_server, _update("d1", state="succeeded"))
+        done = await client.delete(api_server.api + "jobs/d1")
+        gone = await client.get(api_server.api + "jobs/d1")
     assert running.status_code == 409
     assert running.json()["error"] == "job_running"
     assert done.status_code == 204
@@ -125,23 +126,23 @@ async def test_delete_refuses_running_and_forgets_finished(sse_server: SSEServer
     assert gone.json()["error"] == "not_found"
 
 
-async def test_finished_job_cannot_be_revived(sse_server: SSEServer) -> None:
-    await _publish(sse_server, _update("f1", state="failed", error={"type": "ValueError", "message": "x"}))
-    response = await _publish(sse_server, _update("f1", state="running"))
+async def test_finished_job_cannot_be_revived(api_server: SSEServer) -> None:
+    await _publish(api_server, _update("f1", state="failed", error={"type": "ValueError", "message": "x"}))
+    response = await _publish(api_server, _update("f1", state="running"))
     assert response.status_code == 409
     assert response.json()["error"] == "job_finished"
-    async with httpx.AsyncClient(headers=sse_server.auth) as client:
-        job = (await client.get(sse_server.api + "jobs/f1")).json()
+    async with httpx.AsyncClient(headers=api_server.auth) as client:
+        job = (await client.get(api_server.api + "jobs/f1")).json()
     assert job["state"] == "failed"
     assert job["error"] == {"type": "ValueError", "message": "x"}
     assert job["finished"] is not None
 
 
-async def test_event_stream_headers_and_live_events(sse_server: SSEServer) -> None:
-    await _publish(sse_server, _update("e1", n=0, total=3))
+async def test_event_stream_headers_and_live_events(api_server: SSEServer) -> None:
+    await _publish(api_server, _update("e1", n=0, total=3))
     async with (
-        httpx.AsyncClient(headers=sse_server.auth, timeout=10) as client,
-        client.stream("GET", sse_server.api + "events", headers={"Accept-Encoding": "gzip"}) as response,
+        httpx.AsyncClient(headers=api_server.auth, timeout=10) as client,
+        client.stream("GET", api_server.api + "events", headers={"Accept-Encoding": "gzip"}) as response,
     ):
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -152,16 +153,16 @@ async def test_event_stream_headers_and_live_events(sse_server: SSEServer) -> No
         assert first[0]["event"] == "job"
         assert json.loads(first[0]["data"])["n"] == 0
         for n in (1, 2, 3):
-            await _publish(sse_server, _update("e1", n=n))
+            await _publish(api_server, _update("e1", n=n))
             (event,) = await _read_events(response, 1)
             assert json.loads(event["data"])["n"] == n
             assert int(event["id"]) > int(first[0]["id"])
 
 
-async def test_stream_sends_heartbeat_comments(sse_server: SSEServer) -> None:
+async def test_stream_sends_heartbeat_comments(api_server: SSEServer) -> None:
     async with (
-        httpx.AsyncClient(headers=sse_server.auth, timeout=10) as client,
-        client.stream("GET", sse_server.api + "events") as response,
+        httpx.AsyncClient(headers=api_server.auth, timeout=10) as client,
+        client.stream("GET", api_server.api + "events") as response,
     ):
         lines: list[str] = []
 
@@ -175,14 +176,14 @@ async def test_stream_sends_heartbeat_comments(sse_server: SSEServer) -> None:
     assert lines[0].startswith("retry: ")
 
 
-async def test_job_stream_ends_after_terminal_state(sse_server: SSEServer) -> None:
-    await _publish(sse_server, _update("t1", n=1))
+async def test_job_stream_ends_after_terminal_state(api_server: SSEServer) -> None:
+    await _publish(api_server, _update("t1", n=1))
     async with (
-        httpx.AsyncClient(headers=sse_server.auth, timeout=10) as client,
-        client.stream("GET", sse_server.api + "jobs/t1/events") as response,
+        httpx.AsyncClient(headers=api_server.auth, timeout=10) as client,
+        client.stream("GET", api_server.api + "jobs/t1/events") as response,
     ):
         (first,) = await _read_events(response, 1)
-        await _publish(sse_server, {**_update("t1", state="succeeded", n=5), "logs": [{"job": "t1", "lines": ["bye"]}]})
+        await _publish(api_server, {**_update("t1", state="succeeded", n=5), "logs": [{"job": "t1", "lines": ["bye"]}]})
         rest = await _read_events(response, 2)
         # The stream closes by itself: reading to the end returns.
         remainder = [line async for line in _LINES[id(response)] if line and not line.startswith(":")]
@@ -193,27 +194,27 @@ async def test_job_stream_ends_after_terminal_state(sse_server: SSEServer) -> No
     assert remainder == []
 
 
-async def test_unknown_job_stream_is_404(sse_server: SSEServer) -> None:
-    async with httpx.AsyncClient(headers=sse_server.auth) as client:
-        response = await client.get(sse_server.api + "jobs/nope/events")
+async def test_unknown_job_stream_is_404(api_server: SSEServer) -> None:
+    async with httpx.AsyncClient(headers=api_server.auth) as client:
+        response = await client.get(api_server.api + "jobs/nope/events")
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
 
 
-async def test_resume_with_last_event_id_gets_latest_snapshot_and_missed_lines(sse_server: SSEServer) -> None:
-    await _publish(sse_server, _update("r1", n=0))
+async def test_resume_with_last_event_id_gets_latest_snapshot_and_missed_lines(api_server: SSEServer) -> None:
+    await _publish(api_server, _update("r1", n=0))
     async with (
-        httpx.AsyncClient(headers=sse_server.auth, timeout=10) as client,
-        client.stream("GET", sse_server.api + "events", params={"job": "r1"}) as response,
+        httpx.AsyncClient(headers=api_server.auth, timeout=10) as client,
+        client.stream("GET", api_server.api + "events", params={"job": "r1"}) as response,
     ):
         (seen,) = await _read_events(response, 1)
     # Missed while disconnected: three updates and two log lines.
     for n in (1, 2, 3):
-        await _publish(sse_server, {**_update("r1", n=n), "logs": [{"job": "r1", "lines": [f"line {n}"]}]})
+        await _publish(api_server, {**_update("r1", n=n), "logs": [{"job": "r1", "lines": [f"line {n}"]}]})
     async with (
-        httpx.AsyncClient(headers=sse_server.auth, timeout=10) as client,
+        httpx.AsyncClient(headers=api_server.auth, timeout=10) as client,
         client.stream(
-            "GET", sse_server.api + "events", params={"job": "r1"}, headers={"Last-Event-ID": seen["id"]}
+            "GET", api_server.api + "events", params={"job": "r1"}, headers={"Last-Event-ID": seen["id"]}
         ) as response,
     ):
         events = await _read_events(response, 3)  # log [1, 2], job n=3, log [3]
@@ -226,18 +227,18 @@ async def test_resume_with_last_event_id_gets_latest_snapshot_and_missed_lines(s
     assert ids == sorted(ids)
 
 
-async def test_resume_reports_dropped_log_lines(sse_server: SSEServer) -> None:
-    await _publish(sse_server, _update("r2"))
+async def test_resume_reports_dropped_log_lines(api_server: SSEServer) -> None:
+    await _publish(api_server, _update("r2"))
     async with (
-        httpx.AsyncClient(headers=sse_server.auth, timeout=10) as client,
-        client.stream("GET", sse_server.api + "events", params={"job": "r2"}) as response,
+        httpx.AsyncClient(headers=api_server.auth, timeout=10) as client,
+        client.stream("GET", api_server.api + "events", params={"job": "r2"}) as response,
     ):
         (seen,) = await _read_events(response, 1)
     # log_lines_kept is 50 in the tests: 80 lines while away drop 30 the client never saw.
-    await _publish(sse_server, {"logs": [{"job": "r2", "lines": [f"l{i}" for i in range(80)]}]})
+    await _publish(api_server, {"logs": [{"job": "r2", "lines": [f"l{i}" for i in range(80)]}]})
     async with (
-        httpx.AsyncClient(headers=sse_server.auth, timeout=10) as client,
-        client.stream("GET", sse_server.api + "events", params={"job": "r2", "last_event_id": seen["id"]}) as response,
+        httpx.AsyncClient(headers=api_server.auth, timeout=10) as client,
+        client.stream("GET", api_server.api + "events", params={"job": "r2", "last_event_id": seen["id"]}) as response,
     ):
         (event,) = await _read_events(response, 1)
     body = json.loads(event["data"])
@@ -245,29 +246,29 @@ async def test_resume_reports_dropped_log_lines(sse_server: SSEServer) -> None:
     assert body["lines"] == [f"l{i}" for i in range(30, 80)]
 
 
-async def test_removed_event_reaches_subscribers(sse_server: SSEServer) -> None:
-    await _publish(sse_server, _update("x1", state="succeeded"))
+async def test_removed_event_reaches_subscribers(api_server: SSEServer) -> None:
+    await _publish(api_server, _update("x1", state="succeeded"))
     async with (
-        httpx.AsyncClient(headers=sse_server.auth, timeout=10) as client,
-        client.stream("GET", sse_server.api + "events") as response,
+        httpx.AsyncClient(headers=api_server.auth, timeout=10) as client,
+        client.stream("GET", api_server.api + "events") as response,
     ):
         await _read_events(response, 1)
-        await client.delete(sse_server.api + "jobs/x1")
+        await client.delete(api_server.api + "jobs/x1")
         (event,) = await _read_events(response, 1)
     assert event["event"] == "removed"
     assert json.loads(event["data"]) == {"job": "x1"}
 
 
-async def test_disconnected_subscriber_is_unsubscribed(sse_server: SSEServer) -> None:
+async def test_disconnected_subscriber_is_unsubscribed(api_server: SSEServer) -> None:
     async with (
-        httpx.AsyncClient(headers=sse_server.auth, timeout=10) as client,
-        client.stream("GET", sse_server.api + "events") as response,
+        httpx.AsyncClient(headers=api_server.auth, timeout=10) as client,
+        client.stream("GET", api_server.api + "events") as response,
     ):
         await asyncio.wait_for(response.aiter_bytes().__anext__(), 5)
-        assert sse_server.broker.subscriber_count == 1
+        assert api_server.broker.subscriber_count == 1
     # Found at the next heartbeat (1 s here) at the latest.
     for _ in range(50):
-        if sse_server.broker.subscriber_count == 0:
+        if api_server.broker.subscriber_count == 0:
             break
         await asyncio.sleep(0.1)
-    assert sse_server.broker.subscriber_count == 0
+    assert api_server.broker.subscriber_count == 0

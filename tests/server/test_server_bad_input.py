@@ -1,4 +1,5 @@
-"""Bad input through the real server: a clear 4xx JSON error, nothing stored changes, and the server keeps serving."""
+"""Bad input through both real servers (the extension and the hub): a clear 4xx JSON error, nothing stored
+changes, and the server keeps serving."""
 
 from __future__ import annotations
 
@@ -105,34 +106,34 @@ def _check_error(response: httpx.Response, status: int, error: str, word: str | 
     return None
 
 
-async def test_each_bad_update_is_refused_changes_nothing_and_the_server_keeps_serving(sse_server: SSEServer) -> None:
-    await _setup(sse_server)
+async def test_each_bad_update_is_refused_changes_nothing_and_the_server_keeps_serving(api_server: SSEServer) -> None:
+    await _setup(api_server)
     problems: dict[str, str] = {}
-    async with httpx.AsyncClient(headers=sse_server.publish_auth, timeout=30) as client:
-        before = await _jobs(client, sse_server)
-        seq = sse_server.broker.store.current_seq
+    async with httpx.AsyncClient(headers=api_server.publish_auth, timeout=30) as client:
+        before = await _jobs(client, api_server)
+        seq = api_server.broker.store.current_seq
         for name, (body, status, error, word) in BAD_BODIES.items():
             response = await client.post(
-                sse_server.api + "updates", content=body, headers={"Content-Type": "application/json"}
+                api_server.api + "updates", content=body, headers={"Content-Type": "application/json"}
             )
             problem = _check_error(response, status, error, word)
             if problem:
                 problems[name] = problem
-            if await _jobs(client, sse_server) != before or sse_server.broker.store.current_seq != seq:
+            if await _jobs(client, api_server) != before or api_server.broker.store.current_seq != seq:
                 problems[name] = (problems.get(name, "") + " | stored state changed").strip(" |")
         # Still serving, and the good request works.
-        good = await client.post(sse_server.api + "updates", json={"jobs": [{"id": "run", "n": 2}]})
-        after = await _jobs(client, sse_server)
+        good = await client.post(api_server.api + "updates", json={"jobs": [{"id": "run", "n": 2}]})
+        after = await _jobs(client, api_server)
     assert not problems, json.dumps(problems, indent=1)
     assert (good.status_code, good.json()) == (200, {"cancel": []})
     assert {job["id"]: job["n"] for job in after["jobs"]} == {"run": 2, "done": 0}
 
 
-async def test_a_body_of_exactly_one_mebibyte_is_accepted(sse_server: SSEServer) -> None:
-    await _setup(sse_server)
-    async with httpx.AsyncClient(headers=sse_server.publish_auth, timeout=30) as client:
+async def test_a_body_of_exactly_one_mebibyte_is_accepted(api_server: SSEServer) -> None:
+    await _setup(api_server)
+    async with httpx.AsyncClient(headers=api_server.publish_auth, timeout=30) as client:
         response = await client.post(
-            sse_server.api + "updates", content=_padded(MIB), headers={"Content-Type": "application/json"}
+            api_server.api + "updates", content=_padded(MIB), headers={"Content-Type": "application/json"}
         )
     assert (response.status_code, response.json()) == (200, {"cancel": []})
 
@@ -149,40 +150,40 @@ BAD_IDS = ["a%20b", "a" * 65, "a%2Fb", "caf%C3%A9", "a.b", "%00"]
         ("GET", "jobs/{}/events"),
     ],
 )
-async def test_bad_job_ids_in_paths_are_400_invalid_job_id(sse_server: SSEServer, method: str, template: str) -> None:
-    await _setup(sse_server)
-    async with httpx.AsyncClient(headers=sse_server.auth, timeout=10) as client:
-        before = await _jobs(client, sse_server)
+async def test_bad_job_ids_in_paths_are_400_invalid_job_id(api_server: SSEServer, method: str, template: str) -> None:
+    await _setup(api_server)
+    async with httpx.AsyncClient(headers=api_server.auth, timeout=10) as client:
+        before = await _jobs(client, api_server)
         for job_id in BAD_IDS:
-            response = await client.request(method, sse_server.api + template.format(job_id))
+            response = await client.request(method, api_server.api + template.format(job_id))
             assert _check_error(response, 400, "invalid_job_id", None) is None, (job_id, response.text[:200])
-        assert await _jobs(client, sse_server) == before
+        assert await _jobs(client, api_server) == before
         # A well-formed id that is not there is a 404, not a 400.
-        response = await client.request(method, sse_server.api + template.format("a" * 64))
+        response = await client.request(method, api_server.api + template.format("a" * 64))
     assert _check_error(response, 404, "not_found", None) is None
 
 
 @pytest.mark.parametrize("state", ["bogus", "RUNNING", "", "finished"])
-async def test_a_bad_state_filter_is_400_invalid_query(sse_server: SSEServer, state: str) -> None:
-    async with httpx.AsyncClient(headers=sse_server.auth) as client:
-        response = await client.get(sse_server.api + "jobs", params={"state": state})
+async def test_a_bad_state_filter_is_400_invalid_query(api_server: SSEServer, state: str) -> None:
+    async with httpx.AsyncClient(headers=api_server.auth) as client:
+        response = await client.get(api_server.api + "jobs", params={"state": state})
     assert _check_error(response, 400, "invalid_query", "state") is None, response.text
 
 
 @pytest.mark.parametrize("state", ["pending", "running", "succeeded", "failed", "cancelled", "lost"])
-async def test_every_state_is_a_good_filter(sse_server: SSEServer, state: str) -> None:
-    await _setup(sse_server)
-    async with httpx.AsyncClient(headers=sse_server.auth) as client:
-        response = await client.get(sse_server.api + "jobs", params={"state": state})
+async def test_every_state_is_a_good_filter(api_server: SSEServer, state: str) -> None:
+    await _setup(api_server)
+    async with httpx.AsyncClient(headers=api_server.auth) as client:
+        response = await client.get(api_server.api + "jobs", params={"state": state})
     assert response.status_code == 200
     assert all(job["state"] == state for job in response.json()["jobs"])
 
 
-async def test_a_bad_job_filter_on_the_stream_is_400_invalid_query(sse_server: SSEServer) -> None:
+async def test_a_bad_job_filter_on_the_stream_is_400_invalid_query(api_server: SSEServer) -> None:
     # docs/protocol.md: invalid_query is "a bad query argument (state, job, last_event_id)";
     # invalid_job_id is for "a job id in the path".
-    async with httpx.AsyncClient(headers=sse_server.auth) as client:
-        response = await client.get(sse_server.api + "events", params=[("job", "run"), ("job", "a b")])
+    async with httpx.AsyncClient(headers=api_server.auth) as client:
+        response = await client.get(api_server.api + "events", params=[("job", "run"), ("job", "a b")])
     assert _check_error(response, 400, "invalid_query", None) is None, response.text
 
 
@@ -190,10 +191,10 @@ BAD_EVENT_IDS: list[str | bytes] = ["abc", "-1", "1.5", "0x1f", "1" * 31, "1 2",
 
 
 @pytest.mark.parametrize("where", ["header", "query", "job-stream-header"])
-async def test_a_bad_last_event_id_is_400(sse_server: SSEServer, where: str) -> None:
-    await _setup(sse_server)
-    url = sse_server.api + ("jobs/run/events" if where == "job-stream-header" else "events")
-    async with httpx.AsyncClient(headers=sse_server.auth, timeout=10) as client:
+async def test_a_bad_last_event_id_is_400(api_server: SSEServer, where: str) -> None:
+    await _setup(api_server)
+    url = api_server.api + ("jobs/run/events" if where == "job-stream-header" else "events")
+    async with httpx.AsyncClient(headers=api_server.auth, timeout=10) as client:
         for last_event_id in BAD_EVENT_IDS:
             if where == "query":
                 value = last_event_id.decode("latin-1") if isinstance(last_event_id, bytes) else last_event_id
@@ -201,27 +202,27 @@ async def test_a_bad_last_event_id_is_400(sse_server: SSEServer, where: str) -> 
             else:
                 response = await client.get(url, headers={"Last-Event-ID": last_event_id})
             assert _check_error(response, 400, "invalid_query", None) is None, (last_event_id, response.text[:300])
-            assert sse_server.broker.subscriber_count == 0
+            assert api_server.broker.subscriber_count == 0
         # Still serving streams.
         async with client.stream("GET", url) as stream:
             assert stream.status_code == 200
 
 
-async def test_a_body_over_one_mebibyte_is_413_even_with_the_server_token(sse_server: SSEServer) -> None:
-    await _setup(sse_server)
-    async with httpx.AsyncClient(headers=sse_server.auth, timeout=30) as client:
-        before = await _jobs(client, sse_server)
+async def test_a_body_over_one_mebibyte_is_413_even_with_the_server_token(api_server: SSEServer) -> None:
+    await _setup(api_server)
+    async with httpx.AsyncClient(headers=api_server.auth, timeout=30) as client:
+        before = await _jobs(client, api_server)
         response = await client.post(
-            sse_server.api + "updates", content=b"x" * (2 * MIB), headers={"Content-Type": "application/json"}
+            api_server.api + "updates", content=b"x" * (2 * MIB), headers={"Content-Type": "application/json"}
         )
         assert _check_error(response, 413, "body_too_large", None) is None
-        assert await _jobs(client, sse_server) == before
+        assert await _jobs(client, api_server) == before
 
 
-async def test_wrong_methods_are_json_errors(sse_server: SSEServer) -> None:
-    async with httpx.AsyncClient(headers=sse_server.auth) as client:
-        put = await client.put(sse_server.api + "jobs", json={})
-        get_updates = await client.get(sse_server.api + "updates")
+async def test_wrong_methods_are_json_errors(api_server: SSEServer) -> None:
+    async with httpx.AsyncClient(headers=api_server.auth) as client:
+        put = await client.put(api_server.api + "jobs", json={})
+        get_updates = await client.get(api_server.api + "updates")
     for response in (put, get_updates):
         assert response.status_code == 405
         assert response.json()["error"] == "method_not_allowed"

@@ -1,0 +1,256 @@
+"""The hub's FastAPI app: protocol v1 (docs/protocol.md) over the core's broker, as thin as the tornado handlers.
+
+Streams are sse-starlette's ``EventSourceResponse``: it sends our frames, its ``ping`` is the heartbeat, and its
+disconnect listener cancels the stream, whose ``finally`` unsubscribes. The broker, the store and every rule
+about jobs are the core's; this module only maps HTTP onto them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Header, Path, Query, Request
+from pydantic import StringConstraints
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
+from starlette.background import BackgroundTask
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from .._version import __version__
+from ..core import (
+    MAX_BODY_BYTES,
+    STATES,
+    Broker,
+    MemoryStore,
+    ProtocolError,
+    Subscription,
+    encode_comment,
+    encode_retry,
+    is_valid_job_id,
+    parse_update_batch,
+)
+from ._auth import TokenAuth
+from ._errors import install_error_handlers
+from ._schema import CancelReply, JobList, errors, install_openapi, update_body
+
+__all__ = ["API_PREFIX", "create_app"]
+
+API_PREFIX = "/jupyter-sse/api"
+
+_log = logging.getLogger("jupyter_sse.hub")
+
+StateFilter = Literal["pending", "running", "succeeded", "failed", "cancelled", "lost"]
+assert set(StateFilter.__args__) == set(STATES)  # type: ignore[attr-defined]
+# The patterns are the core's rules, stated for the schema; a request that breaks one gets the same 400 as from
+# the core (see _errors.py), so stating them here changes no answer.
+_JOB_ID = r"^[A-Za-z0-9_-]{1,64}$"
+_EVENT_ID = r"^[0-9]{0,30}$"  # empty: no id (as if not given)
+JobIdPath = Annotated[str, Path(pattern=_JOB_ID, description="1 to 64 characters of [A-Za-z0-9_-]")]
+JobFilter = Annotated[
+    list[Annotated[str, StringConstraints(pattern=_JOB_ID)]] | None,
+    Query(description="only these jobs (repeatable)"),
+]
+LastEventIdHeader = Annotated[
+    str | None,
+    Header(alias="Last-Event-ID", pattern=_EVENT_ID, description="resume after this event id (an id the hub sent)"),
+]
+LastEventIdQuery = Annotated[
+    str | None, Query(pattern=_EVENT_ID, description="the same as the Last-Event-ID header, for a first connect")
+]
+_SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"description": "an SSE stream of `job`, `log` and `removed` events", "content": {"text/event-stream": {}}}
+}
+# A subscription wakes on every change; between changes it only waits. The heartbeat is sse-starlette's ping,
+# so this wait is just an upper bound on how long a wake-up could go unnoticed.
+_IDLE_WAIT = 3600.0
+_SHUTDOWN_GRACE = 1.0  # below uvicorn's graceful-shutdown timeout (server.py), so that one never fires first
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user with no passwd entry and no $USER
+        return ""
+
+
+def _json(value: Any, status: int = 200) -> Response:
+    return Response(json.dumps(value, allow_nan=False), status_code=status, media_type="application/json")
+
+
+class _EventStream(EventSourceResponse):
+    """An ``EventSourceResponse`` that treats a subscriber too slow to take an event as gone, not as a crash."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            _log.info("jupyter-sse hub: dropping a subscriber that did not read for %s s", self.send_timeout)
+
+
+def create_app(
+    token: str | None,
+    *,
+    heartbeat: float = 15.0,
+    retry_ms: int = 2000,
+    send_timeout: float = 30.0,
+    log_lines_kept: int = 1000,
+    jobs_kept: int = 500,
+    publisher_lease: float = 60.0,
+    owner: str | None = None,
+) -> FastAPI:
+    """The hub as an ASGI app. ``token=None`` serves without auth (``run`` allows that on loopback only).
+
+    ``app.state.broker`` is the broker; ``broker.close()`` ends every stream (``HubServer`` calls it as soon as
+    shutdown starts, so open streams never hold the server up).
+    """
+    broker = Broker(MemoryStore(), log_lines_kept=log_lines_kept, jobs_kept=jobs_kept, owner=owner or getpass.getuser())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.ensure_future(_expire_leases(broker, publisher_lease))
+        try:
+            yield
+        finally:
+            broker.close()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(
+        title="jupyter-sse hub",
+        version=__version__,
+        description="Live progress of jobs, protocol v1 (docs/protocol.md). Every route needs the hub's token "
+        "as `Authorization: Bearer <token>` (or `token <token>`).",
+        lifespan=lifespan,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=None,  # a browser cannot send the bearer token to a docs page; the schema is what tools read
+        redoc_url=None,
+    )
+    app.state.broker = broker
+    install_error_handlers(app)
+    install_openapi(app)
+    app.add_middleware(TokenAuth, token=token)
+
+    def stream(sub: Subscription) -> EventSourceResponse:
+        async def frames() -> AsyncIterator[bytes]:
+            try:
+                # Bytes at once, so proxies and clients see a live stream before the first event.
+                yield encode_retry(retry_ms) + encode_comment("jupyter-sse v1")
+                while not sub.done:
+                    events = await sub.next_events(_IDLE_WAIT)
+                    if events:
+                        yield b"".join(event.encode() for event in events)
+            finally:
+                sub.close()
+
+        return _EventStream(
+            frames(),
+            headers={"Cache-Control": "no-cache"},
+            ping=heartbeat,
+            ping_message_factory=lambda: ServerSentEvent(comment="ping", sep="\n"),
+            send_timeout=send_timeout,
+            # When sse-starlette hears of shutdown itself (uvicorn's signal handlers, in the main thread), it
+            # cancels the stream mid-response unless the stream ends within this grace: HubServer closes the
+            # broker as shutdown begins, so it always does, and the response ends properly.
+            shutdown_grace_period=_SHUTDOWN_GRACE,
+            # HEAD is answered without iterating the stream: the subscription must be closed all the same.
+            background=BackgroundTask(sub.close),
+        )
+
+    @app.get(f"{API_PREFIX}/jobs", response_model=None, responses={200: {"model": JobList}, **errors(400)})
+    async def list_jobs(state: Annotated[StateFilter | None, Query()] = None) -> Response:
+        """Every job, newest first; `state` keeps those in that state."""
+        return _json({"jobs": [job.to_dict() for job in broker.list_jobs(state)]})
+
+    @app.get(f"{API_PREFIX}/jobs/{{job_id}}", response_model=None, responses=errors(400, 404))
+    async def get_job(job_id: JobIdPath) -> Response:
+        """One job."""
+        return _json(broker.get(job_id).to_dict())
+
+    @app.delete(
+        f"{API_PREFIX}/jobs/{{job_id}}",
+        status_code=204,
+        response_model=None,
+        responses={204: {"description": "forgotten"}, **errors(400, 404, 409)},
+    )
+    async def delete_job(job_id: JobIdPath) -> Response:
+        """Forget a finished job (409 `job_running` while it runs); subscribers get a `removed` event."""
+        broker.delete(job_id)
+        return Response(status_code=204)
+
+    @app.post(
+        f"{API_PREFIX}/jobs/{{job_id}}/cancel",
+        status_code=202,
+        response_model=None,
+        responses={200: {"description": "the job had already ended"}, **errors(400, 404)},
+    )
+    async def cancel_job(job_id: JobIdPath) -> Response:
+        """Ask for a job's cancellation: 202 with the job; a finished job is returned unchanged with 200."""
+        job, asked = broker.request_cancel(job_id)
+        return _json(job.to_dict(), status=202 if asked else 200)
+
+    @app.post(
+        f"{API_PREFIX}/updates",
+        response_model=None,
+        responses={200: {"model": CancelReply}, **errors(400, 404, 409, 413)},
+        openapi_extra=update_body(),
+    )
+    async def post_updates(request: Request) -> Response:
+        """What publishers report: upserts every job of the batch, whole or not at all."""
+        batch = parse_update_batch(await _read_body(request))
+        return _json({"cancel": broker.apply(batch)})
+
+    @app.get(f"{API_PREFIX}/events", response_model=None, responses={**_SSE_RESPONSE, **errors(400)})
+    async def events(
+        job: JobFilter = None,
+        last_event_id: LastEventIdQuery = None,
+        last_event_id_header: LastEventIdHeader = None,
+    ) -> Response:
+        """The SSE stream of every job, or of the jobs named."""
+        bad = [one for one in job or () if not is_valid_job_id(one)]
+        if bad:
+            raise ProtocolError(400, "invalid_query", f"job must be a job id (1 to 64 of [A-Za-z0-9_-]): {bad[0]!r}")
+        return stream(broker.subscribe(job or None, last_event_id_header or last_event_id))
+
+    @app.get(
+        f"{API_PREFIX}/jobs/{{job_id}}/events", response_model=None, responses={**_SSE_RESPONSE, **errors(400, 404)}
+    )
+    async def job_events(
+        job_id: JobIdPath, last_event_id: LastEventIdQuery = None, last_event_id_header: LastEventIdHeader = None
+    ) -> Response:
+        """The SSE stream of one job; it ends after the job's terminal state was sent."""
+        broker.get(job_id)  # 404 before the stream starts
+        return stream(broker.subscribe([job_id], last_event_id_header or last_event_id, end_with_job=job_id))
+
+    return app
+
+
+async def _read_body(request: Request) -> bytes:
+    """The body, refused with 413 as soon as it is known to be over 1 MiB (before it is all read)."""
+    too_large = ProtocolError(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _expire_leases(broker: Broker, lease: float) -> None:
+    # As the extension does: a job whose publisher went silent past the lease becomes `lost`.
+    period = max(0.5, min(5.0, lease / 4))
+    while True:
+        await asyncio.sleep(period)
+        broker.expire_leases(lease)
