@@ -1,5 +1,11 @@
 """The JobWidget: an ipywidgets model that carries a job id; its view (in the labextension) does the rest.
 
+For ipywidgets layouts: ``VBox([JobWidget(job_id=bar.job_id), ...])``. ``progress()`` and ``job()`` do not use
+it: they display the job's own MIME type (``jupyter_sse.kernel.display.MimeDisplay``), which the labextension
+renders with the same view without a widget model, so it comes back live after a reload even while the cell
+runs (ipywidgets restores models by asking the kernel, which does not answer until the cell ends). To show jobs
+as JobWidgets anyway: ``set_display_factory(widget_display_factory)``.
+
 The view subscribes to the job through the browser tab's shared SSE stream, so the kernel sends nothing per
 update: one ``comm_open`` and one display at the start, one display update at the end. The display also carries
 a ``text/plain`` line, replaced by the final line at the end, for front ends without the extension (nbclient,
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 from collections import deque
 from typing import Any
@@ -22,7 +29,8 @@ from traitlets import Unicode
 
 from ._version import __version__
 from .kernel._state import JobState
-from .kernel.display import KERNEL_NCOLS, Display, format_text
+from .kernel.context import ipython_shell, is_kernel_shell
+from .kernel.display import KERNEL_NCOLS, Display, default_display, format_text
 
 __all__ = [
     "MAX_LIVE_WIDGETS",
@@ -31,6 +39,7 @@ __all__ = [
     "WidgetDisplay",
     "live_widgets",
     "widget_display",
+    "widget_display_factory",
 ]
 
 _log = logging.getLogger("jupyter_sse")
@@ -141,3 +150,15 @@ def widget_display(shell: Any, job: JobState) -> Display | None:
     if getattr(shell, "kernel", None) is None:
         return None
     return WidgetDisplay(shell)
+
+
+def widget_display_factory(job: JobState) -> Display:
+    """A display factory for ``set_display_factory``: jobs as JobWidgets where ``widget_display`` allows,
+    the default display (the MIME bundle, or text) elsewhere."""
+    shell = ipython_shell()
+    file = job.options.file
+    if is_kernel_shell(shell) and (file is None or file is sys.stdout or file is sys.stderr):
+        chosen = widget_display(shell, job)
+        if chosen is not None:
+            return chosen
+    return default_display(job)

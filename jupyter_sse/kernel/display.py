@@ -1,7 +1,15 @@
-"""The text display of a job: a cell output in a kernel, a tqdm-like bar on stderr elsewhere.
+"""How a job is shown: the job's own MIME bundle or a text bar in a kernel, a tqdm-like bar on stderr elsewhere.
 
-``make_display(job)`` is called once, at the job's start, from the user's thread. A later display (a widget)
-plugs in with ``set_display_factory``. A display never raises: every method is guarded by its caller too.
+In a kernel whose jobs are published to a Jupyter server, a job is one output with the bundle
+``{"application/vnd.jupyter-sse.job+json": {"job_id": ..., "version": 1}, "text/plain": <tqdm line>}``: the
+labextension renders the MIME type as a live view fed by the server's stream (it needs only the job id, so it
+renders at once after a reload or from a saved notebook), and every other front end shows the text line. The
+kernel sends one ``display_data`` at the start and one ``update_display_data`` with the final line at the end:
+nothing per update, no comm. With no server, the kernel updates a text line in place (``KernelDisplay``).
+
+``make_display(job)`` is called once, at the job's start, from the user's thread. Another display (the
+ipywidgets ``JobWidget``: ``jupyter_sse.widget``) plugs in with ``set_display_factory``. A display never raises:
+every method is guarded by its caller too.
 
 Threads: ``start`` and ``finish`` run in the user's thread (so a kernel output belongs to the running cell);
 ``update`` runs in the publisher thread, at most every ``live_interval`` seconds (None: no live updates).
@@ -19,8 +27,11 @@ from ._state import JobState
 from .context import ipython_shell, is_kernel_shell
 
 __all__ = [
+    "JOB_MIME",
+    "JOB_MIME_VERSION",
     "Display",
     "KernelDisplay",
+    "MimeDisplay",
     "TerminalDisplay",
     "default_display",
     "format_text",
@@ -31,6 +42,9 @@ __all__ = [
 _log = logging.getLogger("jupyter_sse")
 KERNEL_NCOLS = 100
 KERNEL_LIVE_INTERVAL = 1.0  # iopub allows 1,000 msg/s for everything; one update a second per bar is plenty
+# the job's MIME type, rendered by the labextension (labextension/src/mime.ts); its data: job id and version
+JOB_MIME = "application/vnd.jupyter-sse.job+json"
+JOB_MIME_VERSION = 1
 
 
 def format_text(job: JobState, *, final: bool = False, ncols: int | None = None) -> str:
@@ -128,6 +142,50 @@ class KernelDisplay(Display):
             self._show(format_text(job, final=True, ncols=KERNEL_NCOLS) if job.options.leave else "")
 
 
+class MimeDisplay(Display):
+    """The job's MIME bundle in the cell output: the labextension's live view, or the text line elsewhere.
+
+    One ``display_data`` at the start and one ``update_display_data`` at the end (the same MIME data, the final
+    text line): the view's data comes from the server's stream, so the kernel sends nothing in between.
+    """
+
+    live_interval = None
+
+    def __init__(self, shell: Any) -> None:
+        self._shell = shell
+        self._handle: Any = None
+        self._parent: Any = None
+
+    @staticmethod
+    def bundle(job: JobState, text: str) -> dict[str, Any]:
+        return {JOB_MIME: {"job_id": job.id, "version": JOB_MIME_VERSION}, "text/plain": text}
+
+    def start(self, job: JobState) -> None:
+        from IPython.display import display
+
+        self._parent = dict(self._shell.display_pub.parent_header or {})
+        self._handle = display(  # type: ignore[no-untyped-call]
+            self.bundle(job, format_text(job, ncols=KERNEL_NCOLS)), raw=True, display_id=True
+        )
+
+    def finish(self, job: JobState) -> None:
+        if self._handle is None:
+            return
+        if job.options.leave:
+            data = self.bundle(job, format_text(job, final=True, ncols=KERNEL_NCOLS))
+        else:
+            data = {"text/plain": ""}  # tqdm's leave=False: the bar goes away
+        pub = self._shell.display_pub
+        # the end may come from another thread (a generator closed late): route the update to the cell
+        token = pub.set_thread_parent(self._parent) if self._parent else None
+        try:
+            self._handle.update(data, raw=True)
+        finally:
+            if token is not None:
+                pub.reset_thread_parent(token)
+        self._handle = None
+
+
 class TerminalDisplay(Display):
     """Like a local tqdm bar: ``\\r`` redraws on a TTY, and always a final line with the state."""
 
@@ -190,21 +248,15 @@ def default_display(job: JobState) -> Display:
     file = job.options.file
     # in a kernel, tqdm's usual file=sys.stdout/stderr means "show it in the cell"
     if is_kernel_shell(shell) and (file is None or file is sys.stdout or file is sys.stderr):
-        widget = _widget_display(shell, job)
-        return widget if widget is not None else KernelDisplay(shell)
+        return MimeDisplay(shell) if _published() else KernelDisplay(shell)
     return TerminalDisplay(file if file is not None else sys.stderr)
 
 
-def _widget_display(shell: Any, job: JobState) -> Display | None:
-    """The JobWidget (jupyter_sse.widget) when ipywidgets is importable and the job is published; else None.
+def _published() -> bool:
+    """True when jobs go to a server: the MIME view reads them from there; else the kernel's text bar."""
+    from .publisher import get_publisher
 
-    Imported here, lazily, so that scripts and the server never import ipywidgets.
-    """
-    try:
-        from ..widget import widget_display
-    except ImportError:  # no ipywidgets in this kernel: the text display
-        return None
-    return widget_display(shell, job)
+    return get_publisher().server is not None
 
 
 _factory: Callable[[JobState], Display] = default_display

@@ -1,5 +1,8 @@
 /**
- * jupyter-sse's JupyterLab (and Notebook 7) extension: registers the JobWidget with the widget manager.
+ * jupyter-sse's JupyterLab (and Notebook 7) extension. Two entry points, one module-federation container:
+ * - `extension` (this file): registers the JobWidget (the ipywidgets view, for layouts) with the widget manager;
+ * - `mimeExtension` (src/mime.ts): the renderer of `application/vnd.jupyter-sse.job+json`, what `progress()`
+ *   displays. Both draw with the one JobView class and share the tab's one SSE stream.
  */
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { IJupyterWidgetRegistry } from '@jupyter-widgets/base';
@@ -23,3 +26,5 @@ const plugin: JupyterFrontEndPlugin<void> = {
 export default plugin;
 export { getJobStream, JobStream } from './stream';
 export { SSEParser } from './sse';
+export { JobView } from './jobview';
+export { MIME_TYPE, jobIdOf } from './mimetype';

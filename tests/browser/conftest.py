@@ -177,10 +177,11 @@ class NotebookPage:
         self.name = name
         self.workspace = "w" + secrets.token_hex(4)
 
-    def open(self) -> None:
+    def open(self, wait_kernel: bool = True) -> None:
         url = f"{self.lab.url}lab/workspaces/{self.workspace}/tree/{self.name}?token={self.lab.token}"
         self.page.goto(url)
-        self.wait_kernel_idle()
+        if wait_kernel:
+            self.wait_kernel_idle()
 
     def wait_kernel_idle(self, timeout: float = 60) -> None:
         self.page.wait_for_function(
@@ -215,9 +216,9 @@ def notebook_page(lab: Lab, browser: Any, request: pytest.FixtureRequest) -> Ite
     page = context.new_page()
     opened: list[NotebookPage] = []
 
-    def open_notebook(name: str) -> NotebookPage:
+    def open_notebook(name: str, wait_kernel: bool = True) -> NotebookPage:
         nb = NotebookPage(lab, page, name)
-        nb.open()
+        nb.open(wait_kernel=wait_kernel)
         opened.append(nb)
         return nb
 

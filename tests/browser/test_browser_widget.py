@@ -1,7 +1,12 @@
-"""The JobWidget in a real JupyterLab and a real Chromium: live, shared-stream, reload, cancel, failure."""
+"""The job view in a real JupyterLab and a real Chromium: live, shared-stream, reload, cancel, failure.
+
+``progress()`` displays the job's MIME type (application/vnd.jupyter-sse.job+json), rendered by the
+labextension's MIME renderer; ``JobWidget`` (ipywidgets) shows the same view inside widget layouts.
+"""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -26,10 +31,12 @@ def _watch_values(nb: NotebookPage, widget: Any, until: str, timeout: float = 30
     seen: list[str] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        done = widget.get_attribute("data-state") == until
+        # read after the state: an event between the two reads must not leave a stale last value
         value = bar.get_attribute("aria-valuenow")
         if value is not None and (not seen or seen[-1] != value):
             seen.append(value)
-        if widget.get_attribute("data-state") == until:
+        if done:
             return seen
         nb.page.wait_for_timeout(50)
     raise AssertionError(f"widget never reached {until}; saw {seen}, state {widget.get_attribute('data-state')}")
@@ -59,6 +66,9 @@ def test_progress_cell_shows_a_moving_bar_that_ends_succeeded(lab: Any, notebook
     assert widget.locator(".jp-sse-state").inner_text().lower() == "succeeded"
     assert "40/40 it" in widget.locator(".jp-sse-stats").inner_text()
     assert widget.locator(".jp-sse-cancel").is_hidden()
+    # drawn by the MIME renderer, not an ipywidgets view: no widget model at all
+    assert "jp-sse-rendered" in (widget.get_attribute("class") or "")
+    assert nb.page.locator(".jupyter-widgets").count() == 0
     print(f"distinct aria-valuenow values seen: {len(distinct)}")
     nb.screenshot("widget-succeeded", widget)
 
@@ -123,11 +133,6 @@ def test_reloaded_tab_shows_the_job_finished(lab: Any, notebook_page: Any) -> No
     nb.screenshot("widget-reloaded", widget)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ipywidgets restores models from the kernel with a shell request (comm_info) that waits for the "
-    "running cell; the view appears only when the cell ends. Needs a front-end fallback renderer (issue 3 note).",
-)
 def test_reloaded_tab_shows_the_running_job_live(lab: Any, notebook_page: Any) -> None:
     nb, before = _start_and_reload(lab, notebook_page, "reload-live.ipynb")
     widget = nb.widgets().first
@@ -136,6 +141,75 @@ def test_reloaded_tab_shows_the_running_job_live(lab: Any, notebook_page: Any) -
     running = [int(float(v)) for v in seen if int(float(v)) < 80]
     assert len(set(running)) >= 2, f"not live after the reload: {seen}"
     assert running[0] > before
+    assert int(float(seen[-1])) == 80
+    assert widget.locator(".jp-sse-state").inner_text().lower() == "succeeded"
+    assert "80/80 it" in widget.locator(".jp-sse-stats").inner_text()
+    print(f"before the reload: {before}; distinct values while running after it: {len(set(running))}")
+
+
+def test_saved_notebook_opened_without_kernel_shows_the_final_state(lab: Any, notebook_page: Any) -> None:
+    name = lab.write_notebook(
+        "saved-run.ipynb",
+        "import time\nfrom jupyter_sse import progress\n"
+        "for i in progress(range(25), desc='saved'):\n    time.sleep(0.04)",
+    )
+    nb = notebook_page(name)
+    nb.run_all()
+    widget = nb.widgets().first
+    widget.wait_for(state="attached", timeout=30_000)
+    _wait_state(widget, "succeeded")
+    nb.page.wait_for_function(
+        "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
+        timeout=30_000,
+    )
+    nb.command("docmanager:save")
+    nb.page.wait_for_timeout(1000)
+    lab.delete_sessions(name)  # the kernel is shut down
+    saved = json.loads((lab.root / name).read_text())
+    outputs = saved["cells"][0]["outputs"]
+    assert len(outputs) == 1, outputs
+    job_id = outputs[0]["data"]["application/vnd.jupyter-sse.job+json"]["job_id"]
+    assert "".join(outputs[0]["data"]["text/plain"]).endswith(" succeeded")  # the final line, for other front ends
+    # the same notebook as another machine sees it: no kernelspec, so JupyterLab starts no kernel
+    saved["metadata"] = {}
+    (lab.root / "saved-copy.ipynb").write_text(json.dumps(saved))
+
+    nb2 = notebook_page("saved-copy.ipynb", wait_kernel=False)
+    view = nb2.widgets().first
+    view.wait_for(state="attached", timeout=30_000)
+    _wait_state(view, "succeeded")
+    dialog = nb2.page.locator(".jp-Dialog")
+    if dialog.count():  # "Select Kernel": keep no kernel
+        nb2.page.keyboard.press("Escape")
+        dialog.wait_for(state="detached", timeout=10_000)
+    assert view.get_attribute("data-job-id") == job_id
+    assert view.locator("[role=progressbar]").get_attribute("aria-valuenow") == "25"
+    assert view.locator(".jp-sse-state").inner_text().lower() == "succeeded"
+    assert "25/25 it" in view.locator(".jp-sse-stats").inner_text()
+    assert not [s for s in lab.request("GET", "api/sessions") if s.get("path") == "saved-copy.ipynb"]
+    assert lab.request("GET", "api/kernels") == []
+    nb2.screenshot("widget-saved-no-kernel", view)
+
+
+def test_jobwidget_in_an_ipywidgets_layout_shares_the_stream(lab: Any, notebook_page: Any) -> None:
+    name = lab.write_notebook(
+        "boxed.ipynb",
+        "import time, ipywidgets\nfrom jupyter_sse import progress, JobWidget\n"
+        "bar = progress(range(30), desc='boxed')\n"
+        "display(ipywidgets.VBox([ipywidgets.Label('in a box'), JobWidget(job_id=bar.job_id)]))\n"
+        "for i in bar:\n    time.sleep(0.05)",
+    )
+    nb = notebook_page(name)
+    nb.run_all()
+    nb.page.wait_for_function("() => document.querySelectorAll('.jp-sse-job').length === 2", timeout=30_000)
+    boxed = nb.page.locator(".widget-vbox .jp-sse-job")
+    rendered = nb.page.locator(".jp-sse-job.jp-sse-rendered")
+    assert boxed.count() == 1 and rendered.count() == 1
+    assert boxed.get_attribute("data-job-id") == rendered.get_attribute("data-job-id")
+    for view in (boxed, rendered):
+        _wait_state(view, "succeeded")
+        assert view.locator("[role=progressbar]").get_attribute("aria-valuenow") == "30"
+    assert _stream_connections(nb) == 1
 
 
 def test_cancel_button_stops_the_loop_and_shows_cancelled(lab: Any, notebook_page: Any) -> None:

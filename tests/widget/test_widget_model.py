@@ -1,4 +1,5 @@
-"""The JobWidget's kernel side: the display bundle, the final text, the bounded set of live widgets, versions."""
+"""The JobWidget's kernel side (opt-in since progress() shows the job's MIME bundle): the display bundle, the
+final text, the bounded set of live widgets, versions."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import jupyter_sse
 from jupyter_sse import widget as widget_mod
 from jupyter_sse.kernel import progress
 from jupyter_sse.kernel import publisher as publisher_mod
-from jupyter_sse.kernel.display import KernelDisplay, default_display, set_display_factory
+from jupyter_sse.kernel.display import KernelDisplay, MimeDisplay, default_display, set_display_factory
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,6 +83,7 @@ def test_final_update_replaces_the_text_and_keeps_the_view(shown: list[dict[str,
 
 
 def test_failed_loop_text_names_the_error(shown: list[dict[str, Any]]) -> None:
+    bar: Any
     with pytest.raises(ValueError), progress(total=5, desc="f") as bar:
         bar.update(2)
         raise ValueError("disk full")
@@ -111,26 +113,50 @@ def test_live_widgets_are_bounded_and_the_oldest_closed(
     assert all(w.comm is not None for w in live)
 
 
-def test_widget_is_chosen_only_when_jobs_are_published(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_widget_display_is_opt_in_and_only_when_jobs_are_published(monkeypatch: pytest.MonkeyPatch) -> None:
+    """progress() shows the MIME bundle by default; set_display_factory(widget_display_factory) picks JobWidgets,
+    but only where the view can show anything (jobs published), else the default display."""
+    import jupyter_sse.kernel.context as context_mod
     import jupyter_sse.kernel.display as display_mod
 
-    monkeypatch.setattr(display_mod, "ipython_shell", lambda: FakeShell())
-    monkeypatch.setattr(display_mod, "is_kernel_shell", lambda shell: True)
+    for mod in (display_mod, widget_mod):
+        monkeypatch.setattr(mod, "ipython_shell", lambda: FakeShell())
+        monkeypatch.setattr(mod, "is_kernel_shell", lambda shell: True)
+    monkeypatch.setattr(context_mod, "ipython_shell", lambda: FakeShell())
     job = progress(range(1))._job
     assert job is not None
     pub = publisher_mod.configure(None)
     try:
         assert isinstance(default_display(job), KernelDisplay)  # no server: the text bar, updated by the kernel
+        assert isinstance(widget_mod.widget_display_factory(job), KernelDisplay)
     finally:
         pub.close()
     pub = publisher_mod.configure("http://127.0.0.1:9/", "t")
     try:
-        chosen = default_display(job)
+        assert isinstance(default_display(job), MimeDisplay)  # the default: the job's MIME bundle, no widget
+        chosen = widget_mod.widget_display_factory(job)
         assert isinstance(chosen, widget_mod.WidgetDisplay)
         assert chosen.live_interval is None  # no per-update messages from the kernel
     finally:
         pub.close()
         publisher_mod.configure(None).close()
+        for w in widget_mod.live_widgets():
+            w.close()
+        widget_mod._live.clear()
+
+
+def test_jobwidget_composes_in_ipywidgets_layouts() -> None:
+    import ipywidgets
+
+    w = widget_mod.JobWidget(job_id="abc")
+    box = ipywidgets.VBox([ipywidgets.Label("training"), w])
+    try:
+        state = w.get_state()
+        assert state["job_id"] == "abc" and state["_view_name"] == "JobWidgetView"
+        assert box.children[1] is w
+    finally:
+        box.close()
+        w.close()
 
 
 def test_model_and_view_names_match_the_labextension() -> None:
