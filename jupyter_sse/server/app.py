@@ -12,14 +12,19 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Float, Int, Unicode, validate
+from traitlets import Bool, Float, Int, Unicode, validate
 
 from ..core import Broker, MemoryStore
 from ..core.store_sqlite import SQLiteStore
+from .activity import ActivityTracker
 from .handlers import handlers
 from .kernels import KERNEL_ACTIONS, KernelWatcher
 
 __all__ = ["SSEExtension"]
+
+# Seconds between refreshes of the running-jobs activity mark: far below any culler's idle timeout (JupyterHub's
+# single-user server reports activity every 300 s by default), and one pass over the jobs is cheap.
+_ACTIVITY_PERIOD = 2.0
 
 
 class SSEExtension(ExtensionApp):
@@ -73,6 +78,14 @@ class SSEExtension(ExtensionApp):
         config=True,
         help="The user recorded as the owner of jobs (default: the JupyterHub user or the OS user).",
     )
+    # --- idle culling (issue 8; see activity.py) ---
+    running_jobs_are_activity = Bool(
+        True,
+        config=True,
+        help="Count an unfinished job as activity of the server (its last_activity, which JupyterHub's idle "
+        "culler reads), so a long job that prints nothing is not culled as idle. Open event streams and their "
+        "heartbeats never count as activity.",
+    )
 
     @validate("store_kind")
     def _check_store_kind(self, proposal: Any) -> str:
@@ -114,6 +127,11 @@ class SSEExtension(ExtensionApp):
                 },
             }
         )
+        assert self.serverapp is not None
+        # The web app's own settings, which last_activity() reads: self.settings is only copied into them once.
+        self.activity = ActivityTracker(
+            self.broker, self.serverapp.web_app.settings, enabled=self.running_jobs_are_activity
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._export_environment()
         # Under a test harness the loop already runs here; a real server starts it later (see below).
@@ -141,6 +159,8 @@ class SSEExtension(ExtensionApp):
             asyncio.ensure_future(self._every(1.0, self.store.flush)),
             asyncio.ensure_future(self._every(min(5.0, max(0.5, self.publisher_lease / 4)), self._expire)),
             asyncio.ensure_future(watcher.run(self.kernel_check_interval)),
+            # issue 8: a running job keeps the server's last_activity fresh (activity.py)
+            asyncio.ensure_future(self._every(_ACTIVITY_PERIOD, self.activity.refresh)),
         ]
 
     def _expire(self) -> None:

@@ -133,6 +133,8 @@ class UpdatesHandler(_Handler):
     """``POST updates``: what kernels report. Accepts the publish token as well as the server's own auth."""
 
     is_publisher = False
+    # issue 8: a report is not user activity by itself; running jobs count through activity.py, as configured.
+    _track_activity = False
 
     async def prepare(self) -> None:  # type: ignore[override]
         token = self.settings.get("jupyter_sse_publish_token")
@@ -187,6 +189,9 @@ class EventsHandler(_Handler):
     """``GET events`` and ``GET jobs/{id}/events``: the SSE streams."""
 
     _subscription: Subscription | None = None
+    # issue 8: an open stream (and its end, hours later) is not activity, or a forgotten tab would keep the
+    # server from being culled; running jobs count through activity.py.
+    _track_activity = False
 
     @web.authenticated
     @authorized
