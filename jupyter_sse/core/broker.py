@@ -358,6 +358,8 @@ class Broker:
                     del self._subscribers_by_job[job_id]
 
     def _notify(self, touched: dict[str, JobEntry]) -> None:
+        # Every change ends here, once: the moment for the store to write what must not wait.
+        self.store.commit()
         for sub in self._all_subscribers:
             sub.wake()
         if self._subscribers_by_job:

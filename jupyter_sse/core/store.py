@@ -73,6 +73,10 @@ class Store(Protocol):
     def flush(self) -> None:
         """Write pending changes to durable storage, if the store has any."""
 
+    def commit(self) -> None:
+        """The end of one change (a request, a cancel, a removal): write what must not wait, such as a job that
+        just finished. Called once per change, however many jobs it touched."""
+
     def close(self) -> None: ...
 
     def __len__(self) -> int: ...
@@ -124,6 +128,9 @@ class MemoryStore:
 
     def flush(self) -> None:
         """Nothing to write: memory is all there is."""
+
+    def commit(self) -> None:
+        """Nothing to write."""
 
     def close(self) -> None:
         """Nothing to release."""

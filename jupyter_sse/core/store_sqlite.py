@@ -2,7 +2,8 @@
 
 Reads never touch the file: every entry stays in memory, as in ``MemoryStore``. Writes are coalesced: a job
 that changes ten times a second is written once per ``flush()`` (the server calls it every second), except
-that a terminal state is written at once, so a finished job survives a crash right after it finished. The
+that a terminal state is written at the end of the change that made it (one transaction per request, however
+many jobs finished in it), so a finished job survives a crash right after it finished. The
 file holds the jobs, their retained log lines, the last sequence number and the publish token, so that after a
 restart finished jobs and their logs are still there, ids keep increasing, and kernels that were publishing
 before the restart are still let in.
@@ -48,6 +49,7 @@ class SQLiteStore(MemoryStore):
         self._db.executescript(_SCHEMA)
         self._dirty: set[str] = set()
         self._removed: set[str] = set()
+        self._urgent = False
         self._persisted_log_seq: dict[str, int] = {}
         self._log_lines_kept = log_lines_kept
         self._load()
@@ -82,6 +84,10 @@ class SQLiteStore(MemoryStore):
         self._dirty.add(entry.job.id)
         self._removed.discard(entry.job.id)
         if entry.job.terminal:
+            self._urgent = True  # written at the end of this change, in one transaction with the rest
+
+    def commit(self) -> None:
+        if self._urgent:
             self.flush()
 
     def remove(self, job_id: str, seq: int, final: object = None) -> None:
@@ -126,6 +132,7 @@ class SQLiteStore(MemoryStore):
             raise
         self._dirty.clear()
         self._removed.clear()
+        self._urgent = False
 
     def close(self) -> None:
         self.flush()
