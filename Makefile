@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Jupyter refuses to run as root unless told; CI and containers run as root.
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: install demo test lint typecheck pytest
+.PHONY: install demo test lint typecheck pytest bench bench-smoke
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,8 @@ demo: install
 	$(BIN)/jupyter lab $(ROOT_FLAG) --notebook-dir=notebooks demo.ipynb
 
 lint: install
-	$(BIN)/ruff check jupyter_sse tests
-	$(BIN)/ruff format --check jupyter_sse tests
+	$(BIN)/ruff check jupyter_sse tests bench
+	$(BIN)/ruff format --check jupyter_sse tests bench
 	cd labextension && ([ -d node_modules ] || npm ci --no-audit --no-fund) && npm run typecheck && npm run lint && npm run build:lib && npm test
 
 typecheck: install
@@ -32,4 +32,12 @@ pytest: install
 	scripts/ensure-chromium
 	$(BIN)/python -m pytest
 
-test: lint typecheck pytest
+# The benchmarks (bench/README.md): the full run writes bench/results/; CI runs the short smoke version so they
+# cannot rot (it fails only if a benchmark breaks, not on a missed target).
+bench: install
+	$(BIN)/python -m bench
+
+bench-smoke: install
+	$(BIN)/python -m bench --quick
+
+test: lint typecheck pytest bench-smoke

@@ -97,7 +97,9 @@ def run_in_kernel(hub: Hub, user: str, kernel_id: str, code: str, timeout: float
                     out.append(msg["content"]["text"])
                 elif kind == "error":
                     raise AssertionError("\n".join(msg["content"]["traceback"]))
-                elif kind == "execute_reply":
+                elif kind == "status" and msg["content"]["execution_state"] == "idle":
+                    # Not execute_reply: it comes on the shell channel and can overtake the output on iopub;
+                    # idle is sent on iopub after all of the cell's output.
                     return "".join(out)
         finally:
             conn.close()

@@ -1,0 +1,380 @@
+"""Run every benchmark and write bench/results/results.{json,md,png}.
+
+    python bench/run.py            # the full run (about 6 minutes on 2 cores)
+    python bench/run.py --quick    # the CI smoke run (< 60 s), written to bench/results/quick/
+
+Targets are reported, never asserted: the exit status is non-zero only when a benchmark itself broke.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _util import HERE, LOAD_CPU, PY, Server, pinned, raise_fd_limit
+
+
+def section_overhead(quick: bool) -> dict[str, Any]:
+    n, runs = (300_000, 3) if quick else (10_000_000, 5)
+    with Server("jupyter") as srv:
+        out = subprocess.run(
+            pinned([PY, str(HERE / "overhead.py"), str(n), str(runs), srv.base, srv.token], LOAD_CPU),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    if out.returncode:
+        raise RuntimeError(out.stderr[-3000:])
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    for kind, row in res["kinds"].items():
+        print(f"  overhead {kind:9}: " + ", ".join(f"{k}={v:.2f}" for k, v in row.items()), flush=True)
+    return res
+
+
+def section_kernel(quick: bool) -> dict[str, Any]:
+    import kernel_traffic
+
+    res = kernel_traffic.run(quick)
+    print(
+        f"  kernel traffic: tqdm.notebook {res['tqdm_notebook']['by_type']}, progress {res['progress']['by_type']}",
+        flush=True,
+    )
+    return res
+
+
+def section_fanout(quick: bool) -> list[dict[str, Any]]:
+    import fanout
+
+    return fanout.run(quick)
+
+
+def section_memory(quick: bool) -> dict[str, Any]:
+    import memory
+
+    return memory.run(quick)
+
+
+def section_ingest(quick: bool) -> list[dict[str, Any]]:
+    import ingest
+
+    return ingest.run(quick)
+
+
+SECTIONS = {
+    "overhead": section_overhead,
+    "kernel": section_kernel,
+    "fanout": section_fanout,
+    "memory": section_memory,
+    "ingest": section_ingest,
+}
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count()}
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in lscpu.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("Model name", "CPU(s)", "Thread(s) per core", "CPU max MHz"):
+                info[key.strip()] = value.strip()
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        pass
+    import jupyter_server
+    import tqdm
+
+    try:
+        repo = HERE.parent
+        info["git"] = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "jupyter_sse"], capture_output=True, text=True
+        ).stdout.strip()
+        info["git"] += " + uncommitted changes in jupyter_sse/" if dirty else ""
+    except OSError:
+        pass
+    info["server_args"] = " ".join(__import__("_util").SERVER_EXTRA)
+    info["versions"] = {"jupyter_server": jupyter_server.__version__, "tqdm": tqdm.__version__}
+    for mod in ("fastapi", "sse_starlette", "uvicorn", "tornado", "numpy", "ipykernel", "ipywidgets"):
+        with contextlib.suppress(Exception):
+            info["versions"][mod] = __import__(mod).__version__
+    return info
+
+
+def fmt(v: Any, spec: str = ".2f") -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def verdict(ok: bool | None) -> str:
+    return "—" if ok is None else ("met" if ok else "**missed**")
+
+
+def markdown(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    lines = [
+        f"# jupyter-sse benchmarks{' (quick)' if r['quick'] else ''}",
+        "",
+        f"{m.get('Model name', '?')}, {m.get('cpus')} CPUs, {m.get('memory_gib', '?')} GiB, Python {m['python']}, "
+        f"{r['date']}, {r['wall_s']:.0f} s. Server under test pinned to core 0, load generators to core 1. "
+        f"jupyter-sse {m.get('git', '?')}"
+        + (f", server options {m['server_args']}" if m.get("server_args") else "")
+        + ".",
+        "",
+    ]
+    ov = r.get("overhead")
+    if isinstance(ov, dict) and "kinds" in ov:
+        lines += [
+            f"## 1. Per-iteration overhead ({ov['n']:,} items, median of {ov['runs']})",
+            "",
+            "| iterable | bare ns/it | tqdm ns/it | progress ns/it | progress (live server) ns/it | "
+            "tqdm / bare | progress / bare | live / bare | live / bare, best runs | live overhead / tqdm overhead | "
+            "live extra ms per loop | target | |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for kind, row in ov["kinds"].items():
+            live = row.get("progress_live_vs_bare")
+            extra_ms = None
+            if row.get("progress_live_ns") is not None:
+                extra_ms = (row["progress_live_ns"] - row["progress_ns"]) * ov["n"] / 1e6
+            if kind == "generator":
+                target, ok = (
+                    "overhead ≤ 0.5x tqdm's",
+                    row.get("progress_live_overhead_vs_tqdm", 9) <= 0.5 and row["progress_overhead_vs_tqdm"] <= 0.5,
+                )
+            else:
+                target, ok = "≤ 1.25x bare", (live or 9) <= 1.25 and row["progress_vs_bare"] <= 1.25
+            lines.append(
+                f"| {kind} | {row['bare_ns']:.1f} | {row['tqdm_ns']:.1f} | {row['progress_ns']:.1f} | "
+                f"{fmt(row.get('progress_live_ns'), '.1f')} | {row['tqdm_vs_bare']:.2f}x | "
+                f"{row['progress_vs_bare']:.2f}x | {fmt(live)}x | {fmt(row.get('progress_live_vs_bare_best'))}x | "
+                f"{fmt(row.get('progress_live_overhead_vs_tqdm'))} | "
+                f"{fmt(extra_ms, '.1f')} | "
+                f"{target} | {verdict(ok)} |"
+            )
+        lines.append("")
+    kt = r.get("kernel")
+    if isinstance(kt, dict) and "progress" in kt:
+        lines += [
+            f"## 2. Kernel → front end: iopub messages for a {kt['n']:,}-item loop "
+            f"(sleep {kt['sleep_s']} s every {kt['sleep_every']:,})",
+            "",
+            "| bar | loop s | iopub messages (by msg_type) | bar messages (all but status, execute_input) |",
+            "|---|---|---|---|",
+        ]
+        for key, label in (("tqdm_notebook", "tqdm.notebook (tqdm.auto)"), ("progress", "jupyter_sse.progress")):
+            d = kt[key]
+            by = ", ".join(f"{k} {v}" for k, v in sorted(d["by_type"].items()))
+            lines.append(f"| {label} | {d['wall_s']:.1f} | {by} | {d['bar_messages']} |")
+
+        def updates(d: dict[str, int]) -> int:
+            return sum(d.get(k, 0) for k in ("comm_msg", "update_display_data", "stream", "clear_output"))
+
+        pu, tu = updates(kt["progress"]["by_type"]), updates(kt["tqdm_notebook"]["by_type"])
+        ratio = kt["tqdm_notebook"]["bar_messages"] / max(kt["progress"]["bar_messages"], 1)
+        lines += [
+            "",
+            f"Updates after the display (comm_msg, update_display_data, stream, clear_output): "
+            f"tqdm.notebook {tu}, progress {pu}. Target: progress sends only its display (display_data and "
+            f"its widget's comm_open) and its final update: {verdict(pu <= 1)}. tqdm.notebook sends "
+            f"{ratio:.0f}x as many bar messages.",
+            "",
+        ]
+    fo = r.get("fanout")
+    if isinstance(fo, list) and fo:
+        lines += [
+            "## 3. Fan-out: 20 jobs x 10 Hz (one POST per job update) to N SSE subscribers",
+            "",
+            "| server | subscribers | connected | p50 ms | p99 ms | delivered events/s | of offered | "
+            "server CPU % | server CPU µs per event | client CPU % | server RSS MiB | idle KiB/subscriber | "
+            "POSTs late/sent |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        lines[-2] = lines[-2].replace("of offered", "of offered (POSTs/s sent x N)")
+        for x in fo:
+            if "error" in x:
+                lines.append(f"| {x['server']} | {x['subscribers']} | failed: {x['error'][:80]} |||||||||||")
+                continue
+            pub = x.get("publisher", {})
+            name = "jupyter-sse" if x["server"] == "jupyter" else "baseline (FastAPI+sse-starlette)"
+            lines.append(
+                f"| {name} | {x['subscribers']:,} | {x['connected']:,} | {fmt(x['p50_ms'], '.1f')} | "
+                f"{fmt(x['p99_ms'], '.1f')} | {x['events_per_s']:,.0f} | {fmt(x.get('delivered_ratio'), '.0%')} | "
+                f"{x['server_cpu_pct']:.0f} | {x['server_cpu_us_per_event']:.1f} | "
+                f"{fmt(x.get('client_cpu_pct'), '.0f')} | "
+                f"{x['rss_busy_mib']:.0f} | {x['idle_kib_per_sub']:.1f} | "
+                f"{pub.get('late', 0)}/{pub.get('posts', 0)} ({x.get('posts_per_s', 0):.0f}/s) |"
+            )
+        lines.append("")
+        by = {(x["server"], x["subscribers"]): x for x in fo if "error" not in x}
+        for n in sorted({x["subscribers"] for x in fo}):
+            j, b = by.get(("jupyter", n)), by.get(("baseline", n))
+            if j and b:
+                lines.append(
+                    f"- {n:,} subscribers: throughput jupyter-sse / baseline = "
+                    f"{j['events_per_s'] / max(b['events_per_s'], 1):.2f}x "
+                    f"({verdict(j['events_per_s'] >= 0.98 * b['events_per_s'])}); p99 "
+                    f"{fmt(j['p99_ms'], '.0f')} ms vs {fmt(b['p99_ms'], '.0f')} ms"
+                    + (f"; target p99 < 100 ms: {verdict((j['p99_ms'] or 1e9) < 100)}" if n == 1000 else "")
+                )
+        lines.append("")
+    mem = r.get("memory")
+    if isinstance(mem, dict) and "finished" in mem:
+        f, lg = mem["finished"], mem["logs"]
+        idle = [x for x in (fo or []) if isinstance(x, dict) and x.get("server") == "jupyter" and "error" not in x]
+        idle_max = max(idle, key=lambda x: x["subscribers"]) if idle else None
+        lines += ["## 4. Memory (server RSS growth)", "", "| what | measured | target | |", "|---|---|---|---|"]
+        if idle_max:
+            lines.append(
+                f"| per idle subscriber ({idle_max['subscribers']:,} connected) | "
+                f"{idle_max['idle_kib_per_sub']:.1f} KiB | < 30 KiB | "
+                f"{verdict(idle_max['idle_kib_per_sub'] < 30)} |"
+            )
+        lines.append(
+            f"| per finished job kept ({f['jobs']:,} jobs, {f['kept']:,} kept; POSTed at "
+            f"{f.get('finished_updates_per_s', 0):,.0f} jobs/s) | {f['kib_per_job']:.2f} KiB | "
+            f"< 4 KiB | {verdict(f['kib_per_job'] < 4)} |"
+        )
+        bounded = lg["kib_per_job_at_end"] <= 1.5 * lg["kib_per_job_at_kept"] + 16
+        lines.append(
+            f"| per running job, {lg['lines_per_job']:,} log lines (log_lines_kept={lg['log_lines_kept']}) | "
+            f"{lg['kib_per_job_at_end']:.0f} KiB (after the first {lg['log_lines_kept']:,} lines: "
+            f"{lg['kib_per_job_at_kept']:.0f} KiB) | bounded by retention | {verdict(bounded)} |"
+        )
+        lines.append("")
+    ing = r.get("ingest")
+    if isinstance(ing, list) and ing:
+        lines += [
+            "## 5. Ingest: 10 publishing processes, POSTs as fast as answered",
+            "",
+            "| job updates per POST | updates/s | POSTs/s | server CPU % | updates per server CPU-second | target | |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for x in ing:
+            tgt = "20,000+/s" if x["batch"] > 1 else "(unbatched, for contrast)"
+            ok = x["updates_per_s"] >= 20000 if x["batch"] > 1 else None
+            lines.append(
+                f"| {x['batch']} | {x['updates_per_s']:,.0f} | {x['posts_per_s']:,.0f} | "
+                f"{x['server_cpu_pct']:.0f} | {x.get('updates_per_server_cpu_s', 0):,.0f} | {tgt} | {verdict(ok)} |"
+            )
+        lines.append("")
+    if r.get("loadavg"):
+        lines += [
+            "Load average (1, 5, 15 min) at the end of each section (2 cores; above ~2 other work shared the "
+            "machine): " + ", ".join(f"{k} {v[0]:.1f}/{v[1]:.1f}/{v[2]:.1f}" for k, v in r["loadavg"].items()),
+            "",
+        ]
+    errs = r.get("errors") or {}
+    if errs:
+        lines += ["## Errors", ""] + [f"- {k}: {v.splitlines()[-1] if v else v}" for k, v in errs.items()] + [""]
+    return "\n".join(lines)
+
+
+def plot(r: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=80)
+    ov = r.get("overhead")
+    ax = axes[0]
+    if isinstance(ov, dict) and "kinds" in ov:
+        kinds = list(ov["kinds"])
+        methods = [
+            ("bare_ns", "bare"),
+            ("tqdm_ns", "tqdm"),
+            ("progress_ns", "progress"),
+            ("progress_live_ns", "progress, live server"),
+        ]
+        w = 0.2
+        for i, (key, label) in enumerate(methods):
+            ax.bar(
+                [k + (i - 1.5) * w for k in range(len(kinds))],
+                [ov["kinds"][k].get(key, 0) for k in kinds],
+                w,
+                label=label,
+            )
+        ax.set_xticks(range(len(kinds)), kinds)
+        ax.set_ylabel("ns per item")
+        ax.set_title("Loop overhead")
+        ax.legend(fontsize=8)
+    ax = axes[1]
+    fo = r.get("fanout")
+    if isinstance(fo, list):
+        for kind, label, color in (("jupyter", "jupyter-sse", "C0"), ("baseline", "FastAPI + sse-starlette", "C3")):
+            pts = sorted(
+                (x["subscribers"], x["p50_ms"], x["p99_ms"])
+                for x in fo
+                if x.get("server") == kind and "error" not in x and x.get("p99_ms")
+            )
+            if pts:
+                ax.plot([p[0] for p in pts], [p[2] for p in pts], "o-", color=color, label=f"{label} p99")
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "x--", color=color, label=f"{label} p50")
+        ax.axhline(100, color="grey", lw=0.8, ls=":")
+        ax.set_yscale("log")
+        ax.set_xlabel("SSE subscribers (20 jobs x 10 Hz)")
+        ax.set_ylabel("publish → receipt, ms")
+        ax.set_title("Fan-out latency")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="the CI smoke run: small sizes, < 60 s")
+    p.add_argument("--only", action="append", choices=list(SECTIONS), help="run only these sections")
+    p.add_argument("--out", type=Path, help="output directory (default bench/results, or bench/results/quick)")
+    args = p.parse_args()
+    raise_fd_limit()
+    out = args.out or (HERE / "results" / "quick" if args.quick else HERE / "results")
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    r: dict[str, Any] = {
+        "quick": args.quick,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "errors": {},
+    }
+    for name in args.only or list(SECTIONS):
+        print(f"[{name}]", flush=True)
+        ts = time.monotonic()
+        try:
+            r[name] = SECTIONS[name](args.quick)
+        except Exception:
+            r["errors"][name] = traceback.format_exc()
+            print(r["errors"][name], file=sys.stderr, flush=True)
+        r.setdefault("loadavg", {})[name] = [round(x, 2) for x in os.getloadavg()]
+        print(f"[{name}] {time.monotonic() - ts:.1f} s, load average {os.getloadavg()[0]:.2f}", flush=True)
+    r["wall_s"] = time.monotonic() - t0
+    (out / "results.json").write_text(json.dumps(r, indent=1))
+    (out / "results.md").write_text(markdown(r))
+    try:
+        plot(r, out / "results.png")
+    except Exception:
+        r["errors"]["plot"] = traceback.format_exc()
+        print(r["errors"]["plot"], file=sys.stderr)
+    print(f"wrote {out}/results.json, results.md, results.png in {r['wall_s']:.0f} s")
+    return 1 if r["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
