@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/jupyter lab $(ROOT_FLAG) --notebook-dir=notebooks demo.ipynb
+	cd notebooks && $(abspath $(BIN))/jupyter lab $(ROOT_FLAG) demo.ipynb
 
 lint: install
 	$(BIN)/ruff check jupyter_sse tests bench

@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -341,8 +342,6 @@ class Publisher:
         self._failures += 1
         self._last_ok = False
         delay = min(self.max_backoff, 0.1 * 2 ** (self._failures - 1))
-        import random
-
         delay *= random.uniform(0.75, 1.25)  # jitter: kernels of one server do not retry in step
         self._next_send = time.monotonic() + min(delay, self.max_backoff)
         _log.debug("jupyter-sse: sending updates failed (%s); retry in %.2fs", error, delay)
