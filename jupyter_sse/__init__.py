@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from .kernel import JobCancelled, Progress, job, progress, tqdm, trange
+    from .kernel import JobCancelled, Progress, job, progress, submit, tqdm, trange
     from .widget import JobWidget
 
-__all__ = ["JobCancelled", "JobWidget", "Progress", "__version__", "job", "progress", "tqdm", "trange"]
+__all__ = ["JobCancelled", "JobWidget", "Progress", "__version__", "job", "progress", "submit", "tqdm", "trange"]
 
-_LAZY = {name: ".kernel" for name in ("JobCancelled", "Progress", "job", "progress", "tqdm", "trange")}
+_LAZY = {name: ".kernel" for name in ("JobCancelled", "Progress", "job", "progress", "submit", "tqdm", "trange")}
 _LAZY["JobWidget"] = ".widget"
 
 

@@ -245,7 +245,10 @@ class Broker:
             asked = entry.cancel_asked_at
             if asked is not None and not entry.escalated and not entry.job.terminal and now - asked >= grace:
                 entry.escalated = True
-                overdue.append((entry.job.id, entry.job.kernel_id))
+                # A job submitted to a background thread: interrupting the kernel would hit whatever cell runs in
+                # its main thread, not the job. Its publisher passes the cancel on; nothing more to do here.
+                if not entry.job.metadata.get("submitted"):
+                    overdue.append((entry.job.id, entry.job.kernel_id))
         return overdue
 
     def kernels_with_running_jobs(self) -> set[str]:

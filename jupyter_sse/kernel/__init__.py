@@ -9,5 +9,6 @@ from __future__ import annotations
 from ._errors import JobCancelled
 from .job import JobHandle, job
 from .progress import Progress, progress, tqdm, trange
+from .submit import SubmittedJob, submit
 
-__all__ = ["JobCancelled", "JobHandle", "Progress", "job", "progress", "tqdm", "trange"]
+__all__ = ["JobCancelled", "JobHandle", "Progress", "SubmittedJob", "job", "progress", "submit", "tqdm", "trange"]

@@ -1,5 +1,6 @@
 /**
- * One SSE connection per browser tab, shared by every JobWidget view (and later the job panel).
+ * One SSE connection per browser tab, shared by every JobWidget view, the job panel, the status bar item and
+ * the notifications (`watchAll`).
  *
  * Browsers allow 6 HTTP/1.1 connections per origin, and a notebook can hold 20 bars, so views never open their
  * own stream: they `watch` a job id here. The stream is the unfiltered `GET events` (every job of this server),
@@ -44,8 +45,13 @@ export interface IJobSnapshot {
 
 export type JobWatcher = (snapshot: IJobSnapshot) => void;
 
+/** What an "all jobs" watcher is told: one job changed (or was removed: `snapshot.removed`). */
+export type AllJobsWatcher = (jobId: string, snapshot: IJobSnapshot) => void;
+
 export const TERMINAL_STATES = new Set(['succeeded', 'failed', 'cancelled', 'lost']);
 const LOG_LINES_KEPT = 5;
+// the key "all jobs" watchers hold in the watcher count (not a valid job id, so no job can have it)
+const ALL_JOBS = '*';
 const MIN_BACKOFF_MS = 500;
 const MAX_BACKOFF_MS = 30000;
 // with no watchers left the stream closes after this; a view re-rendered meanwhile keeps it open
@@ -122,6 +128,33 @@ export class JobStream {
         }, IDLE_CLOSE_MS);
       }
     };
+  }
+
+  /** Every job the stream knows now (the server sends all of them on connect), in no particular order. */
+  jobs(): IJob[] {
+    return Array.from(this._jobs.values());
+  }
+
+  /**
+   * Call `watcher` on every `job` and `removed` event of any job (the job panel, the status bar, notifications);
+   * returns the unwatch function. It keeps the stream open like a job watcher does.
+   */
+  watchAll(watcher: AllJobsWatcher): () => void {
+    this._allWatchers.add(watcher);
+    const unwatch = this.watch(ALL_JOBS, () => undefined);
+    return () => {
+      this._allWatchers.delete(watcher);
+      unwatch();
+    };
+  }
+
+  /** Ask the server to forget a finished job: DELETE jobs/{id} (409 while it runs). */
+  async remove(jobId: string): Promise<void> {
+    const url = apiUrl(this._settings, 'jobs/' + encodeURIComponent(jobId));
+    const response = await ServerConnection.makeRequest(url, { method: 'DELETE' }, this._settings);
+    if (!response.ok && response.status !== 404) {
+      throw new ServerConnection.ResponseError(response, `remove failed: ${response.status}`);
+    }
   }
 
   /** Ask the server to cancel a job: POST jobs/{id}/cancel (ServerConnection adds the XSRF header). */
@@ -236,11 +269,19 @@ export class JobStream {
       return;
     }
     const watchers = this._watchers.get(jobId);
-    if (!watchers) {
+    const all = type === 'log' ? [] : Array.from(this._allWatchers);
+    if (!watchers && all.length === 0) {
       return;
     }
     const snapshot = this.snapshot(jobId);
-    for (const watcher of Array.from(watchers)) {
+    for (const watcher of all) {
+      try {
+        watcher(jobId, snapshot);
+      } catch (err) {
+        console.error('jupyter-sse: a job watcher failed', err);
+      }
+    }
+    for (const watcher of Array.from(watchers ?? [])) {
       try {
         watcher(snapshot);
       } catch (err) {
@@ -257,6 +298,7 @@ export class JobStream {
     }
   );
   private readonly _watchers = new Map<string, Set<JobWatcher>>();
+  private readonly _allWatchers = new Set<AllJobsWatcher>();
   private readonly _jobs = new Map<string, IJob>();
   private readonly _logs = new Map<string, string[]>();
   private readonly _receivedAt = new Map<string, number>();

@@ -836,3 +836,14 @@ def _verify(
         assert seen[len(seen) - len(retained) :] == retained
         if set(all_lines[job]) - set(seen):
             assert dropped_seen.get(job), (job, all_lines[job], seen)
+
+
+def test_an_ignored_cancel_of_a_submitted_job_does_not_escalate_to_an_interrupt() -> None:
+    clock = [100.0]
+    broker = Broker(clock=lambda: clock[0])
+    broker.apply(batch(up("bg", kernel_id="k1", metadata={"submitted": True}), up("fg", kernel_id="k1")))
+    broker.request_cancel("bg")
+    broker.request_cancel("fg")
+    clock[0] += 11
+    # Only the loop in the kernel's main thread is interrupted: a background job's thread cannot be.
+    assert broker.overdue_cancels(10) == [("fg", "k1")]

@@ -1,0 +1,287 @@
+/**
+ * The Jobs panel: every job on the server, live, from the tab's one shared stream (`watchAll`). Per job: name,
+ * notebook and cell, state, bar, count, rate, ETA, elapsed; a filter by state; Cancel for a running job, Remove
+ * for a finished one; a click on a job opens its notebook at its cell.
+ *
+ * Rows are keyed by job id and updated in place (never rebuilt), so a click is not lost to a redraw while jobs
+ * stream in; redraws are batched to one per animation frame.
+ */
+import { Widget } from '@lumino/widgets';
+
+import { formatDuration, formatNumber, formatRate } from './jobview';
+import { JobFilter, isActive, matchesFilter, orderJobs, TERMINAL } from './jobcenter';
+import { IJob, JobStream } from './stream';
+
+export const PANEL_ID = 'jupyter-sse-jobs';
+
+const FILTERS: Array<[JobFilter, string]> = [
+  ['all', 'All'],
+  ['active', 'Running'],
+  ['finished', 'Finished'],
+  ['succeeded', 'Succeeded'],
+  ['failed', 'Failed'],
+  ['cancelled', 'Cancelled'],
+  ['lost', 'Lost']
+];
+
+function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls: string, parent?: HTMLElement): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  node.className = cls;
+  parent?.appendChild(node);
+  return node;
+}
+
+/** Opens a job's notebook at its cell (index.ts gives the JupyterLab side of it). */
+export type OpenJob = (job: IJob) => void;
+
+class JobRow {
+  constructor(
+    readonly jobId: string,
+    private readonly _panel: JobsPanel
+  ) {
+    this.node = el('li', 'jp-sse-row');
+    this.node.dataset.jobId = jobId;
+    this.node.tabIndex = 0;
+    const head = el('div', 'jp-sse-row-head', this.node);
+    this._name = el('span', 'jp-sse-row-name', head);
+    this._state = el('span', 'jp-sse-row-state', head);
+    this._button = el('button', 'jp-sse-row-action jp-mod-styled', head);
+    this._button.type = 'button';
+    this._button.addEventListener('click', event => {
+      event.stopPropagation(); // the row's own click opens the notebook
+      void this._onAction();
+    });
+    this._bar = el('div', 'jp-sse-bar', this.node);
+    this._bar.setAttribute('role', 'progressbar');
+    this._fill = el('div', 'jp-sse-fill', this._bar);
+    this._stats = el('div', 'jp-sse-row-stats', this.node);
+    this._where = el('div', 'jp-sse-row-where', this.node);
+    this._error = el('div', 'jp-sse-row-error', this.node);
+    const open = () => {
+      if (this._job && typeof this._job.path === 'string' && this._job.path) {
+        this._panel.openJob(this._job);
+      }
+    };
+    this.node.addEventListener('click', open);
+    this.node.addEventListener('keydown', event => {
+      if (event.key === 'Enter') {
+        open();
+      }
+    });
+  }
+
+  readonly node: HTMLLIElement;
+
+  update(job: IJob, depth: number, receivedAt: number): void {
+    this._job = job;
+    this._receivedAt = receivedAt;
+    const node = this.node;
+    node.className = `jp-sse-row jp-sse-state-${job.state}` + (depth > 0 ? ' jp-sse-row-child' : '');
+    node.style.paddingLeft = depth > 0 ? `${8 + 14 * Math.min(depth, 4)}px` : '';
+    this._name.textContent = (depth > 0 ? '↳ ' : '') + (job.name || job.id);
+    this._name.title = `${job.name || '(no name)'} — job ${job.id}`;
+    this._state.textContent = job.cancel_requested && isActive(job) ? 'cancelling' : job.state;
+    const active = isActive(job);
+    this._button.textContent = active ? 'Cancel' : 'Remove';
+    this._button.title = active ? 'Ask the server to cancel this job' : 'Forget this finished job on the server';
+    this._button.disabled = active && job.cancel_requested;
+    const total = job.total;
+    const known = total !== null && total > 0;
+    const fraction = known ? Math.min(1, Math.max(0, job.n / total!)) : job.state === 'succeeded' ? 1 : 0;
+    // no total while running: the sliding indeterminate bar (its width comes from the stylesheet)
+    this._fill.style.width = !known && active ? '' : `${(fraction * 100).toFixed(1)}%`;
+    this._bar.classList.toggle('jp-sse-indeterminate', !known && active);
+    this._bar.setAttribute('aria-valuenow', String(Math.round(fraction * 100)));
+    const where: string[] = [];
+    if (typeof job.path === 'string' && job.path) {
+      where.push(job.path);
+    }
+    if (typeof job.cell_id === 'string' && job.cell_id) {
+      where.push(`cell ${job.cell_id.slice(0, 8)}`);
+    }
+    this._where.textContent = where.join(' · ');
+    this.node.title = where.length ? `Open ${where.join(', ')}` : '';
+    this._error.textContent = job.state === 'failed' && job.error ? `${job.error.type}: ${job.error.message}` : '';
+    this.tick();
+  }
+
+  /** Redraw the times (elapsed moves on while a job runs, between its events). */
+  tick(): void {
+    const job = this._job;
+    if (!job) {
+      return;
+    }
+    const active = isActive(job);
+    const elapsed = job.elapsed + (active ? (performance.now() - this._receivedAt) / 1000 : 0);
+    const parts: string[] = [];
+    // a job with no total and no count (a submitted function whose loops are its children) shows only times
+    if (job.total !== null || job.n > 0) {
+      const count = job.total !== null ? `${formatNumber(job.n)}/${formatNumber(job.total)}` : formatNumber(job.n);
+      parts.push(`${count} ${job.unit}`);
+    }
+    if (job.total !== null && job.total > 0) {
+      parts.push(`${Math.floor((100 * Math.min(job.n, job.total)) / job.total)}%`);
+    }
+    if (job.rate !== null) {
+      parts.push(formatRate(job.rate, job.unit));
+    }
+    if (active && job.eta !== null && isFinite(job.eta)) {
+      parts.push(`ETA ${formatDuration(job.eta)}`);
+    }
+    parts.push(`${active ? 'elapsed' : 'took'} ${formatDuration(elapsed)}`);
+    this._stats.textContent = parts.join(' · ');
+  }
+
+  private async _onAction(): Promise<void> {
+    const job = this._job;
+    if (!job) {
+      return;
+    }
+    this._button.disabled = true;
+    try {
+      if (TERMINAL.has(job.state)) {
+        await this._panel.stream.remove(job.id);
+      } else {
+        await this._panel.stream.cancel(job.id);
+      }
+    } catch (err) {
+      console.warn('jupyter-sse: job action failed', err);
+      this._button.disabled = false;
+    }
+  }
+
+  private readonly _name: HTMLSpanElement;
+  private readonly _state: HTMLSpanElement;
+  private readonly _button: HTMLButtonElement;
+  private readonly _bar: HTMLDivElement;
+  private readonly _fill: HTMLDivElement;
+  private readonly _stats: HTMLDivElement;
+  private readonly _where: HTMLDivElement;
+  private readonly _error: HTMLDivElement;
+  private _job: IJob | null = null;
+  private _receivedAt = 0;
+}
+
+export class JobsPanel extends Widget {
+  constructor(
+    readonly stream: JobStream,
+    private readonly _open: OpenJob
+  ) {
+    super();
+    this.id = PANEL_ID;
+    this.addClass('jp-sse-panel');
+    this.title.caption = 'Jobs: every job on this server';
+    const head = el('div', 'jp-sse-panel-head', this.node);
+    el('span', 'jp-sse-panel-title', head).textContent = 'Jobs';
+    this._filter = el('select', 'jp-sse-panel-filter jp-mod-styled', head);
+    this._filter.title = 'Show jobs in this state';
+    for (const [value, label] of FILTERS) {
+      const option = el('option', '', this._filter);
+      option.value = value;
+      option.textContent = label;
+    }
+    this._filter.addEventListener('change', () => this._schedule());
+    this._clear = el('button', 'jp-sse-panel-clear jp-mod-styled', head);
+    this._clear.type = 'button';
+    this._clear.textContent = 'Clear';
+    this._clear.title = 'Remove every finished job shown: the server forgets them';
+    this._clear.addEventListener('click', () => void this._removeFinished());
+    this._empty = el('div', 'jp-sse-panel-empty', this.node);
+    this._list = el('ul', 'jp-sse-panel-list', this.node);
+    this._unwatch = stream.watchAll(() => this._schedule());
+    this._timer = setInterval(() => this._tick(), 1000);
+    this._schedule();
+  }
+
+  get filter(): JobFilter {
+    return this._filter.value as JobFilter;
+  }
+
+  openJob(job: IJob): void {
+    this._open(job);
+  }
+
+  dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    this._unwatch();
+    clearInterval(this._timer);
+    super.dispose();
+  }
+
+  private _schedule(): void {
+    if (this._frame !== null) {
+      return;
+    }
+    // one redraw per frame however many events arrive; a hidden tab gets its frame when it is shown again
+    this._frame = requestAnimationFrame(() => {
+      this._frame = null;
+      this._render();
+    });
+  }
+
+  private _render(): void {
+    const stream = this.stream;
+    const all = stream.jobs();
+    const filter = this.filter;
+    const ordered = orderJobs(all.filter(job => matchesFilter(job, filter)));
+    const keep = new Set(ordered.map(o => o.job.id));
+    for (const [id, row] of this._rows) {
+      if (!keep.has(id)) {
+        row.node.remove();
+        this._rows.delete(id);
+      }
+    }
+    let previous: HTMLElement | null = null;
+    for (const { job, depth } of ordered) {
+      let row = this._rows.get(job.id);
+      if (!row) {
+        row = new JobRow(job.id, this);
+        this._rows.set(job.id, row);
+      }
+      row.update(job, depth, stream.snapshot(job.id).receivedAt);
+      // move a node only when it is out of place: moving the row under the pointer would swallow a click
+      const expected: Element | null = previous ? previous.nextElementSibling : this._list.firstElementChild;
+      if (expected !== row.node) {
+        this._list.insertBefore(row.node, expected);
+      }
+      previous = row.node;
+    }
+    this._empty.textContent =
+      ordered.length > 0 ? '' : all.length === 0 ? 'No jobs on this server yet.' : 'No jobs match this filter.';
+    this._clear.disabled = !ordered.some(o => TERMINAL.has(o.job.state));
+  }
+
+  private _tick(): void {
+    if (!this.isVisible) {
+      return;
+    }
+    for (const row of this._rows.values()) {
+      row.tick();
+    }
+  }
+
+  private async _removeFinished(): Promise<void> {
+    const ids = Array.from(this._rows.keys());
+    for (const id of ids) {
+      const job = this.stream.snapshot(id).job;
+      if (job && TERMINAL.has(job.state)) {
+        try {
+          await this.stream.remove(id);
+        } catch (err) {
+          console.warn('jupyter-sse: remove failed', err);
+        }
+      }
+    }
+  }
+
+  private readonly _filter: HTMLSelectElement;
+  private readonly _clear: HTMLButtonElement;
+  private readonly _empty: HTMLDivElement;
+  private readonly _list: HTMLUListElement;
+  private readonly _rows = new Map<string, JobRow>();
+  private readonly _unwatch: () => void;
+  private readonly _timer: ReturnType<typeof setInterval>;
+  private _frame: number | null = null;
+}
