@@ -33,6 +33,11 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class Event:
     """One SSE event; its encoded frame is made once and shared by every subscriber that sends it."""
 
@@ -62,22 +67,32 @@ class Subscription:
         self.cursor = cursor
         self.end_with_job = end_with_job
         self.done = False
-        self._wake = asyncio.Event()
-        self._wake.set()  # the first call sends the initial snapshot at once
+        self._woken = True  # the first call sends the initial snapshot at once
+        self._waiter: asyncio.Future[None] | None = None
 
     def wake(self) -> None:
-        self._wake.set()
+        self._woken = True
+        if self._waiter is not None:
+            _resolve(self._waiter)
 
     async def next_events(self, timeout: float) -> list[Event]:
         """The events after the cursor, waiting up to ``timeout`` for some; ``[]`` means none came in time."""
         if self.done:
             return []
-        if not self._wake.is_set():
+        if not self._woken:
+            # A bare future and a timer, not asyncio.wait_for(event.wait()): with a thousand subscribers woken
+            # per update, wait_for's extra Task per wait is a large share of the server's time.
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout, _resolve, waiter)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+            if not self._woken:
                 return []
-        self._wake.clear()
+        self._woken = False
         if self.done:
             return []
         events = self._broker._collect(self)
@@ -89,7 +104,7 @@ class Subscription:
         if not self.done:
             self.done = True
             self._broker._unsubscribe(self)
-            self._wake.set()
+            self.wake()
 
 
 class Broker:
@@ -103,6 +118,7 @@ class Broker:
         jobs_kept: int = 500,
         owner: str = "",
         clock: Callable[[], float] = time.time,
+        wake_delay: float = 0.0,
     ) -> None:
         if log_lines_kept < 1 or jobs_kept < 0:
             raise ValueError("log_lines_kept must be >= 1 and jobs_kept >= 0")
@@ -111,6 +127,9 @@ class Broker:
         self.jobs_kept = jobs_kept
         self.owner = owner
         self._clock = clock
+        self.wake_delay = wake_delay
+        self._pending_wake: dict[str, JobEntry] = {}
+        self._wake_timer: asyncio.TimerHandle | None = None
         self._all_subscribers: set[Subscription] = set()
         self._subscribers_by_job: dict[str, set[Subscription]] = {}
         self._finished_count = 0
@@ -363,6 +382,29 @@ class Broker:
     def _notify(self, touched: dict[str, JobEntry]) -> None:
         # Every change ends here, once: the moment for the store to write what must not wait.
         self.store.commit()
+        if self.wake_delay > 0:
+            # Wake subscribers once per short window, not once per change: with many subscribers and many
+            # publishers, waking each subscriber for every request is what saturates the server. A subscriber
+            # reads every change since its cursor anyway, so one wake-up serves all the changes of the window.
+            if self._wake_timer is not None:
+                self._pending_wake.update(touched)
+                return
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (a plain synchronous caller): wake at once
+                pass
+            else:
+                self._pending_wake.update(touched)
+                self._wake_timer = loop.call_later(self.wake_delay, self._wake_pending)
+                return
+        self._wake(touched)
+
+    def _wake_pending(self) -> None:
+        pending, self._pending_wake = self._pending_wake, {}
+        self._wake_timer = None
+        self._wake(pending)
+
+    def _wake(self, touched: dict[str, JobEntry]) -> None:
         for sub in self._all_subscribers:
             sub.wake()
         if self._subscribers_by_job:
@@ -373,6 +415,9 @@ class Broker:
     def close(self) -> None:
         """End every subscription (server shutdown): their streams finish instead of hanging."""
         self.closed = True
+        if self._wake_timer is not None:
+            self._wake_timer.cancel()
+            self._wake_timer = None
         for sub in list(self._all_subscribers):
             sub.close()
         for subs in list(self._subscribers_by_job.values()):

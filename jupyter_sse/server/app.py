@@ -71,6 +71,12 @@ class SSEExtension(ExtensionApp):
         config=True,
         help="Seconds a job may ignore a cancel (its loop stuck in C code, say) before its kernel is interrupted.",
     )
+    wake_delay = Float(
+        0.02,
+        config=True,
+        help="Seconds during which changes are gathered before subscribers are woken: one wake-up (and one write) "
+        "per subscriber per window instead of one per change. Adds at most this much latency; 0 wakes at once.",
+    )
     kernel_check_interval = Float(
         1.0, config=True, help="Seconds between checks for dead kernels and cancels to escalate."
     )
@@ -111,7 +117,13 @@ class SSEExtension(ExtensionApp):
     def initialize_settings(self) -> None:
         owner = self.owner or self._default_owner()
         self.store = self._make_store()
-        self.broker = Broker(self.store, log_lines_kept=self.log_lines_kept, jobs_kept=self.jobs_kept, owner=owner)
+        self.broker = Broker(
+            self.store,
+            log_lines_kept=self.log_lines_kept,
+            jobs_kept=self.jobs_kept,
+            owner=owner,
+            wake_delay=self.wake_delay,
+        )
         # Kept across restarts with the SQLite store, so kernels that were publishing keep being let in.
         self.publish_token = (
             self.store.publish_token() if isinstance(self.store, SQLiteStore) else secrets.token_urlsafe(32)

@@ -236,8 +236,13 @@ class EventsHandler(_Handler):
                 self.finish()
 
     async def _send(self, timeout: float) -> None:
+        flushed = self.flush()
+        if flushed.done():
+            # The common case: the socket took it all at once. wait_for would cost a Task and a timer per write.
+            flushed.result()
+            return
         try:
-            await asyncio.wait_for(self.flush(), timeout)
+            await asyncio.wait_for(flushed, timeout)
         except TimeoutError:
             # A client that stopped reading: drop it rather than hold its buffer forever.
             self.log.info("jupyter-sse: dropping a subscriber that did not read for %s s", timeout)

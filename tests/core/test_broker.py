@@ -847,3 +847,30 @@ def test_an_ignored_cancel_of_a_submitted_job_does_not_escalate_to_an_interrupt(
     clock[0] += 11
     # Only the loop in the kernel's main thread is interrupted: a background job's thread cannot be.
     assert broker.overdue_cancels(10) == [("fg", "k1")]
+
+
+async def test_wake_delay_gathers_the_changes_of_a_window_into_one_wake_up() -> None:
+    broker = Broker(wake_delay=0.05)
+    sub = broker.subscribe()
+    await sub.next_events(0.1)  # the (empty) initial snapshot
+    for n in range(5):
+        broker.apply(batch(up(f"j{n}", n=n)))
+    # Nothing yet: the subscriber is woken once, when the window closes, and reads all five changes.
+    waiting = asyncio.ensure_future(sub.next_events(1.0))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    events = await waiting
+    assert sorted(json.loads(e.data)["id"] for e in events) == [f"j{n}" for n in range(5)]
+    assert await sub.next_events(0.1) == []  # and no further wake-ups for the same changes
+    broker.close()
+
+
+async def test_without_a_wake_delay_subscribers_are_woken_at_once() -> None:
+    broker = Broker()
+    sub = broker.subscribe()
+    await sub.next_events(0.1)
+    broker.apply(batch(up("a")))
+    started = asyncio.get_running_loop().time()
+    (event,) = await sub.next_events(1.0)
+    assert asyncio.get_running_loop().time() - started < 0.05
+    assert json.loads(event.data)["id"] == "a"
