@@ -30,7 +30,7 @@ from traitlets import Unicode
 from ._version import __version__
 from .kernel._state import JobState
 from .kernel.context import ipython_shell, is_kernel_shell
-from .kernel.display import KERNEL_NCOLS, Display, default_display, format_text
+from .kernel.display import KERNEL_NCOLS, Display, default_display, format_text, update_in_cell
 
 __all__ = [
     "MAX_LIVE_WIDGETS",
@@ -130,14 +130,7 @@ class WidgetDisplay(Display):
                 _forget(self.widget)
                 self.widget.close()
                 self.widget = None
-        pub = self._shell.display_pub
-        # the end may come from another thread (a generator closed late): route the update to the cell
-        token = pub.set_thread_parent(self._parent) if self._parent else None
-        try:
-            self._handle.update(data, raw=True)
-        finally:
-            if token is not None:
-                pub.reset_thread_parent(token)
+        update_in_cell(self._shell, self._handle, self._parent, data)
 
 
 def widget_display(shell: Any, job: JobState) -> Display | None:

@@ -37,6 +37,7 @@ __all__ = [
     "format_text",
     "make_display",
     "set_display_factory",
+    "update_in_cell",
 ]
 
 _log = logging.getLogger("jupyter_sse")
@@ -97,6 +98,21 @@ class Display:
         pass
 
 
+def update_in_cell(shell: Any, handle: Any, parent: dict[str, Any] | None, data: dict[str, Any]) -> None:
+    """Update a display ``handle`` as an output of the cell whose header is ``parent``, from any thread.
+
+    The publisher thread (live updates) and a thread that ends a job late (a generator closed after its cell)
+    have no parent header of their own: without the cell's, the update would not be routed to its output.
+    """
+    pub = shell.display_pub
+    token = pub.set_thread_parent(parent) if parent else None
+    try:
+        handle.update(data, raw=True)
+    finally:
+        if token is not None:
+            pub.reset_thread_parent(token)
+
+
 class KernelDisplay(Display):
     """A text/plain output of the running cell, updated in place (``display_id``)."""
 
@@ -121,15 +137,8 @@ class KernelDisplay(Display):
     def _show(self, text: str) -> None:
         if self._handle is None or text == self._last:
             return
-        pub = self._shell.display_pub
-        # the publisher thread has no parent header of its own: give it the cell's, so the update is routed
-        token = pub.set_thread_parent(self._parent) if self._parent else None
-        try:
-            self._handle.update({"text/plain": text}, raw=True)
-            self._last = text
-        finally:
-            if token is not None:
-                pub.reset_thread_parent(token)
+        update_in_cell(self._shell, self._handle, self._parent, {"text/plain": text})
+        self._last = text
 
     def update(self, job: JobState) -> None:
         with self._lock:
@@ -175,14 +184,7 @@ class MimeDisplay(Display):
             data = self.bundle(job, format_text(job, final=True, ncols=KERNEL_NCOLS))
         else:
             data = {"text/plain": ""}  # tqdm's leave=False: the bar goes away
-        pub = self._shell.display_pub
-        # the end may come from another thread (a generator closed late): route the update to the cell
-        token = pub.set_thread_parent(self._parent) if self._parent else None
-        try:
-            self._handle.update(data, raw=True)
-        finally:
-            if token is not None:
-                pub.reset_thread_parent(token)
+        update_in_cell(self._shell, self._handle, self._parent, data)
         self._handle = None
 
 
