@@ -6,6 +6,7 @@ in its own workspace, and deletes its kernel session at the end (a session outli
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -85,11 +86,12 @@ class Lab:
         return result
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+@contextlib.contextmanager
+def running_jupyter(base: Path, app: str, app_args: list[str], *, base_url: str = "/") -> Iterator[Lab]:
+    """``python -m <app>`` (jupyterlab, notebook) on a free loopback port with a token and isolated Jupyter dirs,
+    its app settings overridden to stop the news pop-up; stopped (kernels too) when the block ends."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"no chromium at {CHROMIUM}: run scripts/ensure-chromium (make test does)", pytrace=False)
-    base = tmp_path_factory.mktemp("lab")
     root = base / "notebooks"
     root.mkdir()
     settings = base / "app-settings"
@@ -111,33 +113,34 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     cmd = [
         sys.executable,
         "-m",
-        "jupyterlab",
+        app,
         "--no-browser",
         "--ServerApp.ip=127.0.0.1",
         f"--ServerApp.port={port}",
         "--ServerApp.port_retries=0",
+        f"--ServerApp.base_url={base_url}",
         f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={root}",
-        f"--LabApp.app_settings_dir={settings}",
-        "--LabApp.expose_app_in_browser=True",
         "--ServerApp.allow_unauthenticated_access=False",
+        *(arg.format(settings=settings) for arg in app_args),
     ]
     if os.getuid() == 0:
         cmd.append("--allow-root")
-    log = (base / "lab.log").open("wb")
+    log_path = base / f"{app}.log"
+    log = log_path.open("wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    lab = Lab(url=f"http://127.0.0.1:{port}/", token=token, root=root)
+    server = Lab(url=f"http://127.0.0.1:{port}{base_url}", token=token, root=root)
     try:
         deadline = time.monotonic() + 60
         while True:
             try:
-                lab.request("GET", "jupyter-sse/api/jobs")
+                server.request("GET", "jupyter-sse/api/jobs")
                 break
             except (urllib.error.URLError, ConnectionError, OSError):
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("jupyter lab did not start:\n" + (base / "lab.log").read_text()) from None
+                    raise RuntimeError(f"{app} did not start:\n" + log_path.read_text()) from None
                 time.sleep(0.2)
-        yield lab
+        yield server
     finally:
         proc.send_signal(signal.SIGINT)  # the server shuts its kernels down on SIGINT (twice: no prompt)
         time.sleep(0.2)
@@ -148,7 +151,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
-        shutil.copy(base / "lab.log", _artifacts() / "lab.log")
+        shutil.copy(log_path, _artifacts() / f"{app}.log")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    args = ["--LabApp.app_settings_dir={settings}", "--LabApp.expose_app_in_browser=True"]
+    with running_jupyter(tmp_path_factory.mktemp("lab"), "jupyterlab", args) as server:
+        yield server
 
 
 def _artifacts() -> Path:

@@ -5,22 +5,15 @@ job live to its end."""
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.browser.conftest import CHROMIUM, OVERRIDES, Lab, _artifacts, _free_port
+from tests.browser.conftest import Lab, _artifacts, running_jupyter
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
@@ -30,59 +23,9 @@ JOB = "nb7job"
 
 @pytest.fixture(scope="module")
 def notebook7(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"no chromium at {CHROMIUM}: run scripts/ensure-chromium (make test does)", pytrace=False)
-    base = tmp_path_factory.mktemp("nb7")
-    root = base / "notebooks"
-    root.mkdir()
-    settings = base / "app-settings"
-    settings.mkdir()
-    (settings / "overrides.json").write_text(json.dumps(OVERRIDES))
-    env = {
-        **os.environ,
-        "JUPYTER_CONFIG_DIR": str(base / "config"),
-        "JUPYTER_DATA_DIR": str(base / "data"),
-        "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
-        "JUPYTERLAB_SETTINGS_DIR": str(base / "user-settings"),
-    }
-    for name in ("JUPYTER_SSE_URL", "JUPYTER_SSE_TOKEN", "JUPYTER_TOKEN"):
-        env.pop(name, None)
-    port, token = _free_port(), secrets.token_hex(16)
-    cmd = [
-        sys.executable, "-m", "notebook", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-        "--ServerApp.port_retries=0", f"--ServerApp.base_url={PREFIX}", f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={root}", f"--JupyterNotebookApp.app_settings_dir={settings}",
-        "--ServerApp.allow_unauthenticated_access=False",
-    ]  # fmt: skip
-    if os.getuid() == 0:
-        cmd.append("--allow-root")
-    log = (base / "notebook.log").open("wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    server = Lab(url=f"http://127.0.0.1:{port}{PREFIX}", token=token, root=root)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                server.request("GET", "jupyter-sse/api/jobs")
-                break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        "jupyter notebook did not start:\n" + (base / "notebook.log").read_text()
-                    ) from None
-                time.sleep(0.2)
+    args = ["--JupyterNotebookApp.app_settings_dir={settings}"]
+    with running_jupyter(tmp_path_factory.mktemp("nb7"), "notebook", args, base_url=PREFIX) as server:
         yield server
-    finally:
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
-        shutil.copy(base / "notebook.log", _artifacts() / "notebook7.log")
 
 
 def _publish(server: Lab, **fields: Any) -> None:
