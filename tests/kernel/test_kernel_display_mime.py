@@ -27,39 +27,10 @@ from jupyter_sse.kernel.display import (
     default_display,
     set_display_factory,
 )
+from tests._display_fakes import FakeShell, Handle
 from tests.conftest import SSEServer
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class Handle:
-    def __init__(self, shown: list[dict[str, Any]], data: dict[str, Any]) -> None:
-        self.shown = shown
-        shown.append({"display": data})
-
-    def update(self, data: dict[str, Any], raw: bool = False) -> None:
-        self.shown.append({"update": data})
-
-
-class FakePub:
-    parent_header: dict[str, Any] = {"msg_id": "cell"}
-
-    def __init__(self) -> None:
-        self.parents: list[Any] = []
-
-    def set_thread_parent(self, parent: Any) -> str:
-        self.parents.append(parent)
-        return "token"
-
-    def reset_thread_parent(self, token: Any) -> None:
-        pass
-
-
-class FakeShell:
-    kernel = object()
-
-    def __init__(self) -> None:
-        self.display_pub = FakePub()
 
 
 @pytest.fixture

@@ -15,32 +15,9 @@ from jupyter_sse import widget as widget_mod
 from jupyter_sse.kernel import progress
 from jupyter_sse.kernel import publisher as publisher_mod
 from jupyter_sse.kernel.display import KernelDisplay, MimeDisplay, default_display, set_display_factory
+from tests._display_fakes import FakeShell, Handle
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Handle:
-    def __init__(self, shown: list[dict[str, Any]], data: dict[str, Any]) -> None:
-        self.shown = shown
-        shown.append({"display": data})
-
-    def update(self, data: dict[str, Any], raw: bool = False) -> None:
-        self.shown.append({"update": data})
-
-
-class FakePub:
-    parent_header: dict[str, Any] = {"msg_id": "cell"}
-
-    def set_thread_parent(self, parent: Any) -> None:
-        return None
-
-    def reset_thread_parent(self, token: Any) -> None:
-        pass
-
-
-class FakeShell:
-    kernel = object()
-    display_pub = FakePub()
 
 
 @pytest.fixture
