@@ -12,7 +12,7 @@ import pytest
 
 from tests._servers import ServerProcess, free_port
 
-pytest_plugins = ("pytest_jupyter.jupyter_server",)
+pytest_plugins = ("pytest_jupyter.jupyter_server", "tests._scripted_server")
 
 _ENV = ("JUPYTER_SSE_URL", "JUPYTER_SSE_TOKEN")
 

@@ -1,8 +1,7 @@
-"""`jupyter sse` run in-process (`main([...])`) against the scripted SSE server of tests/client."""
+"""`jupyter sse` run in-process (`main([...])`) against the scripted SSE server (tests/_scripted_server.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -17,29 +16,10 @@ from jupyter_sse import cli
 from jupyter_sse.cli import main
 
 
-def _load_scripted_server():
-    # The server lives in tests/client/conftest.py, which this module cannot import by name (every conftest
-    # is called `conftest`); load it under a name of its own.
-    path = Path(__file__).parent / "client" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("_jupyter_sse_tests_scripted_server", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module.ScriptedServer
-
-
-ScriptedServer = _load_scripted_server()
-
-
 @pytest.fixture
-def s():
-    server = ScriptedServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def s(scripted_server):
+    """The scripted SSE server of tests/_scripted_server.py, by a short name: the tests call its helpers a lot."""
+    return scripted_server
 
 
 @pytest.fixture
