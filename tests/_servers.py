@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -27,6 +28,7 @@ class ServerProcess:
         self.port = port
         self.url = f"http://127.0.0.1:{port}/"
         self.db = tmp / "jobs.sqlite3"
+        self.verify: ssl.SSLContext | bool = True  # the test's own CA when it serves over TLS
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *extra_args: str) -> None:
@@ -44,12 +46,13 @@ class ServerProcess:
         if os.geteuid() == 0:
             args.append("--allow-root")
         args.extend(extra_args)
-        log = open(self.tmp / "server.log", "ab")  # noqa: SIM115 - the child writes to it until it stops
-        self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=log)
+        with open(self.tmp / "server.log", "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                if httpx.get(self.url + "api/status", headers=self.auth, timeout=1).status_code == 200:
+                status = httpx.get(self.url + "api/status", headers=self.auth, timeout=1, verify=self.verify)
+                if status.status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -71,4 +74,4 @@ class ServerProcess:
         return {"Authorization": f"token {TOKEN}"}
 
     def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.url + "jupyter-sse/api/" + path, headers=self.auth, timeout=5)
+        return httpx.get(self.url + "jupyter-sse/api/" + path, headers=self.auth, timeout=5, verify=self.verify)

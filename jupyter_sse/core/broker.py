@@ -69,6 +69,17 @@ class Subscription:
         self.done = False
         self._woken = True  # the first call sends the initial snapshot at once
         self._waiter: asyncio.Future[None] | None = None
+        self._writer: Callable[[bytes], bool] | None = None
+
+    def set_writer(self, writer: Callable[[bytes], bool] | None) -> None:
+        """Let the broker write this subscriber's new events itself, while it waits in ``next_events``.
+
+        ``writer(frame)`` gets the encoded events and returns False, without raising, when it cannot take them
+        at once (a full socket, a closed stream); the subscriber is then woken to read them the usual way. This
+        is the broadcast path: subscribers that are up to date get one frame, encoded once per wake-up, written
+        in one pass, with no task switch each (see ``Broker._wake``).
+        """
+        self._writer = writer
 
     def wake(self) -> None:
         self._woken = True
@@ -405,12 +416,43 @@ class Broker:
         self._wake(pending)
 
     def _wake(self, touched: dict[str, JobEntry]) -> None:
-        for sub in self._all_subscribers:
-            sub.wake()
+        # Subscribers that wait and read the same jobs from the same cursor (in a steady stream: all of them) get
+        # the same events: collect and encode them once per (jobs, cursor) for this pass. The store does not change
+        # during it, so the cache is only valid here.
+        frames: dict[tuple[frozenset[str] | None, int], tuple[bytes, int] | None] = {}
+        for sub in list(self._all_subscribers):
+            self._deliver(sub, frames)
         if self._subscribers_by_job:
+            woken: set[Subscription] = set()
             for job_id in touched:
-                for sub in self._subscribers_by_job.get(job_id, ()):
-                    sub.wake()
+                woken.update(self._subscribers_by_job.get(job_id, ()))
+            for sub in woken:
+                self._deliver(sub, frames)
+
+    def _deliver(
+        self, sub: Subscription, frames: dict[tuple[frozenset[str] | None, int], tuple[bytes, int] | None]
+    ) -> None:
+        writer = sub._writer
+        # Only a subscriber parked in next_events, with nothing unread and no end condition, is written to here;
+        # any other is woken and reads from its cursor, which covers a stream that ends, lags or resumes.
+        if writer is None or sub._waiter is None or sub._woken or sub.done or sub.end_with_job is not None:
+            sub.wake()
+            return
+        key = (sub.jobs, sub.cursor)
+        if key not in frames:
+            events = self._collect(sub)
+            frames[key] = (b"".join(event.encode() for event in events), events[-1].id) if events else None
+        found = frames[key]
+        if found is None:
+            return  # none of its jobs changed since its cursor
+        try:
+            written = writer(found[0])
+        except Exception:  # a writer must not raise; if it does, that subscriber takes the usual path
+            written = False
+        if written:
+            sub.cursor = found[1]
+        else:
+            sub.wake()
 
     def close(self) -> None:
         """End every subscription (server shutdown): their streams finish instead of hanging."""

@@ -874,3 +874,149 @@ async def test_without_a_wake_delay_subscribers_are_woken_at_once() -> None:
     (event,) = await sub.next_events(1.0)
     assert asyncio.get_running_loop().time() - started < 0.05
     assert json.loads(event.data)["id"] == "a"
+
+
+# ---- the broadcast path: a subscription with a writer ----------------------------------------------------------
+class Writer:
+    """What a server adapter passes to ``set_writer``: records frames, takes them or refuses them."""
+
+    def __init__(self, takes: bool = True, raises: bool = False) -> None:
+        self.frames: list[bytes] = []
+        self.takes = takes
+        self.raises = raises
+
+    def __call__(self, frame: bytes) -> bool:
+        self.frames.append(frame)
+        if self.raises:
+            raise OSError("broken pipe")
+        return self.takes
+
+
+async def _parked(broker: Broker, writer: Writer, **kwargs: Any) -> tuple[Subscription, asyncio.Future[list[Event]]]:
+    """A subscription that read its initial snapshot and now waits in next_events, as a stream does."""
+    sub = broker.subscribe(**kwargs)
+    sub.set_writer(writer)
+    await read(sub)
+    waiting = asyncio.ensure_future(sub.next_events(30))
+    await asyncio.sleep(0)  # let it park
+    return sub, waiting
+
+
+async def test_a_waiting_subscriber_with_a_writer_is_written_its_events_without_being_woken() -> None:
+    broker = Broker()
+    plain = broker.subscribe()
+    await read(plain)
+    writer = Writer()
+    sub, waiting = await _parked(broker, writer)
+    expected: list[Event] = []
+    for changes in (batch(up("a", n=1), logs={"a": ["one", "two"]}), batch(up("b", n=2)), batch(up("a", n=3))):
+        broker.apply(changes)
+        expected = await read(plain)  # what a subscriber that reads gets for the same change
+        assert writer.frames[-1] == b"".join(e.encode() for e in expected)
+    assert len(writer.frames) == 3
+    assert sub.cursor == expected[-1].id
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # written to, never woken: nothing left for it to read
+    sub.close()
+    assert await waiting == []
+
+
+async def test_subscribers_at_the_same_cursor_share_one_frame_encoded_once() -> None:
+    broker = Broker()
+    writers = [Writer() for _ in range(3)]
+    parked = [await _parked(broker, w) for w in writers]
+    broker.apply(batch(up("a", n=1), up("b", n=1)))
+    frames = [w.frames[0] for w in writers]
+    assert frames[0] is frames[1] is frames[2]
+    assert [name for name, _ in decoded_frame(frames[0])] == ["job", "job"]
+    for sub, waiting in parked:
+        sub.close()
+        await waiting
+
+
+def decoded_frame(frame: bytes) -> list[tuple[str, dict[str, Any]]]:
+    """(event, data) of each event in an encoded frame (the broker's frames hold one ``data:`` line each)."""
+    out = []
+    for block in frame.decode().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "data" in fields:
+            out.append((fields["event"], json.loads(fields["data"])))
+    return out
+
+
+@pytest.mark.parametrize("writer", [Writer(takes=False), Writer(raises=True)], ids=["refuses", "raises"])
+async def test_a_writer_that_cannot_take_a_frame_leaves_the_events_to_next_events(writer: Writer) -> None:
+    broker = Broker()
+    sub, waiting = await _parked(broker, writer)
+    broker.apply(batch(up("a", n=1)))
+    assert len(writer.frames) == 1
+    events = await asyncio.wait_for(waiting, 1)
+    assert decoded(events) == decoded_frame(writer.frames[0])
+    assert sub.cursor == events[-1].id
+    sub.close()
+
+
+async def test_a_subscription_that_ends_with_its_job_is_never_written_to() -> None:
+    broker = Broker()
+    broker.apply(batch(up("a")))
+    writer = Writer()
+    sub, waiting = await _parked(broker, writer, jobs=["a"], end_with_job="a")
+    broker.apply(batch(up("a", state="succeeded")))
+    events = await asyncio.wait_for(waiting, 1)
+    assert writer.frames == []
+    assert decoded(events)[-1][1]["state"] == "succeeded"
+    assert sub.done
+
+
+async def test_a_job_filtered_subscriber_is_written_only_its_jobs() -> None:
+    broker = Broker()
+    writer = Writer()
+    sub, waiting = await _parked(broker, writer, jobs=["a"])
+    broker.apply(batch(up("b", n=1)))
+    assert writer.frames == []
+    broker.apply(batch(up("a", n=1), up("b", n=2)))
+    assert [(name, data["id"]) for name, data in decoded_frame(writer.frames[0])] == [("job", "a")]
+    sub.close()
+    await waiting
+
+
+async def test_a_subscriber_that_is_not_waiting_reads_the_changes_itself() -> None:
+    broker = Broker()
+    writer = Writer()
+    sub = broker.subscribe()
+    sub.set_writer(writer)  # it has not read its initial snapshot yet: it is busy, as while sending
+    broker.apply(batch(up("a", n=1)))
+    assert writer.frames == []
+    assert [data["id"] for _, data in decoded(await read(sub))] == ["a"]
+
+
+async def test_a_resumed_subscriber_behind_the_others_gets_its_own_longer_frame() -> None:
+    broker = Broker()
+    broker.apply(batch(up("a", n=1)))
+    first = broker.store.current_seq
+    broker.apply(batch(up("b", n=1)))
+    current, behind = Writer(), Writer()
+    parked = [await _parked(broker, current), await _parked(broker, behind, last_event_id=str(first))]
+    behind_sub = parked[1][0]
+    behind_sub.cursor = first  # as if it had not read b yet when it parked
+    broker.apply(batch(up("c", n=1)))
+    assert [data["id"] for _, data in decoded_frame(current.frames[0])] == ["c"]
+    assert [data["id"] for _, data in decoded_frame(behind.frames[0])] == ["b", "c"]
+    for sub, waiting in parked:
+        sub.close()
+        await waiting
+
+
+async def test_with_a_wake_delay_a_window_of_changes_is_written_as_one_frame() -> None:
+    broker = Broker(wake_delay=0.05)
+    writer = Writer()
+    sub, waiting = await _parked(broker, writer)
+    for n in range(5):
+        broker.apply(batch(up(f"j{n}", n=n)))
+    assert writer.frames == []
+    await asyncio.sleep(0.1)
+    assert len(writer.frames) == 1
+    assert sorted(data["id"] for _, data in decoded_frame(writer.frames[0])) == [f"j{n}" for n in range(5)]
+    sub.close()
+    await waiting
+    broker.close()

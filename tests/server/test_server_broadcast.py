@@ -1,0 +1,143 @@
+"""The broadcast path of the event streams (``EventsHandler._write_now``): the broker's frames written straight to
+each waiting stream's socket arrive intact, framed as tornado frames the response, on raw sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import ssl
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from jupyter_sse.server.handlers import EventsHandler
+from tests._servers import ServerProcess
+from tests.conftest import SSEServer
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every frame the broadcast path took; the real method still does the writing."""
+    taken: list[bytes] = []
+    real = EventsHandler._write_now
+
+    def counting(self: EventsHandler, frame: bytes) -> bool:
+        took = real(self, frame)
+        if took:
+            taken.append(frame)
+        return took
+
+    monkeypatch.setattr(EventsHandler, "_write_now", counting)
+    return taken
+
+
+@contextlib.asynccontextmanager
+async def _open(server: SSEServer, version: str) -> AsyncIterator[tuple[asyncio.StreamReader, bytes]]:
+    port = int(server.url.split(":")[2].split("/")[0])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    path = server.api.split(f":{port}", 1)[1] + "events"
+    writer.write(
+        f"GET {path} {version}\r\nHost: 127.0.0.1:{port}\r\nAuthorization: token {server.token}\r\n"
+        "Accept: text/event-stream\r\n\r\n".encode()
+    )
+    await writer.drain()
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    except BaseException:
+        writer.close()
+        raise
+    assert head.startswith(b"HTTP/1.1 200"), head  # tornado answers in 1.1 and frames for the request's version
+    try:
+        yield reader, head
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def _read_chunk(reader: asyncio.StreamReader) -> bytes:
+    """One HTTP/1.1 chunk, read strictly: a wrong size or a missing CRLF fails the test."""
+    size_line = await reader.readuntil(b"\r\n")
+    size = int(size_line[:-2], 16)
+    assert size > 0, "the stream ended"
+    data = await reader.readexactly(size)
+    assert await reader.readexactly(2) == b"\r\n", "a chunk's data did not end where its size said"
+    return data
+
+
+def _jobs_in(body: bytes) -> list[dict[str, Any]]:
+    return [
+        json.loads(line[len("data: ") :])
+        for block in body.decode().split("\n\n")
+        for line in block.splitlines()
+        if line.startswith("data: ") and "event: job" in block
+    ]
+
+
+async def _publish(server: SSEServer, n: int) -> None:
+    async with httpx.AsyncClient(headers=server.publish_auth) as client:
+        response = await client.post(server.api + "updates", json={"jobs": [{"id": "bc", "n": n, "total": 9}]})
+        assert response.status_code == 200
+
+
+async def test_http11_streams_get_broadcast_frames_as_whole_chunks(sse_server: SSEServer, writes: list[bytes]) -> None:
+    async with _open(sse_server, "HTTP/1.1") as (reader, head):
+        assert b"transfer-encoding: chunked" in head.lower()
+        await _read_chunk(reader)  # retry + comment
+        await _read_chunk(reader)  # the initial snapshot: a ping when there are no jobs yet
+        for n in range(1, 4):
+            await asyncio.sleep(0.1)  # parked again, so the next change takes the broadcast path
+            await _publish(sse_server, n)
+            body = await asyncio.wait_for(_read_chunk(reader), 5)
+            assert [job["n"] for job in _jobs_in(body)] == [n]
+    assert len(writes) == 3
+
+
+async def test_http10_streams_get_broadcast_frames_unchunked(sse_server: SSEServer, writes: list[bytes]) -> None:
+    async with _open(sse_server, "HTTP/1.0") as (reader, head):
+        assert b"transfer-encoding" not in head.lower()
+        opening = await asyncio.wait_for(reader.readuntil(b": ping\n\n"), 5)  # the initial snapshot: no jobs
+        assert opening.startswith(b"retry:"), opening
+        for n in range(1, 4):
+            await asyncio.sleep(0.1)
+            await _publish(sse_server, n)
+            body = await asyncio.wait_for(reader.readuntil(b"\n\n"), 5)
+            assert body.startswith(b"id: "), body  # the event itself, with no chunk size before it
+            assert [job["n"] for job in _jobs_in(body)] == [n], body
+    assert len(writes) == 3
+
+
+def test_tls_streams_get_every_event(server_process: ServerProcess, tmp_path: Path) -> None:
+    # Over TLS the socket is not written directly (TLS frames its own records): tornado's write path is used.
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server_process.url = server_process.url.replace("http://", "https://")
+    server_process.verify = context = ssl.create_default_context(cafile=str(cert))
+    server_process.start(f"--ServerApp.certfile={cert}", f"--ServerApp.keyfile={key}")
+    api = server_process.url + "jupyter-sse/api/"
+    seen: list[int] = []
+    with (
+        httpx.Client(headers=server_process.auth, verify=context, timeout=10) as client,
+        client.stream("GET", api + "events") as stream,
+    ):
+        lines = stream.iter_lines()
+        for n in range(1, 4):
+            time.sleep(0.1)  # the stream waits again: the next change takes the broadcast path
+            response = client.post(api + "updates", json={"jobs": [{"id": "tls", "n": n}]})
+            assert response.status_code == 200
+            for line in lines:
+                if line.startswith("data: ") and '"id":"tls"' in line:
+                    seen.append(json.loads(line[len("data: ") :])["n"])
+                    break
+    assert seen == [1, 2, 3]
