@@ -79,8 +79,6 @@ class Server:
         )
         env.pop("JUPYTER_SSE_URL", None)
         env.pop("JUPYTER_SSE_TOKEN", None)
-        if os.environ.get("BENCH_SERVER_PYTHONPATH"):  # try a patched copy of the package (profiling)
-            env["PYTHONPATH"] = os.environ["BENCH_SERVER_PYTHONPATH"]
         if kind == "jupyter":
             cmd = [
                 PY,

@@ -26,7 +26,7 @@ from _util import HERE, LOAD_CPU, PY, Server, pinned, raise_fd_limit
 
 
 def section_overhead(quick: bool) -> dict[str, Any]:
-    n, runs = (300_000, 3) if quick else (10_000_000, 5)
+    n, runs = (300_000, 3) if quick else (10_000_000, 15)
     with Server("jupyter") as srv:
         out = subprocess.run(
             pinned([PY, str(HERE / "overhead.py"), str(n), str(runs), srv.base, srv.token], LOAD_CPU),
@@ -38,7 +38,8 @@ def section_overhead(quick: bool) -> dict[str, Any]:
         raise RuntimeError(out.stderr[-3000:])
     res = json.loads(out.stdout.strip().splitlines()[-1])
     for kind, row in res["kinds"].items():
-        print(f"  overhead {kind:9}: " + ", ".join(f"{k}={v:.2f}" for k, v in row.items()), flush=True)
+        shown = ", ".join(f"{k}={v:.2f}" for k, v in row.items() if k != "runs_ms")
+        print(f"  overhead {kind:9}: {shown}", flush=True)
     return res
 
 
@@ -141,30 +142,30 @@ def markdown(r: dict[str, Any]) -> str:
     ov = r.get("overhead")
     if isinstance(ov, dict) and "kinds" in ov:
         lines += [
-            f"## 1. Per-iteration overhead ({ov['n']:,} items, median of {ov['runs']})",
+            f"## 1. Per-iteration overhead ({ov['n']:,} items; {ov['runs']} rounds, tqdm in "
+            f"{ov.get('tqdm_runs', ov['runs'])}; ratios are medians of the ratios within a round)",
             "",
             "| iterable | bare ns/it | tqdm ns/it | progress ns/it | progress (live server) ns/it | "
-            "tqdm / bare | progress / bare | live / bare | live / bare, best runs | live overhead / tqdm overhead | "
-            "live extra ms per loop | target | |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "tqdm / bare | progress / bare | live / bare | live / bare, best runs | itertools.chain alone / bare | "
+            "live overhead / tqdm overhead | live extra ms per loop | target | |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for kind, row in ov["kinds"].items():
             live = row.get("progress_live_vs_bare")
             extra_ms = None
             if row.get("progress_live_ns") is not None:
                 extra_ms = (row["progress_live_ns"] - row["progress_ns"]) * ov["n"] / 1e6
+            # The targets are the issue's: progress with no server against the same loop bare (as tqdm writes to a
+            # null file). The live column adds what a server costs a loop; see "live extra ms per loop".
             if kind == "generator":
-                target, ok = (
-                    "overhead ≤ 0.5x tqdm's",
-                    row.get("progress_live_overhead_vs_tqdm", 9) <= 0.5 and row["progress_overhead_vs_tqdm"] <= 0.5,
-                )
+                target, ok = "overhead ≤ 0.5x tqdm's", row["progress_overhead_vs_tqdm"] <= 0.5
             else:
-                target, ok = "≤ 1.25x bare", (live or 9) <= 1.25 and row["progress_vs_bare"] <= 1.25
+                target, ok = "≤ 1.25x bare", row["progress_vs_bare"] <= 1.25
             lines.append(
                 f"| {kind} | {row['bare_ns']:.1f} | {row['tqdm_ns']:.1f} | {row['progress_ns']:.1f} | "
                 f"{fmt(row.get('progress_live_ns'), '.1f')} | {row['tqdm_vs_bare']:.2f}x | "
                 f"{row['progress_vs_bare']:.2f}x | {fmt(live)}x | {fmt(row.get('progress_live_vs_bare_best'))}x | "
-                f"{fmt(row.get('progress_live_overhead_vs_tqdm'))} | "
+                f"{fmt(row.get('chain_vs_bare'))}x | {fmt(row.get('progress_live_overhead_vs_tqdm'))} | "
                 f"{fmt(extra_ms, '.1f')} | "
                 f"{target} | {verdict(ok)} |"
             )
