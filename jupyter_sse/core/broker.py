@@ -6,6 +6,10 @@ log lines after the cursor, the jobs removed. So a slow subscriber costs a few b
 instead of a backlog of stale ones (conflation); a reconnecting client with ``Last-Event-ID`` is served by the
 very same read (resume); and a new one is a resume from the beginning. Ids are the store's sequence numbers, and
 events go out in sequence order, so "everything up to the last id I saw" is always a true statement.
+
+A server adapter may give a subscription a writer (``set_writer``). While such a subscriber waits, the broker
+writes it the new events itself, encoded once for every subscriber at the same cursor: with a thousand
+subscribers, waking a task for each change is what costs most (the broadcast path).
 """
 
 from __future__ import annotations
