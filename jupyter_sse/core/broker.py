@@ -444,7 +444,13 @@ class Broker:
             return
         key = (sub.jobs, sub.cursor)
         if key not in frames:
-            events = self._collect(sub)
+            try:
+                events = self._collect(sub)
+            except Exception:
+                # Whatever went wrong belongs to this subscriber's read, not to the request that woke everyone:
+                # it meets it again in next_events, and the other subscribers are still served.
+                sub.wake()
+                return
             frames[key] = (b"".join(event.encode() for event in events), events[-1].id) if events else None
         found = frames[key]
         if found is None:

@@ -8,6 +8,7 @@ thousands of finished jobs are kept, and pydantic models cost several times the 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -188,10 +189,11 @@ class Job:
         return self.state in TERMINAL_STATES
 
     def compute_eta(self) -> None:
+        eta = None
         if self.state == "running" and self.total is not None and self.rate and self.total >= self.n:
-            self.eta = (self.total - self.n) / self.rate
-        else:
-            self.eta = None
+            eta = (self.total - self.n) / self.rate
+        # A valid but tiny rate (5e-324) makes it infinite, which JSON cannot carry: unknown, then.
+        self.eta = eta if eta is not None and math.isfinite(eta) else None
 
 
 _JOB_FIELDS = tuple(Job.__dataclass_fields__)

@@ -1020,3 +1020,40 @@ async def test_with_a_wake_delay_a_window_of_changes_is_written_as_one_frame() -
     sub.close()
     await waiting
     broker.close()
+
+
+async def test_a_read_that_fails_for_one_written_subscriber_does_not_keep_the_others_from_their_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broker = Broker()
+    broken_writer, writer = Writer(), Writer()
+    broken, broken_waiting = await _parked(broker, broken_writer)
+    filtered, waiting = await _parked(broker, writer, jobs=["b"])
+    collect = broker._collect
+
+    def failing_for_one(sub: Subscription) -> list[Event]:
+        if sub is broken:
+            raise ValueError("cannot encode")
+        return collect(sub)
+
+    monkeypatch.setattr(broker, "_collect", failing_for_one)
+    broker.apply(batch(up("b", n=1)))  # the publisher's request is not the one that fails
+    assert [data["id"] for _, data in decoded_frame(writer.frames[0])] == ["b"]
+    assert broken_writer.frames == []
+    monkeypatch.undo()
+    # the failing one was woken to read for itself instead
+    assert [data["id"] for _, data in decoded(await asyncio.wait_for(broken_waiting, 1))] == ["b"]
+    for sub in (broken, filtered):
+        sub.close()
+    await waiting
+
+
+async def test_an_infinite_eta_from_valid_numbers_is_sent_as_unknown() -> None:
+    broker = Broker()
+    writer = Writer()
+    sub, waiting = await _parked(broker, writer)
+    broker.apply(batch(up("x", n=0, total=1e15, rate=5e-324)))
+    ((_, data),) = decoded_frame(writer.frames[0])
+    assert data["eta"] is None and data["rate"] == 5e-324
+    sub.close()
+    await waiting

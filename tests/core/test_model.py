@@ -402,6 +402,7 @@ def test_states_and_terminal_states_match_the_protocol() -> None:
         ("running", 12, 10, 4.0, None),
         ("succeeded", 2, 10, 4.0, None),
         ("pending", 2, 10, 4.0, None),
+        ("running", 0, 1e15, 5e-324, None),  # valid numbers whose eta would be infinite: JSON has no infinity
     ],
 )
 def test_eta_is_computed_only_while_running_with_known_total_and_rate(
@@ -410,6 +411,7 @@ def test_eta_is_computed_only_while_running_with_known_total_and_rate(
     job = Job(id="a", created=0, updated=0, state=state, n=n, total=total, rate=rate)
     job.compute_eta()
     assert job.eta == eta
+    json.dumps(job.to_dict(), allow_nan=False)
 
 
 def test_update_batch_model_forbids_extra_and_is_strict() -> None:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import ssl
 import subprocess
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,26 +25,50 @@ from tests.conftest import SSEServer
 pytestmark = pytest.mark.timeout(60)
 
 
+@dataclass
+class Broadcasts:
+    """What the broadcast path did: frames it took, how many of them the socket did not take whole (the rest
+    queued in tornado's buffer), and how often a busy stream refused one."""
+
+    taken: list[bytes] = field(default_factory=list)
+    queued: int = 0
+    refused: int = 0
+    send_buffer: int | None = None  # set it to shrink the server side's socket buffer before the first write
+
+
 @pytest.fixture
-def writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """Every frame the broadcast path took; the real method still does the writing."""
-    taken: list[bytes] = []
+def broadcasts(monkeypatch: pytest.MonkeyPatch) -> Broadcasts:
+    """Records every call of the broadcast path; the real method still does the writing."""
+    seen = Broadcasts()
     real = EventsHandler._write_now
 
-    def counting(self: EventsHandler, frame: bytes) -> bool:
+    def recording(self: EventsHandler, frame: bytes) -> bool:
+        stream = self.request.connection.stream  # type: ignore[attr-defined]
+        if seen.send_buffer is not None and not stream.closed():
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, seen.send_buffer)
         took = real(self, frame)
         if took:
-            taken.append(frame)
+            seen.taken.append(frame)
+            seen.queued += stream.writing()
+        else:
+            seen.refused += 1
         return took
 
-    monkeypatch.setattr(EventsHandler, "_write_now", counting)
-    return taken
+    monkeypatch.setattr(EventsHandler, "_write_now", recording)
+    return seen
 
 
 @contextlib.asynccontextmanager
-async def _open(server: SSEServer, version: str) -> AsyncIterator[tuple[asyncio.StreamReader, bytes]]:
+async def _open(
+    server: SSEServer, version: str, receive_buffer: int | None = None
+) -> AsyncIterator[tuple[asyncio.StreamReader, bytes]]:
     port = int(server.url.split(":")[2].split("/")[0])
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    sock = socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
     path = server.api.split(f":{port}", 1)[1] + "events"
     writer.write(
         f"GET {path} {version}\r\nHost: 127.0.0.1:{port}\r\nAuthorization: token {server.token}\r\n"
@@ -87,7 +113,9 @@ async def _publish(server: SSEServer, n: int) -> None:
         assert response.status_code == 200
 
 
-async def test_http11_streams_get_broadcast_frames_as_whole_chunks(sse_server: SSEServer, writes: list[bytes]) -> None:
+async def test_http11_streams_get_broadcast_frames_as_whole_chunks(
+    sse_server: SSEServer, broadcasts: Broadcasts
+) -> None:
     async with _open(sse_server, "HTTP/1.1") as (reader, head):
         assert b"transfer-encoding: chunked" in head.lower()
         await _read_chunk(reader)  # retry + comment
@@ -97,10 +125,10 @@ async def test_http11_streams_get_broadcast_frames_as_whole_chunks(sse_server: S
             await _publish(sse_server, n)
             body = await asyncio.wait_for(_read_chunk(reader), 5)
             assert [job["n"] for job in _jobs_in(body)] == [n]
-    assert len(writes) == 3
+    assert len(broadcasts.taken) == 3
 
 
-async def test_http10_streams_get_broadcast_frames_unchunked(sse_server: SSEServer, writes: list[bytes]) -> None:
+async def test_http10_streams_get_broadcast_frames_unchunked(sse_server: SSEServer, broadcasts: Broadcasts) -> None:
     async with _open(sse_server, "HTTP/1.0") as (reader, head):
         assert b"transfer-encoding" not in head.lower()
         opening = await asyncio.wait_for(reader.readuntil(b": ping\n\n"), 5)  # the initial snapshot: no jobs
@@ -111,7 +139,38 @@ async def test_http10_streams_get_broadcast_frames_unchunked(sse_server: SSEServ
             body = await asyncio.wait_for(reader.readuntil(b"\n\n"), 5)
             assert body.startswith(b"id: "), body  # the event itself, with no chunk size before it
             assert [job["n"] for job in _jobs_in(body)] == [n], body
-    assert len(writes) == 3
+    assert len(broadcasts.taken) == 3
+
+
+async def test_a_stream_whose_socket_is_full_gets_every_byte_in_order_once_it_reads(
+    sse_server: SSEServer, broadcasts: Broadcasts
+) -> None:
+    broadcasts.send_buffer = 4096
+    # 4 KB socket buffers on both sides and 40 KB frames: the first frame is only partly taken by the socket and the
+    # rest waits in tornado's buffer; the stream's own loop takes over (with its send timeout) and sends what
+    # changed since. Nothing may be lost, repeated, reordered or cut mid-chunk.
+    async with _open(sse_server, "HTTP/1.1", receive_buffer=4096) as (reader, _):
+        await _read_chunk(reader)  # retry + comment
+        await _read_chunk(reader)  # the initial snapshot (a ping: no jobs yet)
+        await asyncio.sleep(0.1)
+        async with httpx.AsyncClient(headers=sse_server.publish_auth) as client:
+            for n in range(1, 6):
+                body = {"jobs": [{"id": f"full{j}", "n": n, "message": "x" * 4000} for j in range(10)]}
+                assert (await client.post(sse_server.api + "updates", json=body)).status_code == 200
+                await asyncio.sleep(0.05)
+        assert broadcasts.taken, "the broadcast path never ran"
+        assert broadcasts.queued, "the socket never filled: the test did not test a full socket"
+        ids: list[int] = []
+        last_n: dict[str, int] = {}
+        while len(last_n) < 10 or min(last_n.values()) < 5:
+            body = await asyncio.wait_for(_read_chunk(reader), 10)
+            for block in body.decode().split("\n\n"):
+                fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+                if fields.get("event") == "job":
+                    ids.append(int(fields["id"]))
+                    last_n[json.loads(fields["data"])["id"]] = json.loads(fields["data"])["n"]
+    assert ids == sorted(set(ids)), "events repeated or out of order"
+    assert last_n == {f"full{j}": 5 for j in range(10)}
 
 
 def test_tls_streams_get_every_event(server_process: ServerProcess, tmp_path: Path) -> None:
