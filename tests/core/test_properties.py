@@ -106,3 +106,31 @@ def test_any_payload_is_applied_or_refused_with_a_4xx_that_changes_nothing(bodie
         sub.close()
 
     asyncio.run(run())
+
+
+# Valid numbers, extremes included: values that are fine alone can overflow together (a tiny rate and a huge
+# total make an infinite eta), which the mixed payloads above rarely reach.
+VALID_NUMBERS = st.one_of(
+    st.floats(min_value=0, max_value=1e18, exclude_max=True),
+    st.integers(min_value=0, max_value=10**18 - 1),
+    st.sampled_from([5e-324, 1e-300, 9.99e17]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=VALID_NUMBERS, total=VALID_NUMBERS, rate=VALID_NUMBERS, elapsed=VALID_NUMBERS)
+def test_any_valid_numbers_of_a_running_job_encode_for_subscribers(
+    n: float, total: float, rate: float, elapsed: float
+) -> None:
+    broker = Broker()
+
+    async def run() -> None:
+        sub = broker.subscribe()
+        body = {"jobs": [{"id": "a", "n": n, "total": total, "rate": rate, "elapsed": elapsed}]}
+        broker.apply(parse_update_batch(_encode(body)))
+        (event,) = await sub.next_events(0)
+        job = json.loads(event.data)
+        assert all(math.isfinite(v) for v in job.values() if isinstance(v, float))
+        sub.close()
+
+    asyncio.run(run())
