@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +71,33 @@ class SSEServer:
     @property
     def broker(self) -> Any:
         return self.app.web_app.settings["jupyter_sse_broker"]
+
+
+async def open_raw_stream(
+    server: SSEServer, version: str = "HTTP/1.1", receive_buffer: int | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    """``GET events`` on a bare socket (``receive_buffer``: a small one backs up as soon as the test stops
+    reading); returns the reader, the writer and the response head, checked to be a 200."""
+    port = int(server.url.split(":")[2].split("/")[0])
+    sock = socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    path = server.api.split(f":{port}", 1)[1] + "events"
+    writer.write(
+        f"GET {path} {version}\r\nHost: 127.0.0.1:{port}\r\nAuthorization: token {server.token}\r\n"
+        "Accept: text/event-stream\r\n\r\n".encode()
+    )
+    try:
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    except BaseException:
+        writer.close()
+        raise
+    assert head.startswith(b"HTTP/1.1 200"), head  # tornado answers in 1.1 whatever the request's version
+    return reader, writer, head
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 
 from jupyter_sse.server.handlers import EventsHandler
 from tests._servers import ServerProcess
-from tests.conftest import SSEServer
+from tests.conftest import SSEServer, open_raw_stream
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -62,25 +62,7 @@ def broadcasts(monkeypatch: pytest.MonkeyPatch) -> Broadcasts:
 async def _open(
     server: SSEServer, version: str, receive_buffer: int | None = None
 ) -> AsyncIterator[tuple[asyncio.StreamReader, bytes]]:
-    port = int(server.url.split(":")[2].split("/")[0])
-    sock = socket.socket()
-    if receive_buffer is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    reader, writer = await asyncio.open_connection(sock=sock)
-    path = server.api.split(f":{port}", 1)[1] + "events"
-    writer.write(
-        f"GET {path} {version}\r\nHost: 127.0.0.1:{port}\r\nAuthorization: token {server.token}\r\n"
-        "Accept: text/event-stream\r\n\r\n".encode()
-    )
-    await writer.drain()
-    try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    except BaseException:
-        writer.close()
-        raise
-    assert head.startswith(b"HTTP/1.1 200"), head  # tornado answers in 1.1 and frames for the request's version
+    reader, writer, head = await open_raw_stream(server, version, receive_buffer)
     try:
         yield reader, head
     finally:

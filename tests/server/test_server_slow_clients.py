@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from jupyter_sse.server.handlers import EventsHandler
-from tests.conftest import SSEServer
+from tests.conftest import SSEServer, open_raw_stream
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -43,20 +43,7 @@ def _bytes_waiting_per_stream() -> list[int]:
 
 async def _raw_subscriber(server: SSEServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """An SSE request on a bare socket with a tiny receive buffer, so that not reading backs up at once."""
-    host, port = "127.0.0.1", int(server.url.split(":")[2].split("/")[0])
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, (host, port))
-    reader, writer = await asyncio.open_connection(sock=sock)
-    path = server.api.split(f":{port}", 1)[1] + "events"
-    writer.write(
-        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: token {server.token}\r\n"
-        "Accept: text/event-stream\r\n\r\n".encode()
-    )
-    await writer.drain()
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    assert head.startswith(b"HTTP/1.1 200"), head
+    reader, writer, _ = await open_raw_stream(server, receive_buffer=4096)
     return reader, writer
 
 
