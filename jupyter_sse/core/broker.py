@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -145,6 +146,7 @@ class Broker:
         self.wake_delay = wake_delay
         self._pending_wake: dict[str, JobEntry] = {}
         self._wake_timer: asyncio.TimerHandle | None = None
+        self._last_wake = -math.inf  # loop time of the last wake-up (wake_delay)
         self._all_subscribers: set[Subscription] = set()
         self._subscribers_by_job: dict[str, set[Subscription]] = {}
         self._finished_count = 0
@@ -398,9 +400,11 @@ class Broker:
         # Every change ends here, once: the moment for the store to write what must not wait.
         self.store.commit()
         if self.wake_delay > 0:
-            # Wake subscribers once per short window, not once per change: with many subscribers and many
+            # Wake subscribers at most once per short window, not once per change: with many subscribers and many
             # publishers, waking each subscriber for every request is what saturates the server. A subscriber
             # reads every change since its cursor anyway, so one wake-up serves all the changes of the window.
+            # The first change after a quiet window goes out at once (a lone job pays no delay); the changes that
+            # follow it within the window wait for its end.
             if self._wake_timer is not None:
                 self._pending_wake.update(touched)
                 return
@@ -409,8 +413,15 @@ class Broker:
             except RuntimeError:  # no loop (a plain synchronous caller): wake at once
                 pass
             else:
-                self._pending_wake.update(touched)
-                self._wake_timer = loop.call_later(self.wake_delay, self._wake_pending)
+                wait = self._last_wake + self.wake_delay - loop.time()
+                if wait > 0:
+                    self._pending_wake.update(touched)
+                    self._wake_timer = loop.call_later(wait, self._wake_pending)
+                    return
+                self._wake(touched)
+                # The window starts when the pass ends: a pass that takes long (many subscribers) spaces the next
+                # one out by as much, so the server is never busy with passes alone.
+                self._last_wake = loop.time()
                 return
         self._wake(touched)
 
@@ -418,6 +429,7 @@ class Broker:
         pending, self._pending_wake = self._pending_wake, {}
         self._wake_timer = None
         self._wake(pending)
+        self._last_wake = asyncio.get_running_loop().time()
 
     def _wake(self, touched: dict[str, JobEntry]) -> None:
         # Subscribers that wait and read the same jobs from the same cursor (in a steady stream: all of them) get

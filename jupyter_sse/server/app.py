@@ -74,8 +74,9 @@ class SSEExtension(ExtensionApp):
     wake_delay = Float(
         0.02,
         config=True,
-        help="Seconds during which changes are gathered before subscribers are woken: one wake-up (and one write) "
-        "per subscriber per window instead of one per change. Adds at most this much latency; 0 wakes at once.",
+        help="Subscribers are woken at most once per this many seconds: the first change after a quiet window goes "
+        "out at once, the changes that follow within the window together at its end (one wake-up and one write per "
+        "subscriber per window instead of one per change). Adds at most this much latency; 0 wakes at every change.",
     )
     kernel_check_interval = Float(
         1.0, config=True, help="Seconds between checks for dead kernels and cancels to escalate."

@@ -849,13 +849,16 @@ def test_an_ignored_cancel_of_a_submitted_job_does_not_escalate_to_an_interrupt(
     assert broker.overdue_cancels(10) == [("fg", "k1")]
 
 
-async def test_wake_delay_gathers_the_changes_of_a_window_into_one_wake_up() -> None:
+async def test_wake_delay_sends_the_first_change_at_once_and_gathers_the_rest_of_its_window() -> None:
     broker = Broker(wake_delay=0.05)
     sub = broker.subscribe()
     await sub.next_events(0.1)  # the (empty) initial snapshot
+    broker.apply(batch(up("first")))
+    # A change after a quiet window wakes the subscriber at once...
+    assert [json.loads(e.data)["id"] for e in await sub.next_events(0)] == ["first"]
     for n in range(5):
         broker.apply(batch(up(f"j{n}", n=n)))
-    # Nothing yet: the subscriber is woken once, when the window closes, and reads all five changes.
+    # ...and the changes that follow within the window wait for its end: one wake-up reads all five.
     waiting = asyncio.ensure_future(sub.next_events(1.0))
     await asyncio.sleep(0.01)
     assert not waiting.done()
@@ -1011,12 +1014,14 @@ async def test_with_a_wake_delay_a_window_of_changes_is_written_as_one_frame() -
     broker = Broker(wake_delay=0.05)
     writer = Writer()
     sub, waiting = await _parked(broker, writer)
+    broker.apply(batch(up("first")))  # after a quiet window: written at once
+    assert len(writer.frames) == 1
     for n in range(5):
         broker.apply(batch(up(f"j{n}", n=n)))
-    assert writer.frames == []
-    await asyncio.sleep(0.1)
     assert len(writer.frames) == 1
-    assert sorted(data["id"] for _, data in decoded_frame(writer.frames[0])) == [f"j{n}" for n in range(5)]
+    await asyncio.sleep(0.1)
+    assert len(writer.frames) == 2
+    assert sorted(data["id"] for _, data in decoded_frame(writer.frames[1])) == [f"j{n}" for n in range(5)]
     sub.close()
     await waiting
     broker.close()
