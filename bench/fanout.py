@@ -145,6 +145,20 @@ def run(quick: bool) -> list[dict[str, Any]]:
     return results
 
 
+def run_lone(quick: bool) -> list[dict[str, Any]]:
+    """3b. The common case in a notebook: one job at 10 Hz followed by a few viewers. What a server adds to each
+    update's latency when it is not busy (jupyter-sse wakes at once after a quiet window, see wake_delay)."""
+    results = []
+    for kind in ("jupyter", "baseline"):
+        try:
+            r = run_one(kind, 10, 1.0 if quick else 5.0, jobs=1)
+        except Exception as exc:
+            r = {"server": kind, "subscribers": 10, "error": f"{type(exc).__name__}: {exc}"}
+        print(f"  lone job {kind:8}: p50 {r.get('p50_ms')} ms, p99 {r.get('p99_ms')} ms", flush=True)
+        results.append(r)
+    return results
+
+
 if __name__ == "__main__":
     import sys
 

@@ -60,6 +60,12 @@ def section_fanout(quick: bool) -> list[dict[str, Any]]:
     return fanout.run(quick)
 
 
+def section_lone(quick: bool) -> list[dict[str, Any]]:
+    import fanout
+
+    return fanout.run_lone(quick)
+
+
 def section_memory(quick: bool) -> dict[str, Any]:
     import memory
 
@@ -76,6 +82,7 @@ SECTIONS = {
     "overhead": section_overhead,
     "kernel": section_kernel,
     "fanout": section_fanout,
+    "lone": section_lone,
     "memory": section_memory,
     "ingest": section_ingest,
 }
@@ -139,6 +146,12 @@ def markdown(r: dict[str, Any]) -> str:
         + ".",
         "",
     ]
+    if r.get("reruns"):
+        lines[-1:-1] = [
+            "Re-run later: "
+            + "; ".join(f"{name} on {v['date']} at {v['git']}" for name, v in sorted(r["reruns"].items()))
+            + ".",
+        ]
     ov = r.get("overhead")
     if isinstance(ov, dict) and "kinds" in ov:
         lines += [
@@ -234,6 +247,23 @@ def markdown(r: dict[str, Any]) -> str:
                     f"{fmt(j['p99_ms'], '.0f')} ms vs {fmt(b['p99_ms'], '.0f')} ms"
                     + (f"; target p99 < 100 ms: {verdict((j['p99_ms'] or 1e9) < 100)}" if n == 1000 else "")
                 )
+        lines.append("")
+    lone = r.get("lone")
+    if isinstance(lone, list) and lone:
+        lines += [
+            "### 3b. A lone job: 1 job x 10 Hz, 10 subscribers (the common case in a notebook)",
+            "",
+            "| server | p50 ms | p99 ms | delivered events/s |",
+            "|---|---|---|---|",
+        ]
+        for x in lone:
+            name = "jupyter-sse" if x["server"] == "jupyter" else "baseline (FastAPI+sse-starlette)"
+            if "error" in x:
+                lines.append(f"| {name} | failed: {x['error'][:80]} |||")
+                continue
+            lines.append(
+                f"| {name} | {fmt(x['p50_ms'], '.1f')} | {fmt(x['p99_ms'], '.1f')} | {x['events_per_s']:,.0f} |"
+            )
         lines.append("")
     mem = r.get("memory")
     if isinstance(mem, dict) and "finished" in mem:
@@ -349,12 +379,16 @@ def main() -> int:
     out = args.out or (HERE / "results" / "quick" if args.quick else HERE / "results")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    r: dict[str, Any] = {
-        "quick": args.quick,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": machine(),
-        "errors": {},
-    }
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    r: dict[str, Any] = {"quick": args.quick, "date": now, "machine": machine(), "errors": {}}
+    previous = out / "results.json"
+    if args.only and previous.exists():
+        # Re-running some sections updates them in the last full run's results instead of dropping the others;
+        # the markdown says which sections came later, and from which revision.
+        base = json.loads(previous.read_text())
+        reruns = base.get("reruns", {})
+        reruns.update({name: {"date": now, "git": r["machine"].get("git")} for name in args.only})
+        r = {**base, "errors": {}, "reruns": reruns}
     for name in args.only or list(SECTIONS):
         print(f"[{name}]", flush=True)
         ts = time.monotonic()
@@ -365,7 +399,8 @@ def main() -> int:
             print(r["errors"][name], file=sys.stderr, flush=True)
         r.setdefault("loadavg", {})[name] = [round(x, 2) for x in os.getloadavg()]
         print(f"[{name}] {time.monotonic() - ts:.1f} s, load average {os.getloadavg()[0]:.2f}", flush=True)
-    r["wall_s"] = time.monotonic() - t0
+    if not args.only:
+        r["wall_s"] = time.monotonic() - t0
     (out / "results.json").write_text(json.dumps(r, indent=1))
     (out / "results.md").write_text(markdown(r))
     try:
@@ -373,7 +408,7 @@ def main() -> int:
     except Exception:
         r["errors"]["plot"] = traceback.format_exc()
         print(r["errors"]["plot"], file=sys.stderr)
-    print(f"wrote {out}/results.json, results.md, results.png in {r['wall_s']:.0f} s")
+    print(f"wrote {out}/results.json, results.md, results.png in {time.monotonic() - t0:.0f} s")
     return 1 if r["errors"] else 0
 
 
