@@ -30,6 +30,7 @@ from .store import JobEntry, MemoryStore, Store
 __all__ = ["Broker", "Event", "Subscription"]
 
 _EVENT_ID = re.compile(r"[0-9]{1,30}")  # not str.isdigit(): that accepts "²" and other non-ASCII digits
+_WINDOW_PER_PASS = 2.0  # see Broker._timed_wake
 _NULLABLE = frozenset({"total", "rate", "error", "kernel_id", "cell_id", "path", "parent"})
 
 
@@ -146,7 +147,7 @@ class Broker:
         self.wake_delay = wake_delay
         self._pending_wake: dict[str, JobEntry] = {}
         self._wake_timer: asyncio.TimerHandle | None = None
-        self._last_wake = -math.inf  # loop time of the last wake-up (wake_delay)
+        self._next_wake = -math.inf  # loop time before which changes wait for the end of the window
         self._all_subscribers: set[Subscription] = set()
         self._subscribers_by_job: dict[str, set[Subscription]] = {}
         self._finished_count = 0
@@ -400,11 +401,10 @@ class Broker:
         # Every change ends here, once: the moment for the store to write what must not wait.
         self.store.commit()
         if self.wake_delay > 0:
-            # Wake subscribers at most once per short window, not once per change: with many subscribers and many
-            # publishers, waking each subscriber for every request is what saturates the server. A subscriber
-            # reads every change since its cursor anyway, so one wake-up serves all the changes of the window.
-            # The first change after a quiet window goes out at once (a lone job pays no delay); the changes that
-            # follow it within the window wait for its end.
+            # Wake subscribers once per window, not once per change: with many subscribers and many publishers,
+            # a pass over every subscriber for every request is what saturates the server. A subscriber reads
+            # every change since its cursor anyway, so one pass serves all the changes of the window. The first
+            # change after a quiet window goes out at once; the ones that follow within it wait for its end.
             if self._wake_timer is not None:
                 self._pending_wake.update(touched)
                 return
@@ -413,23 +413,29 @@ class Broker:
             except RuntimeError:  # no loop (a plain synchronous caller): wake at once
                 pass
             else:
-                wait = self._last_wake + self.wake_delay - loop.time()
+                wait = self._next_wake - loop.time()
                 if wait > 0:
                     self._pending_wake.update(touched)
                     self._wake_timer = loop.call_later(wait, self._wake_pending)
                     return
-                self._wake(touched)
-                # The window starts when the pass ends: a pass that takes long (many subscribers) spaces the next
-                # one out by as much, so the server is never busy with passes alone.
-                self._last_wake = loop.time()
+                self._timed_wake(touched, loop)
                 return
         self._wake(touched)
 
     def _wake_pending(self) -> None:
         pending, self._pending_wake = self._pending_wake, {}
         self._wake_timer = None
-        self._wake(pending)
-        self._last_wake = asyncio.get_running_loop().time()
+        self._timed_wake(pending, asyncio.get_running_loop())
+
+    def _timed_wake(self, touched: dict[str, JobEntry], loop: asyncio.AbstractEventLoop) -> None:
+        started = loop.time()
+        self._wake(touched)
+        ended = loop.time()
+        # The window after a pass is as long as the pass took, times _WINDOW_PER_PASS, and at most wake_delay.
+        # A cheap pass (few subscribers) can run again almost at once, so their latency stays low; a costly one
+        # (thousands) waits longer, so passes never take more than about a third of the server's time; and
+        # wake_delay caps the latency any window adds.
+        self._next_wake = ended + min(self.wake_delay, _WINDOW_PER_PASS * (ended - started))
 
     def _wake(self, touched: dict[str, JobEntry]) -> None:
         # Subscribers that wait and read the same jobs from the same cursor (in a steady stream: all of them) get

@@ -74,9 +74,10 @@ class SSEExtension(ExtensionApp):
     wake_delay = Float(
         0.02,
         config=True,
-        help="Subscribers are woken at most once per this many seconds: the first change after a quiet window goes "
-        "out at once, the changes that follow within the window together at its end (one wake-up and one write per "
-        "subscriber per window instead of one per change). Adds at most this much latency; 0 wakes at every change.",
+        help="The most a change waits so that it is sent together with others (seconds). A change after a quiet "
+        "spell goes out at once; the changes that follow wait until twice as long as the last pass over the "
+        "subscribers took, and never longer than this. Few subscribers: about a millisecond; thousands: up to this. "
+        "0 sends every change at once.",
     )
     kernel_check_interval = Float(
         1.0, config=True, help="Seconds between checks for dead kernels and cancels to escalate."

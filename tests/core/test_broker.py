@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import time
 import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -849,6 +851,13 @@ def test_an_ignored_cancel_of_a_submitted_job_does_not_escalate_to_an_interrupt(
     assert broker.overdue_cancels(10) == [("fg", "k1")]
 
 
+@pytest.fixture
+def costly_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every window lasts the whole wake_delay, as after a pass over thousands of subscribers."""
+    monkeypatch.setattr("jupyter_sse.core.broker._WINDOW_PER_PASS", 1e9)
+
+
+@pytest.mark.usefixtures("costly_passes")
 async def test_wake_delay_sends_the_first_change_at_once_and_gathers_the_rest_of_its_window() -> None:
     broker = Broker(wake_delay=0.05)
     sub = broker.subscribe()
@@ -895,7 +904,9 @@ class Writer:
         return self.takes
 
 
-async def _parked(broker: Broker, writer: Writer, **kwargs: Any) -> tuple[Subscription, asyncio.Future[list[Event]]]:
+async def _parked(
+    broker: Broker, writer: Callable[[bytes], bool], **kwargs: Any
+) -> tuple[Subscription, asyncio.Future[list[Event]]]:
     """A subscription that read its initial snapshot and now waits in next_events, as a stream does."""
     sub = broker.subscribe(**kwargs)
     sub.set_writer(writer)
@@ -1010,6 +1021,7 @@ async def test_a_resumed_subscriber_behind_the_others_gets_its_own_longer_frame(
         await waiting
 
 
+@pytest.mark.usefixtures("costly_passes")
 async def test_with_a_wake_delay_a_window_of_changes_is_written_as_one_frame() -> None:
     broker = Broker(wake_delay=0.05)
     writer = Writer()
@@ -1062,3 +1074,37 @@ async def test_an_infinite_eta_from_valid_numbers_is_sent_as_unknown() -> None:
     assert data["eta"] is None and data["rate"] == 5e-324
     sub.close()
     await waiting
+
+
+async def test_after_a_cheap_pass_the_next_change_is_not_held_for_the_whole_wake_delay() -> None:
+    broker = Broker(wake_delay=1.0)
+    writer = Writer()
+    sub, waiting = await _parked(broker, writer)
+    broker.apply(batch(up("a", n=1)))
+    broker.apply(batch(up("a", n=2)))  # within the window of a pass over one subscriber: microseconds long
+    await asyncio.sleep(0.3)
+    assert [data["n"] for frame in writer.frames for _, data in decoded_frame(frame)] == [1, 2]
+    sub.close()
+    await waiting
+    broker.close()
+
+
+async def test_a_costly_pass_holds_the_next_change_for_twice_as_long_as_it_took() -> None:
+    broker = Broker(wake_delay=1.0)
+    slow = Writer()
+    real_call = slow.__call__
+
+    def slow_writer(frame: bytes) -> bool:
+        time.sleep(0.05)  # a pass that takes 50 ms, as over thousands of subscribers
+        return real_call(frame)
+
+    sub, waiting = await _parked(broker, slow_writer)
+    broker.apply(batch(up("a", n=1)))
+    broker.apply(batch(up("a", n=2)))
+    await asyncio.sleep(0.05)
+    assert len(slow.frames) == 1  # held: the window after a 50 ms pass is about 100 ms
+    await asyncio.sleep(0.5)
+    assert len(slow.frames) == 2  # and not for the whole wake_delay
+    sub.close()
+    await waiting
+    broker.close()
