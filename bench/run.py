@@ -126,6 +126,10 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def _server_name(row: dict[str, Any]) -> str:
+    return "jupyter-sse" if row["server"] == "jupyter" else "baseline (FastAPI+sse-starlette)"
+
+
 def fmt(v: Any, spec: str = ".2f") -> str:
     return "—" if v is None else format(v, spec)
 
@@ -226,7 +230,7 @@ def markdown(r: dict[str, Any]) -> str:
                 lines.append(f"| {x['server']} | {x['subscribers']} | failed: {x['error'][:80]} |||||||||||")
                 continue
             pub = x.get("publisher", {})
-            name = "jupyter-sse" if x["server"] == "jupyter" else "baseline (FastAPI+sse-starlette)"
+            name = _server_name(x)
             lines.append(
                 f"| {name} | {x['subscribers']:,} | {x['connected']:,} | {fmt(x['p50_ms'], '.1f')} | "
                 f"{fmt(x['p99_ms'], '.1f')} | {x['events_per_s']:,.0f} | {fmt(x.get('delivered_ratio'), '.0%')} | "
@@ -257,7 +261,7 @@ def markdown(r: dict[str, Any]) -> str:
             "|---|---|---|---|",
         ]
         for x in lone:
-            name = "jupyter-sse" if x["server"] == "jupyter" else "baseline (FastAPI+sse-starlette)"
+            name = _server_name(x)
             if "error" in x:
                 lines.append(f"| {name} | failed: {x['error'][:80]} |||")
                 continue

@@ -24,6 +24,7 @@ from jupyter_sse.core import (
     UpdateBatch,
     parse_update_batch,
 )
+from tests.core.test_sse import spec_parse
 
 try:
     from hypothesis import HealthCheck, given, settings
@@ -949,13 +950,8 @@ async def test_subscribers_at_the_same_cursor_share_one_frame_encoded_once() -> 
 
 
 def decoded_frame(frame: bytes) -> list[tuple[str, dict[str, Any]]]:
-    """(event, data) of each event in an encoded frame (the broker's frames hold one ``data:`` line each)."""
-    out = []
-    for block in frame.decode().split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        if "data" in fields:
-            out.append((fields["event"], json.loads(fields["data"])))
-    return out
+    """(event, data) of each event in an encoded frame, read by the spec-following parser of test_sse."""
+    return [(event.type, json.loads(event.data)) for event in spec_parse(frame).events]
 
 
 @pytest.mark.parametrize("writer", [Writer(takes=False), Writer(raises=True)], ids=["refuses", "raises"])

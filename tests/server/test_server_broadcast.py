@@ -21,6 +21,7 @@ import pytest
 from jupyter_sse.server.handlers import EventsHandler
 from tests._servers import ServerProcess
 from tests.conftest import SSEServer, open_raw_stream
+from tests.core.test_sse import spec_parse
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -80,13 +81,9 @@ async def _read_chunk(reader: asyncio.StreamReader) -> bytes:
     return data
 
 
-def _jobs_in(body: bytes) -> list[dict[str, Any]]:
-    return [
-        json.loads(line[len("data: ") :])
-        for block in body.decode().split("\n\n")
-        for line in block.splitlines()
-        if line.startswith("data: ") and "event: job" in block
-    ]
+def _jobs_in(body: bytes) -> list[tuple[int, dict[str, Any]]]:
+    """(id, job) of each ``job`` event in ``body``, read by the spec-following parser of test_sse."""
+    return [(int(e.last_event_id), json.loads(e.data)) for e in spec_parse(body).events if e.type == "job"]
 
 
 async def _publish(server: SSEServer, n: int) -> None:
@@ -106,7 +103,7 @@ async def test_http11_streams_get_broadcast_frames_as_whole_chunks(
             await asyncio.sleep(0.1)  # parked again, so the next change takes the broadcast path
             await _publish(sse_server, n)
             body = await asyncio.wait_for(_read_chunk(reader), 5)
-            assert [job["n"] for job in _jobs_in(body)] == [n]
+            assert [job["n"] for _, job in _jobs_in(body)] == [n]
     assert len(broadcasts.taken) == 3
 
 
@@ -120,7 +117,7 @@ async def test_http10_streams_get_broadcast_frames_unchunked(sse_server: SSEServ
             await _publish(sse_server, n)
             body = await asyncio.wait_for(reader.readuntil(b"\n\n"), 5)
             assert body.startswith(b"id: "), body  # the event itself, with no chunk size before it
-            assert [job["n"] for job in _jobs_in(body)] == [n], body
+            assert [job["n"] for _, job in _jobs_in(body)] == [n], body
     assert len(broadcasts.taken) == 3
 
 
@@ -146,11 +143,9 @@ async def test_a_stream_whose_socket_is_full_gets_every_byte_in_order_once_it_re
         last_n: dict[str, int] = {}
         while len(last_n) < 10 or min(last_n.values()) < 5:
             body = await asyncio.wait_for(_read_chunk(reader), 10)
-            for block in body.decode().split("\n\n"):
-                fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-                if fields.get("event") == "job":
-                    ids.append(int(fields["id"]))
-                    last_n[json.loads(fields["data"])["id"]] = json.loads(fields["data"])["n"]
+            for event_id, job in _jobs_in(body):
+                ids.append(event_id)
+                last_n[job["id"]] = job["n"]
     assert ids == sorted(set(ids)), "events repeated or out of order"
     assert last_n == {f"full{j}": 5 for j in range(10)}
 
