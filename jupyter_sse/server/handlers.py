@@ -275,10 +275,10 @@ class EventsHandler(_Handler):
         else:
             sent = 0  # TLS: a write the SSL layer could not finish must be repeated as it was; SSLIOStream does that
         if sent < len(data):
-            stream.write(data[sent:])
+            stream.write(data[sent:])  # tries the socket again at once; what it does not take stays queued
+        if stream.writing() and self._subscription is not None:
             # The client is not keeping up: wake the loop above, which waits for these bytes within send_timeout.
-            if self._subscription is not None:
-                self._subscription.wake()
+            self._subscription.wake()
         return True
 
     async def _send(self, timeout: float) -> None:
