@@ -42,7 +42,7 @@ def _install_chp() -> Path:
         return binary
     npm = shutil.which("npm")
     if npm is None or shutil.which("node") is None:
-        pytest.skip("node and npm are needed for configurable-http-proxy")
+        pytest.fail("node and npm are needed for configurable-http-proxy (the labextension build needs them too)")
     staging = NODE_CACHE.with_name(NODE_CACHE.name + f".tmp{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
