@@ -7,6 +7,7 @@ the newest change until it reaches what it already has.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator
@@ -53,6 +54,16 @@ class Store(Protocol):
     @property
     def current_seq(self) -> int: ...
 
+    @property
+    def epoch(self) -> str:
+        """Names this store's history (``[A-Za-z0-9]``): an id from another epoch (another store, or a memory store
+        before a restart) cannot be resumed from."""
+
+    @property
+    def horizon(self) -> int:
+        """The oldest sequence number a subscriber can resume from and still learn everything that happened since
+        (changes and removals). A cursor below it, or from another epoch, needs a full sync."""
+
     def get(self, job_id: str) -> JobEntry | None: ...
 
     def put(self, entry: JobEntry) -> None:
@@ -91,6 +102,8 @@ class MemoryStore:
         self._seq = time.time_ns() // 1000
         self._entries: OrderedDict[str, JobEntry] = OrderedDict()
         self._tombstones: deque[tuple[int, str, object]] = deque(maxlen=tombstones_kept)
+        self._epoch = secrets.token_hex(4)
+        self._horizon = self._seq
 
     def next_seq(self) -> int:
         self._seq += 1
@@ -99,6 +112,14 @@ class MemoryStore:
     @property
     def current_seq(self) -> int:
         return self._seq
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    @property
+    def horizon(self) -> int:
+        return self._horizon
 
     def get(self, job_id: str) -> JobEntry | None:
         return self._entries.get(job_id)
@@ -109,7 +130,11 @@ class MemoryStore:
 
     def remove(self, job_id: str, seq: int, final: object = None) -> None:
         if self._entries.pop(job_id, None) is not None:
-            self._tombstones.append((seq, job_id, final))
+            tombstones = self._tombstones
+            if tombstones.maxlen is not None and len(tombstones) == tombstones.maxlen:
+                # the oldest removal is forgotten: a cursor before it could no longer hear of it
+                self._horizon = max(self._horizon, tombstones[0][0] if tombstones.maxlen else seq)
+            tombstones.append((seq, job_id, final))
 
     def changed_since(self, seq: int) -> Iterator[JobEntry]:
         for entry in reversed(self._entries.values()):

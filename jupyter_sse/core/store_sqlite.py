@@ -58,6 +58,13 @@ class SQLiteStore(MemoryStore):
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         # Ids go on from the larger of the old counter and the clock: both only grow.
         self._seq = max(int(meta.get("seq", 0)), self._seq)
+        # Removals are not kept across a restart: a cursor from before it may have missed some.
+        self._horizon = self._seq
+        epoch = meta.get("epoch")
+        if epoch is None:
+            epoch = self._epoch
+            self._db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
+        self._epoch = str(epoch)
         rows = self._db.execute("SELECT id, seq, change_seq, last_dropped_seq, data FROM jobs ORDER BY change_seq")
         for job_id, seq, change_seq, last_dropped_seq, data in rows.fetchall():
             entry = JobEntry(Job(**json.loads(data)), seq, self._log_lines_kept)
