@@ -12,10 +12,12 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
+from tornado.ioloop import IOLoop
 from traitlets import Bool, Float, Int, Unicode, validate
 
 from ..core import Broker, MemoryStore
 from ..core.store_sqlite import SQLiteStore
+from ._limits import StreamLimits, default_stream_limit, guard_accepts
 from .activity import ActivityTracker
 from .handlers import handlers
 from .kernels import KERNEL_ACTIONS, KernelWatcher
@@ -95,6 +97,26 @@ class SSEExtension(ExtensionApp):
         "heartbeats never count as activity.",
     )
 
+    # --- connection limits ---
+    max_event_streams = Int(
+        0,
+        config=True,
+        help="Event streams the server holds at once, in all; beyond it a new one is answered 503 with "
+        "Retry-After. 0: the process's open-file limit less a quarter of it (at least 256), which is kept for "
+        "kernels, files and API requests.",
+    )
+    max_event_streams_per_user = Int(
+        0,
+        config=True,
+        help="Event streams one user may hold at once (0: as many as max_event_streams). A browser tab holds one.",
+    )
+
+    @validate("max_event_streams", "max_event_streams_per_user")
+    def _check_stream_caps(self, proposal: Any) -> int:
+        if proposal["value"] < 0:
+            raise ValueError(f"{proposal['trait'].name} must be at least 0 (0: the default)")
+        return int(proposal["value"])
+
     @validate("store_kind")
     def _check_store_kind(self, proposal: Any) -> str:
         if proposal["value"] not in ("sqlite", "memory"):
@@ -138,7 +160,9 @@ class SSEExtension(ExtensionApp):
                     "heartbeat_interval": self.heartbeat_interval,
                     "send_timeout": self.send_timeout,
                     "retry_ms": self.retry_ms,
+                    "retry_after": max(1, -(-self.retry_ms // 1000)),
                 },
+                "jupyter_sse_stream_limits": self._stream_limits(),
             }
         )
         assert self.serverapp is not None
@@ -152,6 +176,12 @@ class SSEExtension(ExtensionApp):
         with contextlib.suppress(RuntimeError):
             asyncio.get_running_loop()
             self._start_tasks()
+
+    def _stream_limits(self) -> StreamLimits:
+        total = self.max_event_streams or default_stream_limit()
+        per_user = min(self.max_event_streams_per_user or total, total)
+        self.log.info("jupyter-sse: at most %d event streams (%d per user)", total, per_user)
+        return StreamLimits(total, per_user)
 
     def _make_store(self) -> MemoryStore:
         if self.store_kind == "memory":
@@ -213,6 +243,8 @@ class SSEExtension(ExtensionApp):
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         self._export_environment()  # the port is final now (port retries)
         self._start_tasks()
+        # Out of descriptors, pause accepting rather than spin and log per attempt (see _limits.py).
+        guard_accepts(getattr(serverapp, "http_server", None), IOLoop.current(), self.log)
 
     async def stop_extension(self) -> None:
         self.broker.close()

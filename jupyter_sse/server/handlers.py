@@ -32,6 +32,7 @@ from ..core import (
     is_valid_job_id,
     parse_update_batch,
 )
+from ._limits import StreamLimits
 from ._memory import TrimScheduler
 
 __all__ = ["handlers"]
@@ -230,6 +231,7 @@ class EventsHandler(_Handler):
     """``GET events`` and ``GET jobs/{id}/events``: the SSE streams."""
 
     _subscription: Subscription | None = None
+    _refused = False
     # issue 8: an open stream (and its end, hours later) is not activity, or a forgotten tab would keep the
     # server from being culled; running jobs count through activity.py.
     _track_activity = False
@@ -238,6 +240,47 @@ class EventsHandler(_Handler):
     @authorized
     @_protocol_errors
     async def get(self, job_id: str | None = None) -> None:
+        limits = cast(StreamLimits, self.settings["jupyter_sse_stream_limits"])
+        user = self._stream_holder()
+        refusal = limits.refusal(user)
+        if refusal is not None:
+            self._refuse(refusal, limits)
+            return
+        limits.opened(user)
+        try:
+            await self._stream(job_id)
+        finally:
+            limits.closed(user)
+
+    def _refuse(self, refusal: str, limits: StreamLimits) -> None:
+        """503 with Retry-After; logged at a bounded rate, since clients at the cap come back again and again."""
+        self._refused = True
+        if limits.count_refusal():
+            self.log.warning(
+                "jupyter-sse refused event streams (%d since the last report): %s", limits.refused, refusal
+            )
+            limits.refused = 0
+        self.set_status(503)
+        self.set_header("Retry-After", str(self.settings["jupyter_sse_config"]["retry_after"]))
+        self.set_header("Content-Type", "application/json")
+        # Closed after the answer (tornado's own flag for it): a refused client kept alive would hold the
+        # descriptor the cap is there to save.
+        cast(Any, self.request.connection)._disconnect_on_finish = True
+        self.finish(json.dumps(ProtocolError(503, "too_many_streams", refusal).body()))
+
+    def _log(self) -> None:
+        # jupyter_server logs every 5xx at ERROR with the request's headers: for a refusal, logged above instead.
+        if not self._refused:
+            super()._log()
+
+    def _stream_holder(self) -> str:
+        """Whom a stream counts against: the user, except that requests with the server's token count as one
+        (jupyter_server names each of them a new anonymous user)."""
+        if self.identity_provider.is_token_authenticated(self):
+            return "\0token"
+        return str(getattr(self.current_user, "username", ""))
+
+    async def _stream(self, job_id: str | None) -> None:
         broker = self.broker
         last_event_id = self.request.headers.get("Last-Event-ID") or self.get_argument("last_event_id", None)
         if job_id is not None:
