@@ -313,6 +313,11 @@ class EventsHandler(_Handler):
                     for piece in _pieces(events, SEND_PIECE_BYTES):
                         self.write(piece)
                         await self._send(config["send_timeout"])
+                        # Let the loop run between pieces even when the socket took each at once: every write
+                        # leaves a resolved future and its callbacks queued on the loop, and thousands of them
+                        # (a first sync of thousands of jobs) were the peak of the process's memory. It also
+                        # lets other streams and requests in during a long first sync.
+                        await asyncio.sleep(0)
                     continue
                 if not sub.done:
                     self.write(b": ping\n\n")
