@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
+from tqdm.std import TqdmKeyError
 
 from jupyter_sse.kernel import JobCancelled, Progress, progress, tqdm, trange
 from jupyter_sse.kernel import publisher as publisher_mod
@@ -45,7 +47,7 @@ KINDS = {
 }
 
 
-def job_of(p: Progress[object]) -> JobState:
+def job_of(p: Any) -> JobState:
     assert p._job is not None
     return p._job
 
@@ -199,8 +201,9 @@ def test_disable_is_a_plain_passthrough() -> None:
     p.close()
 
 
-def test_tqdm_arguments_are_accepted_and_unknown_ones_ignored() -> None:
-    p = tqdm(
+@pytest.mark.parametrize("make", [tqdm, progress])
+def test_tqdm_arguments_are_accepted(make: Any) -> None:
+    p = make(
         range(3),
         desc="d",
         leave=False,
@@ -225,11 +228,16 @@ def test_tqdm_arguments_are_accepted_and_unknown_ones_ignored() -> None:
         colour="green",
         delay=0.1,
         gui=False,
-        some_future_tqdm_option=True,
     )
     assert list(p) == [0, 1, 2]
     job = job_of(p)
     assert (job.name, job.unit, job.state, job.message) == ("d", "batch", "succeeded", "loss=0.5")
+
+
+def test_unknown_arguments_are_ignored_by_progress_and_rejected_by_tqdm_as_tqdm_does() -> None:
+    assert list(quiet(range(2), some_future_tqdm_option=True)) == [0, 1]
+    with pytest.raises(TqdmKeyError):
+        tqdm(range(2), file=io.StringIO(), some_future_tqdm_option=True)
 
 
 def test_trange_and_len() -> None:
