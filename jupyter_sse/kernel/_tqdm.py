@@ -56,6 +56,11 @@ class _BarState(JobState):
         except Exception:  # a bar being torn down
             return self.count
 
+    def freeze(self, exhausted: bool) -> None:
+        # ending (or a cancel request): keep the count the bar reached
+        if self.state not in TERMINAL:
+            self.count = self.n()
+
 
 def _print_nothing(s: str) -> None:
     """tqdm's status printer: the job's display shows the bar instead of the terminal."""
@@ -139,7 +144,10 @@ class tqdm(tqdm_asyncio):  # type: ignore[misc]  # tqdm ships no types; the name
         """tqdm's ``update``; raises :class:`JobCancelled` once cancellation was asked for."""
         job = self._job
         if job is not None and job.cancel_requested and not self.disable:
-            step(job)
+            try:
+                step(job)
+            finally:
+                self.close()  # the job ended cancelled: the bar is closed too, so later updates are ignored
         return super().update(n)  # type: ignore[no-any-return]
 
     def close(self) -> None:
