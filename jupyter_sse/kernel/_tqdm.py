@@ -9,7 +9,7 @@ state. The loop itself is tqdm's, unchanged, so a bar costs what a plain ``tqdm.
 How the job follows the bar:
 - the count: the publisher reads the bar's ``n`` (tqdm writes it at each refresh, about every ``mininterval``);
 - total, postfix and description: synced at each refresh and set at once by ``set_description``/``set_postfix``;
-- cancel: ``update`` (which tqdm's loop calls at each refresh) raises :class:`JobCancelled`;
+- cancel: :class:`JobCancelled` where tqdm considers a refresh (``update`` and its loop read its clock there);
 - the end: ``close``. Called while an exception propagates through its caller (``finally: bar.close()``, as
   pandas' ``progress_apply`` does, or a source that raises in tqdm's loop), the job fails with that exception.
   tqdm's loop also closes the bar when the loop is left (``GeneratorExit``): ``break`` is a normal early end,
@@ -38,6 +38,7 @@ from ._state import NAME_MAX, TERMINAL, DisplayOptions, JobState, clip, finite_o
 __all__ = ["tqdm", "trange"]
 
 _STD_ITER = std_tqdm.__iter__.__code__
+_STEPS = (_STD_ITER, std_tqdm.update.__code__)
 _FILE_ARG = 1  # index of ``file`` in the positional arguments after ``iterable, desc, total``
 
 
@@ -61,6 +62,22 @@ class _BarState(JobState):
         # ending (or a cancel request): keep the count the bar reached
         if self.state not in TERMINAL:
             self.count = self.n()
+
+
+def _cancel_clock(job: JobState, clock: Callable[[], float]) -> Callable[[], float]:
+    """tqdm's clock for this bar, which also raises :class:`JobCancelled` once cancellation was asked for.
+
+    tqdm reads its clock only where it considers a refresh (in ``update`` and in its loop, every ``miniters``
+    items), so the check costs nothing per item and nothing per ``update()`` between refreshes. It raises only
+    to those two callers: elsewhere (``str(bar)``, ``reset``) a cancel must not surface.
+    """
+
+    def now() -> float:
+        if job.cancel_requested and job.state not in TERMINAL and sys._getframe(1).f_code in _STEPS:
+            step(job)
+        return clock()
+
+    return now
 
 
 def _print_nothing(s: str) -> None:
@@ -124,6 +141,8 @@ class tqdm(tqdm_asyncio):  # type: ignore[misc]  # tqdm ships no types; the name
         if isinstance(iterable, GeneratorType):
             job.gen = iterable  # tells "the source raised" from "zip() ran out" when tqdm's loop is left
         self._job = job
+        clock: Callable[[], float] = self._time
+        self._time = _cancel_clock(job, clock)
         start_job(job)
 
     # -- where tqdm writes to the terminal: the job's display shows the bar instead -------------------------
@@ -147,16 +166,6 @@ class tqdm(tqdm_asyncio):  # type: ignore[misc]  # tqdm ships no types; the name
         """No terminal rows to move over."""
 
     # -- the job's steps and end ------------------------------------------------------------------------------
-
-    def update(self, n: float | None = 1) -> bool | None:
-        """tqdm's ``update``; raises :class:`JobCancelled` once cancellation was asked for."""
-        job = self._job
-        if job is not None and job.cancel_requested and not self.disable:
-            try:
-                step(job)
-            finally:
-                self.close()  # the job ended cancelled: the bar is closed too, so later updates are ignored
-        return super().update(n)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """End the bar and its job (see the module's notes for how the end is read)."""
