@@ -93,6 +93,7 @@ class tqdm(tqdm_asyncio):  # type: ignore[misc]  # tqdm ships no types; the name
     """
 
     _job: _BarState | None = None
+    _time: Callable[[], float]  # tqdm's clock (set by tqdm's __init__)
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         if "_lock" not in cls.__dict__:
@@ -141,8 +142,7 @@ class tqdm(tqdm_asyncio):  # type: ignore[misc]  # tqdm ships no types; the name
         if isinstance(iterable, GeneratorType):
             job.gen = iterable  # tells "the source raised" from "zip() ran out" when tqdm's loop is left
         self._job = job
-        clock: Callable[[], float] = self._time
-        self._time = _cancel_clock(job, clock)
+        self._time = _cancel_clock(job, self._time)
         start_job(job)
 
     # -- where tqdm writes to the terminal: the job's display shows the bar instead -------------------------
