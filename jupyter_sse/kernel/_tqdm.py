@@ -9,7 +9,7 @@ state. The loop itself is tqdm's, unchanged, so a bar costs what a plain ``tqdm.
 How the job follows the bar:
 - the count: the publisher reads the bar's ``n`` (tqdm writes it at each refresh, about every ``mininterval``);
 - total, postfix and description: synced at each refresh and set at once by ``set_description``/``set_postfix``;
-- cancel: :class:`JobCancelled` where tqdm considers a refresh (``update`` and its loop read its clock there);
+- cancel: :class:`JobCancelled` where tqdm considers a refresh (``update`` reads tqdm's clock there);
 - the end: ``close``. Called while an exception propagates through its caller (``finally: bar.close()``, as
   pandas' ``progress_apply`` does, or a source that raises in tqdm's loop), the job fails with that exception.
   tqdm's loop also closes the bar when the loop is left (``GeneratorExit``): ``break`` is a normal early end,
@@ -64,22 +64,6 @@ class _BarState(JobState):
             self.count = self.n()
 
 
-def _cancel_clock(job: JobState, clock: Callable[[], float]) -> Callable[[], float]:
-    """tqdm's clock for this bar, which also raises :class:`JobCancelled` once cancellation was asked for.
-
-    tqdm reads its clock only where it considers a refresh (in ``update`` and in its loop, every ``miniters``
-    items), so the check costs nothing per item and nothing per ``update()`` between refreshes. It raises only
-    to those two callers: elsewhere (``str(bar)``, ``reset``) a cancel must not surface.
-    """
-
-    def now() -> float:
-        if job.cancel_requested and job.state not in TERMINAL and sys._getframe(1).f_code in _STEPS:
-            step(job)
-        return clock()
-
-    return now
-
-
 def _print_nothing(s: str) -> None:
     """tqdm's status printer: the job's display shows the bar instead of the terminal."""
 
@@ -93,7 +77,7 @@ class tqdm(tqdm_asyncio):  # type: ignore[misc]  # tqdm ships no types; the name
     """
 
     _job: _BarState | None = None
-    _time: Callable[[], float]  # tqdm's clock (set by tqdm's __init__)
+    _clock: Callable[[], float] = time.time
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         if "_lock" not in cls.__dict__:
@@ -142,8 +126,25 @@ class tqdm(tqdm_asyncio):  # type: ignore[misc]  # tqdm ships no types; the name
         if isinstance(iterable, GeneratorType):
             job.gen = iterable  # tells "the source raised" from "zip() ran out" when tqdm's loop is left
         self._job = job
-        self._time = _cancel_clock(job, self._time)
         start_job(job)
+
+    @property
+    def _time(self) -> Callable[[], float]:
+        """tqdm's clock; reading it raises :class:`JobCancelled` once cancellation was asked for.
+
+        tqdm reads it where it considers a refresh (in ``update``, which its loop calls at each refresh), so the
+        check costs nothing per item and nothing per ``update()`` between refreshes. Its loop reads it once
+        and keeps it as a local: the loop runs exactly as tqdm's. Only those two readers see the cancel: where
+        else tqdm reads its clock (``str(bar)``, ``reset``) a cancel must not surface.
+        """
+        job = self._job
+        if job is not None and job.cancel_requested and job.state not in TERMINAL and sys._getframe(1).f_code in _STEPS:
+            step(job)
+        return self._clock
+
+    @_time.setter
+    def _time(self, clock: Callable[[], float]) -> None:
+        self._clock = clock  # tqdm's own, or a test's mock
 
     # -- where tqdm writes to the terminal: the job's display shows the bar instead -------------------------
 
