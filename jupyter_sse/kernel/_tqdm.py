@@ -77,6 +77,7 @@ class tqdm(tqdm_asyncio):  # type: ignore[misc]  # tqdm ships no types; the name
     """
 
     _job: _BarState | None = None
+    _async_loop = False
     _clock: Callable[[], float] = time.time
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
@@ -199,9 +200,22 @@ class tqdm(tqdm_asyncio):  # type: ignore[misc]  # tqdm ships no types; the name
             finish(job, exc)
         super().__exit__(exc_type, exc, tb)
 
+    def __aiter__(self) -> tqdm:
+        self._async_loop = True
+        return self
+
     def __del__(self) -> None:
-        # a bar dropped without close() ends as tqdm's does (its __del__ closes it): normally
+        # a bar dropped without close() ends as tqdm's does (its __del__ closes it): normally. An ``async for``
+        # over it that was left early drops it here: by break, or by an exception in the loop's body, told
+        # apart from the frame that dropped it as progress() does
         with contextlib.suppress(Exception):  # __del__ must not raise
+            job = self._job
+            if self._async_loop and job is not None and job.state not in TERMINAL and not self.disable:
+                job.count = self.n
+                if _left_normally(sys._getframe(1), job):
+                    end_early(job)
+                else:
+                    left_by_exception(job)
             self.close()
 
     # -- changes to the bar the job shows at once ------------------------------------------------------------
