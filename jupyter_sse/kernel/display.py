@@ -164,11 +164,11 @@ class _HeadlessLog:
     def __init__(self, shell: Any, parent: dict[str, Any] | None, interval: float) -> None:
         self._shell = shell
         self._parent = parent
-        self.interval = interval
+        self._interval = interval
         self._at = time.monotonic()
 
     def due(self) -> bool:
-        return time.monotonic() - self._at >= self.interval
+        return time.monotonic() - self._at >= self._interval
 
     def emit(self, text: str) -> None:
         from IPython.display import display
