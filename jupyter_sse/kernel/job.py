@@ -8,6 +8,7 @@ from typing import Any
 from ._errors import JobCancelled
 from ._lifecycle import end_job, outcome, start_job
 from ._state import MESSAGE_MAX, TERMINAL, DisplayOptions, JobState, clip, finite_or_none
+from .display import show_log
 
 __all__ = ["JobHandle", "job"]
 
@@ -79,6 +80,8 @@ class JobHandle:
         state = self._check()
         if state.publisher is not None and state.publisher.server is not None:
             state.add_log(str(line))
+        else:  # nothing is published: the job's own output shows its last lines
+            show_log(state, str(line))
 
     def __enter__(self) -> JobHandle:
         if self._state.state == "pending":
