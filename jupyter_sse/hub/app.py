@@ -12,7 +12,7 @@ import contextlib
 import getpass
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Header, Path, Query, Request
@@ -38,6 +38,7 @@ from ..core import (
 )
 from ._auth import TokenAuth
 from ._errors import install_error_handlers
+from ._metrics import add_metrics_route
 from ._schema import CancelReply, JobList, errors, install_openapi, update_body
 
 __all__ = ["API_PREFIX", "create_app"]
@@ -87,10 +88,14 @@ def _json(value: Any, status: int = 200) -> Response:
 class _EventStream(EventSourceResponse):
     """An ``EventSourceResponse`` that treats a subscriber too slow to take an event as gone, not as a crash."""
 
+    dropped: Callable[[], None] | None = None  # told when a subscriber is dropped (the metrics count it)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         except SendTimeoutError:
+            if self.dropped is not None:
+                self.dropped()
             _log.info("jupyter-sse hub: dropping a subscriber that did not read for %s s", self.send_timeout)
 
 
@@ -137,6 +142,7 @@ def create_app(
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(TokenAuth, token=token)
+    add_metrics_route(app, broker)  # /metrics, behind the token like every route
 
     def stream(sub: Subscription) -> EventSourceResponse:
         async def frames() -> AsyncIterator[bytes]:
@@ -150,7 +156,7 @@ def create_app(
             finally:
                 sub.close()
 
-        return _EventStream(
+        response = _EventStream(
             frames(),
             headers={"Cache-Control": "no-cache"},
             ping=heartbeat,
@@ -163,6 +169,11 @@ def create_app(
             # HEAD is answered without iterating the stream: the subscription must be closed all the same.
             background=BackgroundTask(sub.close),
         )
+        response.dropped = _count_drop
+        return response
+
+    def _count_drop() -> None:
+        broker.metrics.slow_subscribers_dropped += 1
 
     @app.get(f"{API_PREFIX}/jobs", response_model=None, responses={200: {"model": JobList}, **errors(400)})
     async def list_jobs(state: Annotated[StateFilter | None, Query()] = None) -> Response:
@@ -204,8 +215,12 @@ def create_app(
     )
     async def post_updates(request: Request) -> Response:
         """What publishers report: upserts every job of the batch, whole or not at all."""
-        batch = parse_update_batch(await _read_body(request))
-        return _json({"cancel": broker.apply(batch)})
+        try:
+            cancel = broker.apply(parse_update_batch(await _read_body(request)))
+        except ProtocolError as exc:
+            broker.metrics.refused(exc.error)
+            raise
+        return _json({"cancel": cancel})
 
     @app.get(f"{API_PREFIX}/events", response_model=None, responses={**_SSE_RESPONSE, **errors(400)})
     async def events(

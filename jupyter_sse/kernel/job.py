@@ -7,6 +7,7 @@ from typing import Any
 
 from ._errors import JobCancelled
 from ._lifecycle import end_job, outcome, start_job
+from ._notify import NotifyArg, with_notify
 from ._state import MESSAGE_MAX, TERMINAL, DisplayOptions, JobState, clip, finite_or_none
 
 __all__ = ["JobHandle", "job"]
@@ -26,7 +27,9 @@ class JobHandle:
         *,
         metadata: dict[str, Any] | None = None,
         leave: bool = True,
+        notify: NotifyArg = None,
     ) -> None:
+        metadata = with_notify(metadata, notify)
         if isinstance(total, float) and total == float("inf"):
             total = None
         self._state = JobState(name, total, unit, metadata=metadata, options=DisplayOptions(leave=leave), manual=True)
@@ -112,6 +115,7 @@ def job(
     *,
     metadata: dict[str, Any] | None = None,
     leave: bool = True,
+    notify: NotifyArg = None,
 ) -> JobHandle:
     """A job for work that is not a loop: ``with job("load", total=3) as j: ...; j.update()``."""
-    return JobHandle(name, total, unit, metadata=metadata, leave=leave)
+    return JobHandle(name, total, unit, metadata=metadata, leave=leave, notify=notify)

@@ -10,6 +10,7 @@ from typing import Any, Generic, TypeVar
 from ._errors import JobCancelled
 from ._iterators import iterate
 from ._lifecycle import end_job, outcome, start_job
+from ._notify import NotifyArg, with_notify
 from ._state import TERMINAL, DisplayOptions, JobState, finite_or_none
 
 __all__ = ["Progress", "progress", "tqdm", "trange"]
@@ -72,6 +73,7 @@ class Progress(Generic[T]):
         colour: str | None = None,
         delay: float = 0.0,
         metadata: dict[str, Any] | None = None,
+        notify: NotifyArg = None,
         **kwargs: Any,
     ) -> None:
         self.iterable = iterable
@@ -82,7 +84,7 @@ class Progress(Generic[T]):
         self.unit = unit
         self._initial = initial
         self._smoothing = smoothing
-        self._metadata = metadata
+        self._metadata = with_notify(metadata, notify)  # True, False or Apprise URLs: told when it ends
         self._options = DisplayOptions(
             leave=True if leave is None else bool(leave),
             file=file,
