@@ -165,7 +165,12 @@ class AppriseSender:
             plugin.socket_read_timeout = min(float(plugin.socket_read_timeout or self.timeout), self.timeout)
         kwargs: dict[str, Any] = {"timeout": self.timeout} if self._call_timeout else {}
         result = targets.notify(
-            body=message.body, title=message.title, notify_type=self._apprise.NotifyType(message.kind), **kwargs
+            body=message.body,
+            title=message.title,
+            notify_type=self._apprise.NotifyType(message.kind),
+            # plain text as written: a mail target would otherwise turn it into HTML and join its lines
+            body_format=self._apprise.NotifyFormat.TEXT,
+            **kwargs,
         )
         if not result:
             self._failures.warning("jupyter-sse: a notification (%s) was not delivered", message.title)
