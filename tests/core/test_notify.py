@@ -82,16 +82,22 @@ def test_a_malformed_choice_from_a_raw_post_is_ignored() -> None:
 
 
 async def test_jobs_ending_within_the_window_make_one_message() -> None:
-    notifier, sent = _notifier(NotifyRules(window=0.3, min_duration=0))
+    sent: list[Message] = []
+    two_sent = asyncio.Event()
+
+    def send(message: Message) -> None:
+        sent.append(message)
+        if len(sent) == 2:
+            two_sent.set()
+
+    notifier = Notifier(NotifyRules(window=0.3, min_duration=0), send, has_default_targets=True)
     notifier.job_changed(_ended("a"), "running")
     notifier.job_changed(_ended("b", state="failed", error={"type": "ValueError", "message": "bad"}), "running")
     notifier.job_changed(_ended("c", metadata={"notify": "json://h/p"}), "running")  # another target: its own
     await asyncio.sleep(0.1)
     notifier.job_changed(_ended("d"), "running")
     assert sent == [] and notifier.pending == 2
-    deadline = asyncio.get_running_loop().time() + 5
-    while len(sent) < 2 and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.02)
+    await asyncio.wait_for(two_sent.wait(), 5)
     by_target = {m.targets: m for m in sent}
     assert by_target[()].count == 3
     assert [j.id for j in by_target[()].jobs] == ["a", "b", "d"]
