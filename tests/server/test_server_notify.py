@@ -32,7 +32,7 @@ def jp_server_config(smtp_sink: SMTPSink, http_sink: HTTPSink) -> dict[str, Any]
             "notify_urls": [smtp_sink.url(), http_sink.url("all")],
             "notify_window": WINDOW,
             "notify_min_duration": 60.0,
-            "notify_timeout": 2.0,
+            "notify_timeout": 5.0,
         },
     }
 
@@ -82,7 +82,12 @@ async def test_a_long_job_ending_sends_mail_and_webhook_with_no_browser(
     assert (hook["title"], hook["type"]) == (mail.subject, "success")
     assert hook["message"].strip().splitlines() == mail.text.strip().splitlines()
     assert sse_server.token not in hook["message"]  # the link never carries the server's token
-    assert sse_server.broker.metrics.notifications_sent >= 1
+    metrics = sse_server.broker.metrics
+    deadline = time.monotonic() + 10
+    while metrics.notifications_sent < 1:  # counted by the sender's thread once both targets answered
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    assert metrics.notifications_failed == 0
 
 
 async def test_jobs_ending_within_the_window_make_one_message_and_short_ones_none(
@@ -193,6 +198,7 @@ async def test_a_hanging_target_does_not_slow_a_1000_update_job(
             f"max {max(stuck) * 1000:.2f} ms); notifications failed so far: {metrics.notifications_failed}"
         )
     assert sse_server.broker.get("busy").state == "succeeded"
-    # Sender threads blocked on a socket use no CPU: the job keeps its pace. Generous bounds for a shared CI box.
-    assert sum(stuck) < 2 * sum(baseline) + 1.0
-    assert max(stuck) < 0.5  # far below the 2 s target timeout: no update ever waited on a target
+    # No update waited on the target: one that had would have taken its 5 s timeout. Sender threads blocked on a
+    # socket use no CPU, so the job keeps its pace (bounds generous for a shared, noisy CI machine).
+    assert max(stuck) < 1.0
+    assert sum(stuck) < 3 * sum(baseline) + 2.0
