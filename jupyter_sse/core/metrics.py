@@ -12,6 +12,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from .model import Job
+from .notify import job_duration
+
 __all__ = ["DURATION_BUCKETS", "STORE_WRITE_BUCKETS", "BrokerMetrics", "Histogram"]
 
 # Jobs run from seconds to days; the buckets follow what a person waits for.
@@ -70,6 +73,11 @@ class BrokerMetrics:
         if hist is None:
             hist = self.job_duration_seconds[state] = Histogram(DURATION_BUCKETS)
         hist.observe(max(duration, 0.0))
+
+    def observe_state_change(self, job: Job, previous: str | None) -> None:
+        """A state-change callback (``core.transitions``): a job that ended adds its duration to the histogram."""
+        if job.terminal:
+            self.job_ended(job.state, job_duration(job))
 
     @contextmanager
     def timing_store_write(self) -> Iterator[None]:

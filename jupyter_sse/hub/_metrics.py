@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from .._prometheus import BrokerCollector
 from ..core import Broker
+from ..core.transitions import watch_state_changes
 
 __all__ = ["add_metrics_route"]
 
@@ -20,6 +21,7 @@ def add_metrics_route(app: FastAPI, broker: Broker) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BrokerCollector(lambda: broker))
     ProcessCollector(registry=registry)
+    watch_state_changes(broker, [broker.metrics.observe_state_change])  # job durations
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

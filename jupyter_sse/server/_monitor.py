@@ -9,8 +9,8 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from .._prometheus import BrokerCollector
-from ..core import Broker, Job
-from ..core.notify import Notifier, NotifyRules, job_duration
+from ..core import Broker
+from ..core.notify import Notifier, NotifyRules
 from ..core.transitions import watch_state_changes
 from ._events import JobEventEmitter
 
@@ -64,7 +64,7 @@ class Monitor:
         self.log = ext.log
         self.notifier: Notifier | None = None
         self.sender: Any = None
-        callbacks: list[Any] = [self._record_end]
+        callbacks: list[Any] = [broker.metrics.observe_state_change]
         urls = [*ext.notify_urls, *os.environ.get("APPRISE_URLS", "").split()]
         config_paths = apprise_config_paths(ext.notify_config)
         self._start_notifications(ext, urls, config_paths)
@@ -104,10 +104,6 @@ class Monitor:
             if self.sender.has_default_targets
             else "only for jobs that name their own targets (no notify_urls, APPRISE_URLS or Apprise config file)",
         )
-
-    def _record_end(self, job: Job, previous: str | None) -> None:
-        if job.terminal:
-            self.broker.metrics.job_ended(job.state, job_duration(job))
 
     def close(self) -> None:
         self.broker.remove_listener(self._listener)
