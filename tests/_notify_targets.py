@@ -69,6 +69,7 @@ class HTTPSink:
 
     def __init__(self, hang: bool = False) -> None:
         self.bodies: list[dict[str, Any]] = []
+        self.paths: list[str] = []  # the request path of each body, in the same order
         self.requests = 0
         self.hang = hang
         self.release = threading.Event()
@@ -82,6 +83,7 @@ class HTTPSink:
                 if sink.hang:
                     sink.release.wait(60)  # bounded: stop() releases it
                     return
+                sink.paths.append(self.path)
                 sink.bodies.append(json.loads(body))
                 self.send_response(200)
                 self.send_header("Content-Length", "0")

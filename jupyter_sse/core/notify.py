@@ -224,6 +224,7 @@ class Notifier:
         self.link_base = link_base
         self._batches: dict[tuple[str, ...], _Batch] = {}
         self._warned_bad_choice = False
+        self.messages = 0  # composed and handed to the sender
 
     def targets_for(self, job: Job) -> tuple[str, ...] | None:
         """The targets a job that just ended notifies (``()``: the configured ones), or ``None``."""
@@ -282,6 +283,7 @@ class Notifier:
             return
         if batch.timer is not None:
             batch.timer.cancel()
+        self.messages += 1
         try:
             self._send(_compose(targets, batch))
         except Exception:  # a sender must not raise; if it does, the change that ended the job is not its victim
