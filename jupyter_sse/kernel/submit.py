@@ -191,9 +191,9 @@ def submit(
 ) -> SubmittedJob:
     """Run ``fn(*args, **kwargs)`` in a background daemon thread, as a job; return its handle at once.
 
-    ``name`` (default: ``fn``'s name) and ``total`` describe the job, ``notify`` (True, False or Apprise URLs) who is
-    told when it ends; a ``progress()`` inside ``fn`` reports as
-    its child. The cell that submits shows the job's live view; the kernel keeps running other cells.
+    ``name`` (default: ``fn``'s name) and ``total`` describe the job; ``notify`` (True, False or Apprise URLs) says
+    who is told when it ends. A ``progress()`` inside ``fn`` reports as its child. The cell that submits shows the
+    job's live view; the kernel keeps running other cells.
     """
     if not callable(fn):
         raise TypeError(f"submit() needs a callable, not {type(fn).__name__}")
