@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,7 +21,7 @@ from typing import Any
 from .metrics import BrokerMetrics
 from .notify import Message
 
-__all__ = ["AppriseSender", "RateLimitedLog"]
+__all__ = ["AppriseSender", "RateLimitedLog", "apprise_config_paths"]
 
 _log = logging.getLogger("jupyter_sse")
 
@@ -194,3 +196,18 @@ class AppriseSender:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         logging.getLogger("apprise").removeFilter(self._filter)
+
+
+def apprise_config_paths(configured: list[str] | None) -> list[str]:
+    """Apprise's config files: the ones configured; else ``APPRISE_CONFIG_PATH``; else Apprise's default paths
+    that exist (as the ``apprise`` command reads them)."""
+    if configured is not None:
+        return [os.path.expanduser(path) for path in configured]
+    from_env = os.environ.get("APPRISE_CONFIG_PATH", "").strip()
+    if from_env:
+        return [os.path.expanduser(path) for path in re.split(r"[\r\n;]+", from_env) if path]
+    try:
+        from apprise.cli import DEFAULT_CONFIG_PATHS
+    except ImportError:
+        return []
+    return [path for path in (os.path.expanduser(p) for p in DEFAULT_CONFIG_PATHS) if os.path.isfile(path)]

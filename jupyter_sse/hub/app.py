@@ -12,7 +12,7 @@ import contextlib
 import getpass
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Header, Path, Query, Request
@@ -39,6 +39,7 @@ from ..core import (
 from ._auth import TokenAuth
 from ._errors import install_error_handlers
 from ._metrics import add_metrics_route
+from ._notify import start_notifications
 from ._schema import CancelReply, JobList, errors, install_openapi, update_body
 
 __all__ = ["API_PREFIX", "create_app"]
@@ -109,6 +110,9 @@ def create_app(
     jobs_kept: int = 500,
     publisher_lease: float = 60.0,
     owner: str | None = None,
+    notify_urls: Sequence[str] | None = None,
+    notify_min_duration: float = 60.0,
+    notify_window: float = 30.0,
 ) -> FastAPI:
     """The hub as an ASGI app. ``token=None`` serves without auth (``run`` allows that on loopback only).
 
@@ -120,10 +124,15 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         task = asyncio.ensure_future(_expire_leases(broker, publisher_lease))
+        # notify_urls None: APPRISE_URLS and Apprise's config files, as the extension reads them
+        stop_notifying = start_notifications(
+            broker, notify_urls, min_duration=notify_min_duration, window=notify_window
+        )
         try:
             yield
         finally:
             broker.close()
+            stop_notifying()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

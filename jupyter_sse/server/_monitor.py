@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 from prometheus_client import REGISTRY
 
 from .._prometheus import BrokerCollector
 from ..core import Broker
+from ..core.apprise_sender import apprise_config_paths
 from ..core.notify import Notifier, NotifyRules
 from ..core.transitions import watch_state_changes
 from ._events import JobEventEmitter
 
-__all__ = ["Monitor", "apprise_config_paths"]
+__all__ = ["Monitor"]
 
 
 class _Exporter:
@@ -39,21 +39,6 @@ def _export(broker: Broker) -> None:
 def _unexport(broker: Broker) -> None:
     if _exporter is not None and broker in _exporter.brokers:
         _exporter.brokers.remove(broker)
-
-
-def apprise_config_paths(configured: list[str] | None) -> list[str]:
-    """Apprise's config files: the ones configured; else ``APPRISE_CONFIG_PATH``; else Apprise's default paths
-    that exist (as the ``apprise`` command reads them)."""
-    if configured is not None:
-        return [os.path.expanduser(path) for path in configured]
-    from_env = os.environ.get("APPRISE_CONFIG_PATH", "").strip()
-    if from_env:
-        return [os.path.expanduser(path) for path in re.split(r"[\r\n;]+", from_env) if path]
-    try:
-        from apprise.cli import DEFAULT_CONFIG_PATHS
-    except ImportError:
-        return []
-    return [path for path in (os.path.expanduser(p) for p in DEFAULT_CONFIG_PATHS) if os.path.isfile(path)]
 
 
 class Monitor:
