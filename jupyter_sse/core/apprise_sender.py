@@ -195,7 +195,9 @@ class AppriseSender:
                 break
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        logging.getLogger("apprise").removeFilter(self._filter)
+        if not any(thread.is_alive() for thread in self._threads):
+            # a worker still waiting on a target keeps its failures' log bounded when it gives up
+            logging.getLogger("apprise").removeFilter(self._filter)
 
 
 def apprise_config_paths(configured: list[str] | None) -> list[str]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import pytest
 
-from jupyter_sse.core.apprise_sender import AppriseSender, RateLimitedLog
+from jupyter_sse.core.apprise_sender import AppriseSender, RateLimitedLog, apprise_config_paths
 from jupyter_sse.core.metrics import BrokerMetrics
 from jupyter_sse.core.notify import Message
 from tests._notify_targets import HTTPSink, SMTPSink, _wait
@@ -69,14 +70,16 @@ def test_a_hanging_target_times_out_in_its_thread_and_is_counted(hanging_sink: H
 
 def test_a_full_queue_drops_and_counts(hanging_sink: HTTPSink) -> None:
     metrics = BrokerMetrics()
-    sender = AppriseSender([hanging_sink.url()], timeout=2, workers=1, queue_size=2, metrics=metrics)
+    sender = AppriseSender([hanging_sink.url()], timeout=0.5, workers=1, queue_size=2, metrics=metrics)
     try:
         for i in range(10):
             sender(_message(f"m{i}"))
         # one is with the worker (or about to be), two wait in the queue, the rest were dropped at once
         assert metrics.notifications_failed >= 7
     finally:
-        sender.close(timeout=0.1)
+        sender.close(timeout=10)  # the worker times out on each one left, within the bound
+    assert metrics.notifications_failed == 10
+    assert not any(thread.is_alive() for thread in sender._threads)
 
 
 def test_failures_are_logged_at_a_bounded_rate(caplog: pytest.LogCaptureFixture) -> None:
@@ -125,3 +128,29 @@ def test_a_bad_job_target_fails_that_message_only(http_sink: HTTPSink) -> None:
         _wait(lambda: metrics.notifications_failed == 1 and metrics.notifications_sent == 1, 5, "the counts")
     finally:
         sender.close()
+
+
+def test_targets_from_an_apprise_config_file(tmp_path: Path, http_sink: HTTPSink) -> None:
+    config = tmp_path / "apprise.yml"
+    config.write_text(f"urls:\n  - {http_sink.url('from-file')}\n")
+    sender = AppriseSender([], [str(config)], timeout=5)
+    try:
+        assert sender.has_default_targets
+        sender(_message("configured by file"))
+        (body,) = http_sink.wait_for(1)
+    finally:
+        sender.close()
+    assert body["title"] == "configured by file" and http_sink.paths == ["/from-file"]
+
+
+def test_config_paths_follow_apprise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mine = tmp_path / "mine.yml"
+    assert apprise_config_paths([str(mine)]) == [str(mine)]
+    monkeypatch.setenv("APPRISE_CONFIG_PATH", f"{tmp_path}/a.yml;{tmp_path}/b.conf")
+    assert apprise_config_paths(None) == [f"{tmp_path}/a.yml", f"{tmp_path}/b.conf"]
+    monkeypatch.delenv("APPRISE_CONFIG_PATH")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert apprise_config_paths(None) == []  # Apprise's default paths: none exists under this home
+    (tmp_path / ".config" / "apprise").mkdir(parents=True)
+    (tmp_path / ".config" / "apprise" / "apprise.yml").write_text("urls: []\n")
+    assert apprise_config_paths(None) == [f"{tmp_path}/.config/apprise/apprise.yml"]
