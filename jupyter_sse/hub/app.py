@@ -36,6 +36,7 @@ from ..core import (
     is_valid_job_id,
     parse_update_batch,
 )
+from ..core.notify import NotifyRules
 from ._auth import TokenAuth
 from ._errors import install_error_handlers
 from ._metrics import add_metrics_route
@@ -117,8 +118,11 @@ def create_app(
     """The hub as an ASGI app. ``token=None`` serves without auth (``run`` allows that on loopback only).
 
     ``app.state.broker`` is the broker; ``broker.close()`` ends every stream (``HubServer`` calls it as soon as
-    shutdown starts, so open streams never hold the server up).
+    shutdown starts, so open streams never hold the server up). ``notify_urls``: the Apprise URLs told when jobs
+    end, by the extension's rules (``None``: ``APPRISE_URLS`` and Apprise's config files); bad rules raise
+    ValueError here.
     """
+    NotifyRules(min_duration=notify_min_duration, window=notify_window)  # refuse bad rules now, not at startup
     broker = Broker(MemoryStore(), log_lines_kept=log_lines_kept, jobs_kept=jobs_kept, owner=owner or getpass.getuser())
 
     @contextlib.asynccontextmanager

@@ -36,3 +36,10 @@ def test_the_hub_notifies_its_targets_and_a_jobs_own(http_sink: HTTPSink, smtp_s
     assert mail.subject == "mine succeeded after 1.0 s"
     assert "jupyter_sse_notifications_sent_total 2.0" in metrics.splitlines()
     assert http_sink.paths == ["/hub"]
+
+
+def test_bad_rules_are_refused_when_the_app_is_made() -> None:
+    from jupyter_sse.hub import create_app
+
+    with pytest.raises(ValueError, match="window"):
+        create_app(TOKEN, notify_window=-1.0)

@@ -202,3 +202,21 @@ async def test_a_hanging_target_does_not_slow_a_1000_update_job(
     # socket use no CPU, so the job keeps its pace (bounds generous for a shared, noisy CI machine).
     assert max(stuck) < 1.0
     assert sum(stuck) < 3 * sum(baseline) + 2.0
+
+
+@pytest.mark.parametrize(
+    ("trait", "value", "reason"),
+    [
+        ("notify_states", ["running"], "notify states must be among"),
+        ("notify_window", -1.0, "notify_window must be a finite number"),
+        ("notify_min_duration", float("nan"), "notify_min_duration must be a finite number"),
+        ("notify_timeout", 0.0, "notify_timeout must be"),
+    ],
+)
+def test_bad_settings_are_refused_with_the_reason(trait: str, value: Any, reason: str) -> None:
+    from traitlets import TraitError
+
+    from jupyter_sse.server.app import SSEExtension
+
+    with pytest.raises((TraitError, ValueError), match=reason):
+        SSEExtension(**{trait: value})
