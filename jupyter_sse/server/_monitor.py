@@ -8,7 +8,7 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from .._prometheus import BrokerCollector
-from ..core import Broker
+from ..core import Broker, Job
 from ..core.apprise_sender import apprise_config_paths
 from ..core.notify import Notifier, NotifyRules
 from ..core.transitions import watch_state_changes
@@ -55,6 +55,8 @@ class Monitor:
         self._start_notifications(ext, urls, config_paths)
         if self.notifier is not None:
             callbacks.append(self.notifier.job_changed)
+        else:
+            callbacks.append(self._unheard)
         event_logger = getattr(ext.serverapp, "event_logger", None)
         if ext.emit_job_events and event_logger is not None:
             callbacks.append(JobEventEmitter(event_logger))
@@ -89,6 +91,18 @@ class Monitor:
             if self.sender.has_default_targets
             else "only for jobs that name their own targets (no notify_urls, APPRISE_URLS or Apprise config file)",
         )
+
+    def _unheard(self, job: Job, previous: str | None) -> None:
+        # A job asked to be told, and nothing here can tell anyone: say so once, where the operator looks.
+        if job.terminal and job.metadata.get("notify") not in (None, False) and not self._said_unheard:
+            self._said_unheard = True
+            self.log.warning(
+                "jupyter-sse: job %s asked for a notification, but notifications are off on this server "
+                "(install jupyter-sse[notify] and set notify_urls)",
+                job.id,
+            )
+
+    _said_unheard = False
 
     def close(self) -> None:
         self.broker.remove_listener(self._listener)
