@@ -25,7 +25,7 @@ def jp_server_config() -> dict[str, Any]:
     }
 
 
-async def test_a_bad_target_leaves_the_server_up_and_says_why(
+async def test_a_bad_target_leaves_the_server_up_and_a_job_asking_is_logged(
     sse_server: SSEServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO):
