@@ -142,6 +142,8 @@ class SQLiteStore(MemoryStore):
             entry.logs.extend(reversed(lines))
             self._persisted_log_seq[job_id] = lines[0][0] if lines else 0
             self._saved[job_id] = (job.state, job.cancel_requested)
+            if job.cancel_requested:
+                entry.cancel_asked_at = job.updated  # so that a job lost meanwhile still hears it if it comes back
             self._entries[job_id] = entry
 
     def _reserve(self, high: int) -> None:
