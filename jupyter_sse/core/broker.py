@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import json
 import math
+import operator
 import re
 import time
 from collections.abc import Callable, Container, Iterable
 from typing import Any
 
 from .errors import ProtocolError
-from .model import FINAL_STATES, Job, JobUpdate, UpdateBatch, check_job_id
+from .model import FINAL_STATES, TERMINAL_STATES, Job, JobUpdate, UpdateBatch, check_job_id
 from .sse import encode_event
 from .store import JobEntry, MemoryStore, Store, StoreUnavailable
 
@@ -46,26 +46,38 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+_JOB_FIELDS = tuple(Job.__dataclass_fields__)
+_job_fields = operator.attrgetter(*_JOB_FIELDS)  # one C call: this runs for every update
+_STATE_INDEX = _JOB_FIELDS.index("state")
+
+
 class _Saved:
     """What a change may alter in an entry, kept to put it back if the change cannot be stored."""
 
-    __slots__ = ("appended", "cancel_asked_at", "dropped", "event", "heard", "job", "last_dropped_seq", "seq")
+    __slots__ = ("appended", "cancel_asked_at", "dropped", "event", "fields", "heard", "last_dropped_seq", "seq")
 
     def __init__(self, entry: JobEntry) -> None:
-        self.job = copy.copy(entry.job)  # a change replaces fields, it never edits them in place
+        self.fields = _job_fields(entry.job)  # a change replaces fields, it never edits them in place
         self.seq = entry.seq
         self.last_dropped_seq = entry.last_dropped_seq
         self.heard = entry.heard
         self.cancel_asked_at = entry.cancel_asked_at
         self.event = entry.event
         self.appended = 0  # log lines added since
-        self.dropped: list[tuple[int, str]] = []  # log lines retention let go of since, oldest first
+        self.dropped: list[tuple[int, str]] | None = None  # log lines retention let go of since, oldest first
+
+    @property
+    def terminal(self) -> bool:
+        return self.fields[_STATE_INDEX] in TERMINAL_STATES
 
     def restore(self, entry: JobEntry) -> None:
-        entry.job = self.job
+        job = entry.job
+        for name, value in zip(_JOB_FIELDS, self.fields, strict=True):
+            setattr(job, name, value)
         for _ in range(self.appended):
             entry.logs.pop()
-        entry.logs.extendleft(reversed(self.dropped))
+        if self.dropped:
+            entry.logs.extendleft(reversed(self.dropped))
         entry.seq = self.seq
         entry.last_dropped_seq = self.last_dropped_seq
         entry.heard = self.heard
@@ -245,6 +257,8 @@ class Broker:
                     if len(entry.logs) == entry.logs.maxlen:
                         entry.last_dropped_seq = entry.logs[0][0]
                         if undo is not None:
+                            if undo.dropped is None:
+                                undo.dropped = []
                             undo.dropped.append(entry.logs[0])
                     entry.logs.append((seq, line))
                     if undo is not None:
@@ -274,7 +288,7 @@ class Broker:
                 self._finished_count -= entry.job.terminal
                 self.store.discard(job_id)
                 continue
-            self._finished_count += before.job.terminal - entry.job.terminal
+            self._finished_count += before.terminal - entry.job.terminal
             before.restore(entry)
             self.store.put(entry)
 
@@ -432,6 +446,7 @@ class Broker:
             raise ProtocolError(404, "not_found", f"no job {job_id!r}")
         if not entry.job.terminal:
             raise ProtocolError(409, "job_running", f"job {job_id!r} is {entry.job.state}; cancel it first")
+        self.store.sync(removing=(entry.job.id,))  # a 204 promises it stays gone: off the disk first
         self._remove(entry)
 
     def expire_leases(self, lease: float) -> list[str]:
@@ -453,7 +468,7 @@ class Broker:
     def _remove(self, entry: JobEntry) -> None:
         # The tombstone keeps the final snapshot: a subscriber that had not read it yet still gets the terminal
         # state before the removal (retention may remove a job in the same batch that finished it).
-        self.store.remove(entry.job.id, self.store.next_seq(), self._snapshot(entry))  # may refuse: no change
+        self.store.remove(entry.job.id, self.store.next_seq(), self._snapshot(entry))  # next_seq may refuse
         if entry.job.terminal:
             self._finished_count -= 1
         self._notify({entry.job.id: entry})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from .errors import ProtocolError
@@ -82,8 +82,8 @@ class Store(Protocol):
 
     def remove(self, job_id: str, seq: int, final: object = None) -> None:
         """Forget a job, leaving a tombstone at ``seq`` (with its ``final`` snapshot event) so subscribers that
-        are behind hear of it. A durable store writes the removal first: if it cannot, it raises
-        ``StoreUnavailable`` and the job is still there."""
+        are behind hear of it. A durable store writes the removal with its next ``sync``; a removal that must
+        be durable before an answer is passed to ``sync(removing=...)`` first."""
 
     def changed_since(self, seq: int) -> Iterator[JobEntry]:
         """Entries whose ``change_seq`` is greater than ``seq``, newest change first."""
@@ -100,9 +100,11 @@ class Store(Protocol):
     def flush(self) -> None:
         """Write pending changes to durable storage, if the store has any."""
 
-    def sync(self) -> None:
-        """Write now what an answer promises (creations, state changes, cancels, log lines), or raise
-        ``StoreUnavailable``; what could not be written stays pending. Progress alone may wait for ``flush``."""
+    def sync(self, *, removing: Iterable[str] = ()) -> None:
+        """Write now what an answer promises (creations, state changes, cancels, log lines, removals), or raise
+        ``StoreUnavailable``; what could not be written stays pending. Progress alone may wait for ``flush``.
+        ``removing``: jobs about to be removed, taken off durable storage in the same transaction, so that a
+        removal is stored before the job leaves memory."""
 
     def commit(self) -> None:
         """The end of one change: ``sync`` at best, never raising (what failed stays pending for the next
@@ -177,7 +179,7 @@ class MemoryStore:
     def flush(self) -> None:
         """Nothing to write: memory is all there is."""
 
-    def sync(self) -> None:
+    def sync(self, *, removing: Iterable[str] = ()) -> None:
         """Nothing to write."""
 
     def commit(self) -> None:

@@ -90,6 +90,7 @@ class SQLiteStore(MemoryStore):
         self._lock_fd = lock_fd
         self._dirty: set[str] = set()  # changed since written
         self._urgent: set[str] = set()  # changed in a way an answer promises: written by sync()
+        self._removed: set[str] = set()  # removed from memory, still in the file
         self._saved: dict[str, tuple[str, bool]] = {}  # (state, cancel_requested) as last written
         self._persisted_log_seq: dict[str, int] = {}
         self._log_lines_kept = log_lines_kept
@@ -170,12 +171,19 @@ class SQLiteStore(MemoryStore):
         return token
 
     def put(self, entry: JobEntry) -> None:
-        super().put(entry)
         job = entry.job
         job_id = job.id
+        entries = self._entries  # MemoryStore.put, inlined: this runs for every update
+        entries[job_id] = entry
+        entries.move_to_end(job_id)
         self._dirty.add(job_id)
-        if job_id not in self._urgent and (
-            self._saved.get(job_id) != (job.state, job.cancel_requested)
+        if job_id in self._urgent:
+            return
+        saved = self._saved.get(job_id)
+        if (
+            saved is None
+            or saved[0] != job.state
+            or saved[1] != job.cancel_requested
             or (entry.logs and entry.logs[-1][0] > self._persisted_log_seq.get(job_id, 0))
         ):
             self._urgent.add(job_id)
@@ -186,21 +194,21 @@ class SQLiteStore(MemoryStore):
         self._urgent.discard(job_id)
 
     def remove(self, job_id: str, seq: int, final: object = None) -> None:
-        if job_id in self._entries:
-            self._write((), job_id)  # first on disk: if that fails, the job is still there
         super().remove(job_id, seq, final)
         self._dirty.discard(job_id)
         self._urgent.discard(job_id)
-        self._saved.pop(job_id, None)
+        if self._saved.pop(job_id, None) is not None:
+            self._removed.add(job_id)  # with the next sync: retention's removals, many in one transaction
         self._persisted_log_seq.pop(job_id, None)
 
     @property
     def pending_writes(self) -> int:
-        return len(self._dirty)
+        return len(self._dirty) + len(self._removed)
 
-    def sync(self) -> None:
-        if self._urgent:
-            self._write(list(self._urgent))
+    def sync(self, *, removing: Iterable[str] = ()) -> None:
+        removing = [job_id for job_id in removing if job_id in self._saved]
+        if self._urgent or self._removed or removing:
+            self._write(list(self._urgent), [*self._removed, *removing])
 
     def commit(self) -> None:
         with contextlib.suppress(StoreUnavailable):
@@ -208,18 +216,18 @@ class SQLiteStore(MemoryStore):
 
     def flush(self) -> None:
         """Write everything that changed since it was last written, in one transaction."""
-        if self._dirty:
-            self._write(list(self._dirty))
+        if self._dirty or self._removed:
+            self._write(list(self._dirty), list(self._removed))
 
-    def _write(self, job_ids: Iterable[str], removed: str | None = None) -> None:
+    def _write(self, job_ids: Iterable[str], removed: list[str]) -> None:
         db = self._db
         written: list[tuple[str, tuple[str, bool], int | None]] = []
         try:
             db.execute("BEGIN")
             try:
-                if removed is not None:
-                    db.execute("DELETE FROM jobs WHERE id = ?", (removed,))
-                    db.execute("DELETE FROM logs WHERE job = ?", (removed,))
+                if removed:
+                    db.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id in removed])
+                    db.executemany("DELETE FROM logs WHERE job = ?", [(job_id,) for job_id in removed])
                 for job_id in job_ids:
                     entry = self._entries.get(job_id)
                     if entry is None:
@@ -246,6 +254,9 @@ class SQLiteStore(MemoryStore):
             raise self._failed(exc) from exc
         # Only now, after the commit: a failed write leaves everything pending, to be written again.
         self.fault = None
+        self._removed.difference_update(removed)
+        for job_id in removed:
+            self._saved.pop(job_id, None)
         for job_id, saved, log_seq in written:
             self._saved[job_id] = saved
             if log_seq is not None:
