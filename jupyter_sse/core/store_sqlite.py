@@ -177,8 +177,7 @@ class SQLiteStore(MemoryStore):
         entries[job_id] = entry
         entries.move_to_end(job_id)
         self._dirty.add(job_id)
-        if job_id in self._urgent:
-            return
+        # Exact, not sticky: a change undone (it could not be stored) leaves nothing urgent behind it.
         saved = self._saved.get(job_id)
         if (
             saved is None
@@ -187,6 +186,8 @@ class SQLiteStore(MemoryStore):
             or (entry.logs and entry.logs[-1][0] > self._persisted_log_seq.get(job_id, 0))
         ):
             self._urgent.add(job_id)
+        else:
+            self._urgent.discard(job_id)
 
     def discard(self, job_id: str) -> None:
         super().discard(job_id)

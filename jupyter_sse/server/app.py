@@ -17,6 +17,7 @@ from traitlets import Bool, Float, Int, Unicode, validate
 
 from .._version import __version__
 from ..core import Broker, MemoryStore
+from ..core.store import StoreUnavailable
 from ..core.store_sqlite import SQLiteStore, open_store
 from ._status import StatusHandler
 from .activity import ActivityTracker
@@ -170,6 +171,7 @@ class SSEExtension(ExtensionApp):
             self.broker, self.serverapp.web_app.settings, enabled=self.running_jobs_are_activity
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._flush_failing = False
         self._export_environment()
         # Under a test harness the loop already runs here; a real server starts it later (see below).
         with contextlib.suppress(RuntimeError):
@@ -232,12 +234,30 @@ class SSEExtension(ExtensionApp):
         if self.serverapp.event_logger is not None:
             self.serverapp.event_logger.add_listener(schema_id=KERNEL_ACTIONS, listener=watcher.on_kernel_action)
         self._tasks = [
-            asyncio.ensure_future(self._every(1.0, self.store.flush)),
+            asyncio.ensure_future(self._every(1.0, self._flush)),
             asyncio.ensure_future(self._every(min(5.0, max(0.5, self.publisher_lease / 4)), self._expire)),
             asyncio.ensure_future(watcher.run(self.kernel_check_interval)),
             # issue 8: a running job keeps the server's last_activity fresh (activity.py)
             asyncio.ensure_future(self._every(_ACTIVITY_PERIOD, self.activity.refresh)),
         ]
+
+    def _flush(self) -> None:
+        # Once per fault, not once a second: a full disk can last hours. Requests meanwhile answer 503.
+        failing = self._flush_failing
+        try:
+            self.store.flush()
+        except StoreUnavailable as exc:
+            if not failing:
+                self._flush_failing = True
+                self.log.error(
+                    "jupyter-sse: %s. Changes that need storing are refused (503) and kept by their publishers "
+                    "until it can be written again; free some space or fix the file.",
+                    exc.detail,
+                )
+            return
+        if failing:
+            self._flush_failing = False
+            self.log.warning("jupyter-sse: the job store can be written again")
 
     def _expire(self) -> None:
         self.broker.expire_leases(self.publisher_lease)

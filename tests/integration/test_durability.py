@@ -225,11 +225,24 @@ def test_a_full_disk_answers_503_changes_nothing_and_recovers_by_itself(tmp_path
             assert _api(server, "GET", "jobs/done").status_code == 200
             store = _api(server, "GET", "status").json()["store"]
             assert store["durable"] is False and "full" in store["write_error"]
+            # Progress alone is promised nothing before the answer: taken, and written once space is back. The
+            # failing flushes behind it are logged once, not every second.
+            assert _post(server, token, {"jobs": [{"id": "run", "n": 2}]}).status_code == 200
+            log = server.tmp / "server.log"
+
+            def flush_errors() -> int:
+                lines = log.read_text().splitlines()
+                return len([line for line in lines if line.startswith("[E") and "cannot be written" in line])
+
+            _wait(flush_errors, 10, "no error logged for the failing flush")
+            time.sleep(2.5)
+            assert flush_errors() == 1
             # Space comes back: the very same requests go through, with nothing restarted.
             filler.unlink()
             assert _post(server, token, ending).status_code == 200
             assert _api(server, "DELETE", "jobs/done").status_code == 204
             assert _api(server, "GET", "status").json()["store"]["durable"] is True
+            _wait(lambda: "can be written again" in log.read_text(), 10, "the recovery was not logged")
             assert server.proc is not None
             server.proc.kill()
             server.proc.wait()
