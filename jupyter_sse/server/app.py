@@ -294,6 +294,8 @@ class SSEExtension(ExtensionApp):
         return f"{scheme}://{host}:{app.port}{base_url}"
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        if getattr(self, "broker", None) is None:
+            return  # it did not start (logged): no URL for kernels, no tasks over nothing
         self._export_environment()  # the port is final now (port retries)
         self._start_tasks()
 
