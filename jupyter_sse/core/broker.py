@@ -232,6 +232,7 @@ class Broker:
             for update in batch.jobs:
                 if update.id in resent:
                     continue
+                seq = self.store.next_seq()  # before any change: it may fail (a durable store reserves ids)
                 entry = touched.get(update.id) or self.store.get(update.id)
                 if entry is None:
                     job = Job(id=update.id, created=now, updated=now, owner=self.owner)
@@ -240,15 +241,18 @@ class Broker:
                 elif update.id not in saved:
                     saved[update.id] = _Saved(entry)
                 self._apply_update(entry, update, now)
-                entry.seq = entry.change_seq = self.store.next_seq()
+                entry.seq = entry.change_seq = seq
                 entry.event = None
                 self.store.put(entry)
                 touched[update.id] = entry
             for logs in batch.logs:
-                if logs.job in resent or not logs.lines:
+                if logs.job in resent:
                     continue
                 entry = touched.get(logs.job) or self.store.get(logs.job)
                 assert entry is not None  # _check made sure
+                touched[logs.job] = entry
+                if not logs.lines:
+                    continue
                 if logs.job not in saved:
                     saved[logs.job] = _Saved(entry)
                 undo = saved[logs.job]
@@ -265,7 +269,6 @@ class Broker:
                         undo.appended += 1
                     entry.change_seq = seq
                 self.store.put(entry)  # moving an entry without a new seq would hide newer changes behind it
-                touched[logs.job] = entry
             self.store.sync()  # what the answer promises is stored before it goes out
         except StoreUnavailable:
             self._undo(saved)

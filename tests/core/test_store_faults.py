@@ -260,3 +260,29 @@ def test_orphans_are_jobs_of_kernels_not_running_here() -> None:
     assert sorted(broker.lose_orphans({"k1"}, "restart")) == ["k2", "script"]
     assert broker.get("k1").state == "running"
     assert broker.get("done").state == "succeeded"
+
+
+def test_a_batch_refused_because_no_id_can_be_reserved_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    store = SQLiteStore(path)
+    broker = Broker(store, jobs_kept=1)
+    _apply(broker, {"jobs": [{"id": "run", "n": 1}, {"id": "old", "state": "succeeded"}]})
+    before = _state(broker)
+    store._reserved = store.current_seq + 2  # the third id of the next batch needs a new reservation ...
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    other.execute("BEGIN IMMEDIATE")  # ... which another connection's write lock makes fail
+    store._db.execute("PRAGMA busy_timeout = 0")
+    batch = {
+        "jobs": [{"id": "new", "state": "failed"}, {"id": "run", "n": 5}],
+        "logs": [{"job": "run", "lines": ["a"]}],
+    }
+    try:
+        with pytest.raises(StoreUnavailable):
+            _apply(broker, batch)
+        assert _state(broker) == before
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    _apply(broker, batch)
+    # The same batch goes through once the lock is gone; retention (1 kept) forgets the older finished job.
+    assert sorted(job.id for job in broker.list_jobs()) == ["new", "run"]
