@@ -212,8 +212,11 @@ class SQLiteStore(MemoryStore):
             self._write(list(self._urgent), [*self._removed, *removing])
 
     def commit(self) -> None:
-        with contextlib.suppress(StoreUnavailable):
-            self.sync()
+        # Removals alone wait for the next sync or flush: retention removes jobs one at a time, and a transaction
+        # each would cost more than the request that caused them.
+        if self._urgent:
+            with contextlib.suppress(StoreUnavailable):
+                self.sync()
 
     def flush(self) -> None:
         """Write everything that changed since it was last written, in one transaction."""
