@@ -120,6 +120,13 @@ def _tmpfs(where: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(where)], check=False)
 
 
+def _fill(filler: Path) -> None:
+    with open(filler, "wb") as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+
+
 # ---- two servers of one user ----------------------------------------------------------------------------------
 
 
@@ -210,10 +217,7 @@ def test_a_full_disk_answers_503_changes_nothing_and_recovers_by_itself(tmp_path
             setup = {"jobs": [{"id": "run", "n": 1}, {"id": "done", "state": "succeeded"}]}
             assert _post(server, token, setup).status_code == 200
             filler = fs / "filler"
-            with open(filler, "wb") as f, contextlib.suppress(OSError):
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
+            _fill(filler)
             ending = {"jobs": [{"id": "run", "n": 7, "state": "failed"}], "logs": [{"job": "run", "lines": ["why"]}]}
             refused = _post(server, token, ending)
             assert refused.status_code == 503, refused.text
@@ -251,6 +255,16 @@ def test_a_full_disk_answers_503_changes_nothing_and_recovers_by_itself(tmp_path
             run = _api(server, "GET", "jobs/run").json()
             assert (run["state"], run["n"]) == ("failed", 7)
             assert _api(server, "GET", "jobs/done").status_code == 404
+            # Full again, with progress that cannot be written: SIGTERM still stops the server within 5 s.
+            assert _post(server, token, {"jobs": [{"id": "late", "n": 1}]}).status_code == 200
+            _fill(filler)
+            assert _post(server, token, {"jobs": [{"id": "late", "n": 2}]}).status_code == 200
+            assert _sigterm_seconds(server) < 5
+            assert "the last changes could not be written" in log.read_text()
+            filler.unlink()
+            server.start()
+            late = _api(server, "GET", "jobs/late").json()
+            assert (late["state"], late["n"]) == ("lost", 1)  # its creation was stored; its progress could not be
         finally:
             server.stop()
 
