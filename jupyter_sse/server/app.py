@@ -117,6 +117,8 @@ class SSEExtension(ExtensionApp):
             raise ValueError("jobs_kept must be at least 0")
         return int(proposal["value"])
 
+    _ready = False  # initialize_settings went through: the API is served
+
     def _default_owner(self) -> str:
         return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
 
@@ -177,6 +179,7 @@ class SSEExtension(ExtensionApp):
         with contextlib.suppress(RuntimeError):
             asyncio.get_running_loop()
             self._start_tasks()
+        self._ready = True
 
     def _make_store(self) -> MemoryStore:
         self._store_problem: str | None = None
@@ -294,7 +297,7 @@ class SSEExtension(ExtensionApp):
         return f"{scheme}://{host}:{app.port}{base_url}"
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
-        if getattr(self, "broker", None) is None:
+        if not self._ready:
             return  # it did not start (logged): no URL for kernels, no tasks over nothing
         self._export_environment()  # the port is final now (port retries)
         self._start_tasks()
