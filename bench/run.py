@@ -317,7 +317,8 @@ def markdown(r: dict[str, Any]) -> str:
             tgt = "20,000+/s" if x["batch"] > 1 else "(unbatched, for contrast)"
             ok = x["updates_per_s"] >= 20000 if x["batch"] > 1 else None
             lines.append(
-                f"| {x['batch']} | {x['updates_per_s']:,.0f} | {x['posts_per_s']:,.0f} | "
+                f"| {x['batch']}{' (new jobs that end, with a log line)' if x.get('kind') == 'durable' else ''} | "
+                f"{x['updates_per_s']:,.0f} | {x['posts_per_s']:,.0f} | "
                 f"{x['server_cpu_pct']:.0f} | {x.get('updates_per_server_cpu_s', 0):,.0f} | {tgt} | {verdict(ok)} |"
             )
         lines.append("")
