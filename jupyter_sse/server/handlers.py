@@ -317,6 +317,7 @@ class EventsHandler(_Handler):
                     # read never sits whole in this process, only the piece the kernel has not taken yet.
                     for piece in _pieces(events, SEND_PIECE_BYTES):
                         self.write(piece)
+                        del piece  # tornado keeps its own chunked copy until sent; ours would double it meanwhile
                         await self._send(config["send_timeout"])
                         # Let the loop run between pieces even when the socket took each at once: every write
                         # leaves a resolved future and its callbacks queued on the loop, and thousands of them
