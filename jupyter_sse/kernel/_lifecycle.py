@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -191,3 +192,8 @@ def _post_run_cell(result: Any) -> None:
                     end_job(job, state, error=cell_error)
     except Exception:
         _log.debug("jupyter-sse: post_run_cell failed", exc_info=True)
+
+
+# child processes started before the first job (a cluster made in an early cell) inherit the kernel id too
+with contextlib.suppress(Exception):
+    context.export_kernel_id()

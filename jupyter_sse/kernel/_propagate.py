@@ -29,7 +29,7 @@ __all__ = ["install"]
 _ATTR = "_jupyter_sse"  # on a multiprocessing process object: what its child needs to know
 _done: set[str] = set()  # the wrapped places
 _install_lock = threading.Lock()
-_WANTED = ("threading", "futures.thread", "futures.process", "mp.process", "mp.pool", "loky")
+_WANTED = ("threading", "futures.thread", "futures.process", "mp.process", "mp.pool", "loky", "distributed")
 
 
 def install() -> None:
@@ -53,6 +53,9 @@ def install() -> None:
             loky = modules.get("joblib.externals.loky.process_executor")
             if "loky" not in _done and loky is not None:
                 _wrap_submit("loky", loky.ProcessPoolExecutor, local=False)
+            distributed = modules.get("distributed.client")
+            if "distributed" not in _done and distributed is not None:
+                _wrap_distributed(distributed.Client)
     except Exception:  # never break the user's job over this
         pass
 
@@ -92,6 +95,16 @@ class _Carry:
 
     def __setstate__(self, state: tuple[Any, str | None, str | None]) -> None:
         self.fn, self.parent, self.kernel_id = state
+
+    @property
+    def __name__(self) -> str:
+        # what Dask names the task after (its key): the user's function, not this wrapper
+        return str(getattr(self.fn, "__name__", type(self.fn).__name__))
+
+    def __dask_tokenize__(self) -> tuple[str, str | None]:
+        from dask.base import tokenize
+
+        return (tokenize(self.fn), self.parent)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.kernel_id is not None and context.kernel_id() != self.kernel_id:
@@ -171,6 +184,28 @@ def _wrap_submit(key: str, cls: Any, *, local: bool) -> None:
     submit.__wrapped__ = original  # type: ignore[attr-defined]
     cls.submit = submit
     _done.add(key)
+
+
+def _wrap_distributed(client_cls: Any) -> None:
+    # only ``Client.submit`` and ``Client.map``: a graph (``dask.compute`` on a cluster) runs tasks whose
+    # functions are not handed over one by one, so its tasks arrive without a parent
+    def wrap(name: str) -> None:
+        original = getattr(client_cls, name)
+
+        def method(self: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                if context.current_job() is not None and callable(func):
+                    func = _carry(func)
+            except Exception:
+                pass
+            return original(self, func, *args, **kwargs)
+
+        method.__wrapped__ = original  # type: ignore[attr-defined]
+        setattr(client_cls, name, method)
+
+    wrap("submit")
+    wrap("map")
+    _done.add("distributed")
 
 
 def _wrap_pool(pool_module: Any) -> None:
