@@ -82,6 +82,8 @@ def end_job(
             job.message = message
         job.stopping = False
         job.end = time.monotonic()
+        # an ended job points at a running one: a chain of ended jobs (bars closed out of order) is never kept
+        job.outer = context.live(job.outer)
     if job.pid != os.getpid():
         return True
     try:

@@ -27,6 +27,7 @@ __all__ = [
     "ipython_shell",
     "is_kernel_shell",
     "kernel_id",
+    "live",
     "notebook_path",
     "on_post_run_cell",
     "pop_job",
@@ -158,14 +159,22 @@ _current: ContextVar[Any] = ContextVar("jupyter_sse_current_job", default=_UNSET
 THREAD_PARENT = "_jupyter_sse_parent"  # set on a Thread by _propagate when it starts under a job
 
 
+def live(job: Any) -> Any:
+    """``job``, or its nearest enclosing job that is still running (None if none is)."""
+    while job is not None and job.ended:
+        job = job.outer
+    return job
+
+
 def current_job() -> Any:
     """The innermost running job where this code runs (a ``JobState`` or ``RemoteParent``), or None."""
     job = _current.get()
     if job is _UNSET_JOB:
         # a thread the context did not follow into: the job that was current where it was started
-        job = getattr(threading.current_thread(), THREAD_PARENT, None)
-    while job is not None and job.ended:
-        job = job.outer
+        return live(getattr(threading.current_thread(), THREAD_PARENT, None))
+    if job is not None and job.ended:
+        job = live(job)
+        _current.set(job)  # the same answer, without holding on to the ended job
     return job
 
 
@@ -207,10 +216,7 @@ def pop_job(handle: Any, job: Any) -> None:
     if handle is None:
         return
     if _current.get() is job:
-        outer = job.outer
-        while outer is not None and outer.ended:
-            outer = outer.outer
-        _current.set(outer)
+        _current.set(live(job.outer))
 
 
 # -- IPython's post_run_cell: where a loop left by an exception learns which exception it was ----------------

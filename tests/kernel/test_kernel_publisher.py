@@ -259,3 +259,174 @@ def test_an_unchanged_running_job_is_resent_as_a_lease(server: tuple[Recorder, s
     finally:
         pub.close()
         publisher_mod.configure(None)
+
+
+# -- the publisher's decisions, through an injected transport: no sockets, no sleeps ----------------------------
+
+
+class ScriptedTransport:
+    """Records each request; answers from ``replies`` in order (the last one repeats); an exception raises."""
+
+    def __init__(self, *replies: tuple[int, bytes] | Exception) -> None:
+        self.replies: list[tuple[int, bytes] | Exception] = list(replies) or [(200, b'{"cancel": []}')]
+        self.requests: list[tuple[str, dict[str, Any], dict[str, str]]] = []
+        self.closed = 0
+
+    def post(self, path: str, body: bytes, headers: Any) -> tuple[int, bytes]:
+        self.requests.append((path, json.loads(body), dict(headers)))
+        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def close(self) -> None:
+        self.closed += 1
+
+    def jobs(self, i: int = -1) -> list[dict[str, Any]]:
+        return list(self.requests[i][1]["jobs"])
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def stepped(transport: ScriptedTransport, **options: Any) -> tuple[publisher_mod.Publisher, Clock]:
+    clock = Clock()
+    server = ServerInfo.from_url("http://127.0.0.1:9/base/", "tok")
+    pub = publisher_mod.Publisher(server, transport=transport, clock=clock, threaded=False, **options)
+    return pub, clock
+
+
+def running(pub: publisher_mod.Publisher, name: str = "j", total: float | None = 10) -> JobState:
+    state = JobState(name, total)
+    state.state = "running"
+    pub.add(state)
+    return state
+
+
+def test_one_request_carries_every_changed_job_then_only_what_changed() -> None:
+    transport = ScriptedTransport()
+    pub, clock = stepped(transport)
+    a, b, c = (running(pub, name) for name in "abc")
+    pub.tick()
+    assert len(transport.requests) == 1
+    path, body, headers = transport.requests[0]
+    assert path == "/base/jupyter-sse/api/updates"
+    assert headers["Authorization"] == "Bearer tok"
+    assert [u["id"] for u in body["jobs"]] == [a.id, b.id, c.id]
+    assert body["jobs"][0]["name"] == "a" and body["jobs"][0]["total"] == 10
+    pub.tick()
+    assert len(transport.requests) == 1  # nothing changed: nothing sent
+    b.count = 4
+    clock.now += 0.1
+    pub.tick()
+    (update,) = transport.jobs()
+    assert update["id"] == b.id and update["n"] == 4
+    assert set(update) == {"id", "n", "elapsed", "rate"}
+
+
+def test_more_jobs_than_one_request_may_carry_go_in_several() -> None:
+    transport = ScriptedTransport()
+    pub, _ = stepped(transport)
+    for i in range(publisher_mod.MAX_JOBS_PER_REQUEST + 5):
+        running(pub, f"j{i}")
+    pub.tick()
+    assert len(transport.jobs()) == publisher_mod.MAX_JOBS_PER_REQUEST
+    assert pub._wake  # asked to go again at once
+    pub.tick()
+    assert len(transport.jobs()) == 5
+
+
+def test_failures_back_off_exponentially_then_resend_the_latest_state() -> None:
+    transport = ScriptedTransport((500, b""), (503, b""), ConnectionRefusedError("refused"), (200, b"{}"))
+    pub, clock = stepped(transport)
+    j = running(pub)
+    delays = []
+    for _ in range(3):
+        pub.tick()
+        sent = len(transport.requests)
+        delay = pub._next_send - clock.now
+        delays.append(delay)
+        pub.tick()  # before the backoff delay: no request
+        assert len(transport.requests) == sent
+        clock.now += delay + 0.001
+    assert delays[0] < delays[1] < delays[2] <= pub.max_backoff
+    assert pub.stats.failed == 3 and pub.stats.last_error == "ConnectionRefusedError: refused"
+    j.count = 7
+    pub.tick()
+    assert pub.stats.succeeded == 1
+    assert transport.jobs()[0]["n"] == 7  # the latest state, not a queue of the failed ones
+    assert pub._next_send == 0.0
+
+
+def test_a_rejected_batch_is_dropped_and_a_retryable_status_is_not() -> None:
+    transport = ScriptedTransport((429, b""), (400, b'{"error": "invalid_update"}'), (200, b"{}"))
+    pub, clock = stepped(transport)
+    j = running(pub)
+    pub.tick()
+    assert pub.stats.failed == 1  # 429: retried
+    clock.now = pub._next_send
+    pub.tick()
+    assert pub.stats.rejected == 1  # 400: dropped, never retried
+    clock.now += 1
+    pub.tick()
+    assert len(transport.requests) == 2
+    j.count = 1
+    pub.tick()  # a later change is sent as usual
+    assert len(transport.requests) == 3
+
+
+def test_a_running_job_that_does_not_change_is_resent_each_lease() -> None:
+    transport = ScriptedTransport()
+    pub, clock = stepped(transport, lease=10.0)
+    j = running(pub)
+    pub.tick()
+    clock.now += 9.9
+    pub.tick()
+    assert len(transport.requests) == 1
+    clock.now += 0.2
+    pub.tick()
+    (lease,) = transport.jobs()
+    assert lease["id"] == j.id and set(lease) == {"id", "elapsed", "rate"}
+
+
+def test_the_final_state_is_sent_then_the_job_is_forgotten() -> None:
+    transport = ScriptedTransport((500, b""), (200, b"{}"))
+    pub, clock = stepped(transport)
+    j = running(pub)
+    j.count = 10
+    j.state = "succeeded"
+    pub.tick()
+    assert pub.get(j.id) is j  # not acknowledged: kept, to retry
+    clock.now = pub._next_send
+    pub.tick()
+    assert transport.jobs()[0]["state"] == "succeeded"
+    assert pub.get(j.id) is None
+
+
+def test_the_reply_asks_for_cancellation() -> None:
+    pub, _ = stepped(ScriptedTransport((200, b"")))
+    j = running(pub)
+    pub.transport = ScriptedTransport((200, json.dumps({"cancel": [j.id, "unknown"]}).encode()))
+    pub.tick()
+    assert j.cancel_requested
+
+
+def test_an_ending_loop_waits_for_its_final_state_through_the_transport() -> None:
+    transport = ScriptedTransport()
+    pub = publisher_mod.configure("http://127.0.0.1:9/", None, transport=transport, interval=0.02)
+    try:
+        p = quiet(range(20), desc="flushed")
+        for _ in p:
+            pass
+        # the loop's end waited: the final state went out before the loop returned
+        final = [u for _, body, _ in transport.requests for u in body["jobs"] if u["id"] == p.job_id]
+        assert final[-1]["state"] == "succeeded" and final[-1]["n"] == 20
+    finally:
+        pub.close()
+        publisher_mod.configure(None)
+    assert transport.closed >= 1
