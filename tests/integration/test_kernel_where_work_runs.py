@@ -112,6 +112,26 @@ MECHANISMS: dict[str, str] = {
     "dask-distributed": f"""
         assert client.gather(client.map(work, range({N}), [P] * {N})) == list(range({N}))
     """,
+    "os-fork": f"""
+        pids = []
+        for i in range({N}):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    work(i, P)
+                finally:
+                    os._exit(0)
+            pids.append(pid)
+        assert [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids] == [0] * {N}
+    """,
+    # another interpreter: it inherits the environment (the kernel id), not the parent job
+    "subprocess": f"""
+        procs = [
+            subprocess.Popen([sys.executable, "-c", f"from sse_children import work; work({{i}}, {{P!r}})"])
+            for i in range({N})
+        ]
+        assert [p.wait(60) for p in procs] == [0] * {N}
+    """,
     # a graph on the cluster: its tasks are not handed over one by one, so no parent (the README says so)
     "dask-distributed-compute": f"""
         assert list(dask.compute(*[dask.delayed(work)(i, P) for i in range({N})])) == list(range({N}))
@@ -126,10 +146,10 @@ SETUP = {"dask-distributed": CLUSTER, "dask-distributed-compute": CLUSTER}
 TEARDOWN = dict.fromkeys(SETUP, "client.close(); cluster.close()")
 # where the parent job cannot be carried (the README's table says so): the children still arrive, with the
 # kernel id, and no parent
-PARENT_NOT_CARRIED = {"dask-distributed-compute"}
+PARENT_NOT_CARRIED = {"dask-distributed-compute", "subprocess"}
 
 PRELUDE = """
-import asyncio, os, sys, threading
+import asyncio, os, subprocess, sys, threading
 import multiprocessing as mp
 from concurrent.futures import ThreadPoolExecutor, ProcessPoolExecutor
 sys.path.insert(0, {path!r})
