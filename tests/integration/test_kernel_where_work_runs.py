@@ -132,7 +132,7 @@ MECHANISMS: dict[str, str] = {
         ]
         assert [p.wait(60) for p in procs] == [0] * {N}
     """,
-    # a graph on the cluster: its tasks are not handed over one by one, so no parent (the README says so)
+    # a graph on the cluster: the parent rides as a task annotation
     "dask-distributed-compute": f"""
         assert list(dask.compute(*[dask.delayed(work)(i, P) for i in range({N})])) == list(range({N}))
     """,
@@ -146,7 +146,7 @@ SETUP = {"dask-distributed": CLUSTER, "dask-distributed-compute": CLUSTER}
 TEARDOWN = dict.fromkeys(SETUP, "client.close(); cluster.close()")
 # where the parent job cannot be carried (the README's table says so): the children still arrive, with the
 # kernel id, and no parent
-PARENT_NOT_CARRIED = {"dask-distributed-compute", "subprocess"}
+PARENT_NOT_CARRIED = {"subprocess"}
 
 PRELUDE = """
 import asyncio, os, subprocess, sys, threading
