@@ -255,12 +255,13 @@ def _wrap_distributed(client_cls: Any) -> None:
 
 
 def _distributed_task_parent() -> Any:
-    """In a Dask worker: the parent the running task carries as an annotation, or None."""
+    """In a Dask worker: the parent the running task carries as an annotation (None if it carries none), or
+    ``NOT_A_TASK`` outside a task's thread."""
     try:
         worker_module = sys.modules["distributed.worker"]
         key = getattr(worker_module.thread_state, "key", None)
         if key is None:  # not a task's thread
-            return None
+            return context.NOT_A_TASK
         task = worker_module.get_worker().state.tasks.get(key)
         carried = (task.annotations or {}).get(_ANNOTATION) if task is not None else None
         if not carried:
@@ -270,7 +271,7 @@ def _distributed_task_parent() -> Any:
             context.set_kernel_id(kernel_id)
         return context.RemoteParent(parent) if parent else None
     except Exception:
-        return None
+        return context.NOT_A_TASK
 
 
 def _wrap_pool(pool_module: Any) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 __all__ = [
     "KERNEL_ID_ENV",
+    "NOT_A_TASK",
     "THREAD_PARENT",
     "RemoteParent",
     "cell_id",
@@ -168,8 +169,9 @@ def live(job: Any) -> Any:
 
 
 # set by _propagate in a process that runs tasks a scheduler hands over with their parent attached (a Dask
-# worker): returns that parent for the task running in this thread, or None
+# worker): returns the parent of the task running in this thread (None: it has none), or NOT_A_TASK
 task_parent: Callable[[], Any] | None = None
+NOT_A_TASK: Any = object()
 
 
 def current_job() -> Any:
@@ -182,8 +184,11 @@ def current_job() -> Any:
         job = live(job)
         _current.set(job)  # the same answer, without holding on to the ended job
     if task_parent is not None and (job is None or type(job) is RemoteParent):
-        # a job of this process is more specific; a task's own parent more than the process's
-        return task_parent() or job
+        # a job of this process is more specific; a task's own parent (or its having none) more than the
+        # parent of the work the process was started for (a worker outlives that work)
+        found = task_parent()
+        if found is not NOT_A_TASK:
+            return found
     return job
 
 
