@@ -186,6 +186,18 @@ def markdown(r: dict[str, Any]) -> str:
                 f"{fmt(extra_ms, '.1f')} | "
                 f"{target} | {verdict(ok)} |"
             )
+        if all("sse_tqdm_ns" in row for row in ov["kinds"].values()):
+            lines += [
+                "",
+                "jupyter_sse.tqdm (the tqdm subclass) against tqdm.std.tqdm, in the same rounds (target ≤ 1.1x):",
+                "",
+                "| iterable | tqdm.std.tqdm ns/it | jupyter_sse.tqdm ns/it | jupyter_sse.tqdm / tqdm | |",
+                "|---|---|---|---|---|",
+            ]
+            for kind, row in ov["kinds"].items():
+                ratio = row["sse_tqdm_vs_tqdm"]
+                ok = verdict(ratio <= 1.1)
+                lines.append(f"| {kind} | {row['tqdm_ns']:.1f} | {row['sse_tqdm_ns']:.1f} | {ratio:.2f}x | {ok} |")
         lines.append("")
     kt = r.get("kernel")
     if isinstance(kt, dict) and "progress" in kt:

@@ -35,8 +35,7 @@ from operator import length_hint
 from types import FrameType, GeneratorType
 from typing import Any, Generic, TypeVar
 
-from ._control import finish
-from ._errors import JobCancelled
+from ._control import finish, step
 from ._lifecycle import end_early, end_job, left_by_exception
 from ._state import TERMINAL, JobState
 
@@ -107,9 +106,7 @@ class _Finish:
 
     def __iter__(self) -> Iterator[Any]:
         job = self.job
-        if job.cancel_requested:
-            end_job(job, "cancelled")
-            raise JobCancelled(job.id)
+        step(job)  # a cancel asked for during the last item ends the job cancelled, not succeeded
         end_job(job, "succeeded", exhausted=True)
         return iter(())
 
@@ -181,9 +178,7 @@ class _AsyncSteps(Generic[T]):
             self._inside = False
             if job.state not in TERMINAL:
                 job.count += 1
-        if job.cancel_requested:
-            end_job(job, "cancelled")
-            raise JobCancelled(job.id)
+        step(job)
         try:
             item = await self._it.__anext__()
         except StopAsyncIteration:

@@ -29,12 +29,25 @@ __all__ = ["install"]
 _ATTR = "_jupyter_sse"  # on a multiprocessing process object: what its child needs to know
 _done: set[str] = set()  # the wrapped places
 _install_lock = threading.Lock()
-_WANTED = ("threading", "futures.thread", "futures.process", "mp.process", "mp.pool", "loky", "distributed")
+
+
+# the module that, once imported, makes each hand-over point wrappable
+_MODULES = {
+    "futures.thread": "concurrent.futures.thread",
+    "futures.process": "concurrent.futures.process",
+    "mp.process": "multiprocessing.process",
+    "mp.pool": "multiprocessing.pool",
+    "loky": "joblib.externals.loky.process_executor",
+    "distributed": "distributed.client",
+}
 
 
 def install() -> None:
-    """Wrap every hand-over point whose module is loaded now; once each. Never raises."""
-    if len(_done) == len(_WANTED):
+    """Wrap every hand-over point whose module is loaded now; once each. Never raises.
+
+    Called at every job start: when nothing new was imported it costs a few dictionary lookups, no lock.
+    """
+    if "threading" in _done and not any(key not in _done and module in sys.modules for key, module in _MODULES.items()):
         return
     try:
         with _install_lock:

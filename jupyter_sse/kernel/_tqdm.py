@@ -52,7 +52,8 @@ class _BarState(JobState):
         if bar is None:
             return self.count
         try:
-            return float(bar.n)
+            n: float = bar.n  # int stays int: "3/3", as tqdm prints it
+            return n
         except Exception:  # a bar being torn down
             return self.count
 
@@ -75,6 +76,13 @@ class tqdm(tqdm_asyncio):  # type: ignore[misc]  # tqdm ships no types; the name
     """
 
     _job: _BarState | None = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if "_lock" not in cls.__dict__:
+            # its own reference to tqdm's shared write lock: code that deletes the class's lock and has it made
+            # again (tqdm.contrib.concurrent's ensure_lock, tqdm's own tests) then works on this class as on tqdm
+            cls.set_lock(cls.get_lock())
+        return super().__new__(cls, *args, **kwargs)
 
     def __init__(
         self,

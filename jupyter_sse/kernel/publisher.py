@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import _fork  # noqa: F401  # registers the at-fork reset of this module too
 from ._state import CORE_FIELDS, END_LOCK, TERMINAL, JobState
 from ._transport import HTTPTransport, Transport
 from .discovery import ServerInfo, discover, flush_timeout

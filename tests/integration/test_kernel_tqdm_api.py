@@ -15,6 +15,7 @@ from tests.conftest import SSEServer
 from tests.integration.conftest import KernelSession, errors
 
 pytestmark = pytest.mark.timeout(120)
+JOB_MIME = "application/vnd.jupyter-sse.job+json"
 
 
 async def _jobs(server: SSEServer) -> dict[str, dict[str, Any]]:
@@ -55,6 +56,9 @@ async def test_pandas_progress_apply_that_raises_ends_failed_at_its_row(
     assert (job["state"], job["n"], job["total"]) == ("failed", 120, 200)
     assert job["error"] == {"type": "ValueError", "message": "bad row 120"}
     assert job["kernel_id"] == kernel.kernel_id
+    # shown in the cell as progress() shows a job: its MIME bundle, naming the job
+    shown = [m["content"]["data"] for m in messages if m["msg_type"] == "display_data"]
+    assert [d[JOB_MIME]["job_id"] for d in shown if JOB_MIME in d] == [job["id"]]
 
 
 async def test_thread_map_twice_and_logging_redirect(sse_server: SSEServer, kernel: KernelSession) -> None:
