@@ -63,3 +63,20 @@ def stderr_text(messages: list[dict[str, Any]]) -> str:
     return "".join(
         m["content"]["text"] for m in messages if m["msg_type"] == "stream" and m["content"]["name"] == "stderr"
     )
+
+
+async def until_idle(kernel: Any, msg_id: str, timeout: float = 60) -> list[dict[str, Any]]:
+    """The iopub messages of a request sent with ``kernel.start``, once the kernel is idle again."""
+    messages = []
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = await kernel.client.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        messages.append(msg)
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return messages
+
+
+def error_names(messages: list[dict[str, Any]]) -> list[str]:
+    return [m["content"]["ename"] for m in messages if m["msg_type"] == "error"]

@@ -5,7 +5,6 @@ our bar and never tqdm's widget, a cancel stops the loop, and ``%unload_ext`` pu
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
 
@@ -19,6 +18,7 @@ from tests.integration._capture import (
     job_displays,
     jobs_by_name,
     settled,
+    until_idle,
 )
 from tests.integration.conftest import KernelSession, errors
 
@@ -106,7 +106,7 @@ async def test_cancel_stops_a_captured_loop_and_unload_puts_tqdm_back(
     await _load(kernel)
     msg_id = kernel.start("for i in auto_tqdm(range(10**9), desc='long'):\n    time.sleep(0.01)")
     await cancel_when_running(sse_server, "long")
-    messages = await _until_idle(kernel, msg_id)
+    messages = await until_idle(kernel, msg_id)
     assert [e.split(":")[0] for e in errors(messages)] == ["JobCancelled"]
     job = (await settled(sse_server, ["long"]))["long"]
     assert job["state"] == "cancelled" and job["n"] >= 1
@@ -121,14 +121,3 @@ async def test_cancel_stops_a_captured_loop_and_unload_puts_tqdm_back(
     assert any(WIDGET_MIME in d for d in displays(messages)), "tqdm.notebook draws its widget again"
     assert not any(JOB_MIME in d for d in displays(messages))
     assert "after unload" not in await jobs_by_name(sse_server)
-
-
-async def _until_idle(kernel: KernelSession, msg_id: str) -> list[dict[str, Any]]:
-    messages = []
-    while True:
-        msg = await kernel.client.get_iopub_msg(timeout=60)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        messages.append(msg)
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            return messages
