@@ -1,0 +1,130 @@
+"""``%load_ext jupyter_sse`` with the training libraries, for real, in a kernel started by a real server: a tiny
+model built from a config (no weights or data sets are downloaded), trained for two epochs by transformers'
+``Trainer``; a ``datasets`` map in two worker processes. Each run's jobs, their nesting and final states are
+asserted on the server, the cell shows our bars and not the library's HTML, and a cancel stops the training
+cleanly through the library's own stop mechanism."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from jupyter_sse.client import AsyncClient
+from tests.conftest import SSEServer
+from tests.integration._capture import (
+    cancel_when_running,
+    error_names,
+    foreign_displays,
+    job_displays,
+    settled,
+    until_idle,
+)
+from tests.integration.conftest import KernelSession, errors
+
+pytestmark = pytest.mark.timeout(240)
+
+OFFLINE = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "KERAS_BACKEND": "torch",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # before the server starts: its kernels inherit the environment
+    for name, value in OFFLINE.items():
+        monkeypatch.setenv(name, value)
+    yield
+
+
+TINY_BERT = """
+%load_ext jupyter_sse
+import os, tempfile, warnings
+warnings.filterwarnings('ignore')
+import torch
+from datasets import Dataset
+from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+torch.manual_seed(0)
+config = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=16, max_position_embeddings=16, num_labels=2)
+model = BertForSequenceClassification(config)
+def rows(n):
+    g = torch.Generator().manual_seed(n)
+    return Dataset.from_dict({'input_ids': torch.randint(0, 50, (n, 8), generator=g).tolist(),
+                              'labels': torch.randint(0, 2, (n,), generator=g).tolist()})
+"""
+
+
+def _trainer(rows: int, epochs: int, batch: int) -> str:
+    return (
+        f"args = TrainingArguments(output_dir=tempfile.mkdtemp(), num_train_epochs={epochs}, "
+        f"per_device_train_batch_size={batch}, per_device_eval_batch_size=4, eval_strategy='epoch', "
+        "logging_steps=1, report_to=[], save_strategy='no', use_cpu=True)\n"
+        f"trainer = Trainer(model=model, args=args, train_dataset=rows({rows}), eval_dataset=rows(8))\n"
+    )
+
+
+async def _all_jobs(server: SSEServer) -> list[dict[str, Any]]:
+    async with AsyncClient(server.url, server.token) as client:
+        return list(await client.list())
+
+
+async def test_trainer_two_epochs_is_a_job_with_nested_evaluations(
+    sse_server: SSEServer, kernel: KernelSession
+) -> None:
+    assert errors(await kernel.execute(TINY_BERT, timeout=120)) == []
+    messages = await kernel.execute(_trainer(16, 2, 4) + "result = trainer.train()\n", timeout=120)
+    assert errors(messages) == []
+    jobs = await settled(sse_server, ["Trainer.train"])
+    train = jobs["Trainer.train"]
+    assert (train["state"], train["n"], train["total"], train["unit"]) == ("succeeded", 8, 8, "steps"), train
+    assert train["message"].startswith("epoch 2/2"), train["message"]
+    assert "eval_loss=" in train["message"] or "loss=" in train["message"], train["message"]
+    evaluations = [j for j in await _all_jobs(sse_server) if j["name"] == "Trainer.evaluate"]
+    assert len(evaluations) == 2, evaluations
+    for ev in evaluations:
+        assert (ev["state"], ev["n"], ev["total"], ev["parent"]) == ("succeeded", 2, 2, train["id"]), ev
+        assert "eval_loss=" in ev["message"]
+    # the cell: our bars, not the Trainer's HTML progress and table
+    assert foreign_displays(messages) == []
+    assert train["id"] in job_displays(messages)
+
+
+async def test_cancel_stops_the_trainer_through_should_training_stop(
+    sse_server: SSEServer, kernel: KernelSession
+) -> None:
+    assert errors(await kernel.execute(TINY_BERT, timeout=120)) == []
+    msg_id = kernel.start(
+        _trainer(4000, 1, 1) + "result = trainer.train()\n"
+        "print('stopped at', trainer.state.global_step, 'of', trainer.state.max_steps)\n"
+    )
+    await cancel_when_running(sse_server, "Trainer.train", timeout=120)
+    messages = await until_idle(kernel, msg_id, timeout=120)
+    # the Trainer's own way out: train() returns, with the model in a clean state
+    assert error_names(messages) == []
+    out = "".join(m["content"]["text"] for m in messages if m["msg_type"] == "stream")
+    assert "stopped at" in out and "of 4000" in out, out
+    job = (await settled(sse_server, ["Trainer.train"]))["Trainer.train"]
+    assert job["state"] == "cancelled" and 1 <= job["n"] < 4000, job
+
+
+async def test_datasets_map_with_two_processes(sse_server: SSEServer, kernel: KernelSession) -> None:
+    messages = await kernel.execute(
+        "%load_ext jupyter_sse\n"
+        "from datasets import Dataset\n"
+        "ds = Dataset.from_dict({'x': list(range(400))})\n"
+        "out = ds.map(lambda row: {'y': row['x'] * 2}, num_proc=2, desc='double')\n"
+        "assert out['y'][:3] == [0, 2, 4]\n",
+        timeout=120,
+    )
+    assert errors(messages) == []
+    jobs = await settled(sse_server, ["double (num_proc=2)"])
+    job = jobs["double (num_proc=2)"]
+    assert (job["state"], job["n"], job["total"]) == ("succeeded", 400, 400), job
+    assert foreign_displays(messages) == []
+    assert job_displays(messages) == {job["id"]}
