@@ -128,3 +128,57 @@ async def test_datasets_map_with_two_processes(sse_server: SSEServer, kernel: Ke
     assert (job["state"], job["n"], job["total"]) == ("succeeded", 400, 400), job
     assert foreign_displays(messages) == []
     assert job_displays(messages) == {job["id"]}
+
+
+KERAS = """
+%load_ext jupyter_sse
+import numpy as np, keras
+keras.utils.set_random_seed(0)
+x = np.random.rand(64, 4).astype('float32')
+y = np.random.rand(64, 1).astype('float32')
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation='relu'), keras.layers.Dense(1)])
+model.compile(optimizer='sgd', loss='mse', metrics=['mae'])
+"""
+
+
+async def test_keras_fit_evaluate_predict(sse_server: SSEServer, kernel: KernelSession) -> None:
+    assert errors(await kernel.execute(KERAS, timeout=120)) == []
+    messages = await kernel.execute(
+        "history = model.fit(x, y, epochs=2, batch_size=8, validation_split=0.25)\n"
+        "model.evaluate(x, y, batch_size=16)\n"
+        "model.predict(x, batch_size=32)\n",
+        timeout=120,
+    )
+    assert errors(messages) == []
+    jobs = await settled(sse_server, ["Keras fit", "epoch 1/2", "epoch 2/2", "Keras evaluate", "Keras predict"])
+    fit = jobs["Keras fit"]
+    assert (fit["state"], fit["n"], fit["total"], fit["unit"]) == ("succeeded", 2, 2, "epochs"), fit
+    assert fit["message"].startswith("epoch 2/2: ") and "val_loss=" in fit["message"], fit["message"]
+    for name in ("epoch 1/2", "epoch 2/2"):
+        epoch = jobs[name]
+        assert (epoch["state"], epoch["n"], epoch["total"], epoch["parent"]) == ("succeeded", 6, 6, fit["id"])
+        assert "loss=" in epoch["message"] and "mae=" in epoch["message"]
+    assert (jobs["Keras evaluate"]["state"], jobs["Keras evaluate"]["n"]) == ("succeeded", 4)
+    assert (jobs["Keras predict"]["state"], jobs["Keras predict"]["n"]) == ("succeeded", 2)
+    # Keras' own Progbar writes nothing: the cell shows our bars only
+    out = "".join(m["content"]["text"] for m in messages if m["msg_type"] == "stream")
+    assert "\b" not in out and "━" not in out and "Epoch 1/2" not in out, out
+    assert foreign_displays(messages) == []
+    assert job_displays(messages) == {j["id"] for j in jobs.values()}
+
+
+async def test_cancel_stops_keras_fit_through_stop_training(sse_server: SSEServer, kernel: KernelSession) -> None:
+    assert errors(await kernel.execute(KERAS, timeout=120)) == []
+    msg_id = kernel.start(
+        "big_x, big_y = np.random.rand(40000, 4).astype('float32'), np.random.rand(40000, 1).astype('float32')\n"
+        "history = model.fit(big_x, big_y, epochs=3, batch_size=2)\n"
+        "print('epochs run', len(history.history['loss']))\n"
+    )
+    await cancel_when_running(sse_server, "epoch 1/3", timeout=120)
+    messages = await until_idle(kernel, msg_id, timeout=120)
+    assert error_names(messages) == []
+    out = "".join(m["content"]["text"] for m in messages if m["msg_type"] == "stream")
+    assert "epochs run 1" in out, out
+    jobs = await settled(sse_server, ["Keras fit", "epoch 1/3"])
+    assert jobs["epoch 1/3"]["state"] == "cancelled" and 1 <= jobs["epoch 1/3"]["n"] < 20000
+    assert jobs["Keras fit"]["state"] == "cancelled" and "epoch 2/3" not in jobs
