@@ -182,3 +182,78 @@ async def test_cancel_stops_keras_fit_through_stop_training(sse_server: SSEServe
     jobs = await settled(sse_server, ["Keras fit", "epoch 1/3"])
     assert jobs["epoch 1/3"]["state"] == "cancelled" and 1 <= jobs["epoch 1/3"]["n"] < 20000
     assert jobs["Keras fit"]["state"] == "cancelled" and "epoch 2/3" not in jobs
+
+
+LIGHTNING = """
+%load_ext jupyter_sse
+import warnings
+warnings.filterwarnings('ignore')
+import torch, lightning as L
+from torch.utils.data import DataLoader, TensorDataset
+torch.manual_seed(0)
+
+class Tiny(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.layer(x), y)
+        self.log('train_loss', loss, prog_bar=True)
+        return loss
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log('val_loss', torch.nn.functional.mse_loss(self.layer(x), y), prog_bar=True)
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+def loader(n, batch):
+    return DataLoader(TensorDataset(torch.rand(n, 4), torch.rand(n, 1)), batch_size=batch)
+
+def trainer(epochs):
+    return L.Trainer(max_epochs=epochs, accelerator='cpu', logger=False, enable_checkpointing=False,
+                     enable_model_summary=False, num_sanity_val_steps=2)
+"""
+
+
+async def test_lightning_fit_with_validation(sse_server: SSEServer, kernel: KernelSession) -> None:
+    assert errors(await kernel.execute(LIGHTNING, timeout=120)) == []
+    messages = await kernel.execute(
+        "import rich  # installed: Lightning picks its RichProgressBar\n"
+        "t = trainer(2)\n"
+        "t.fit(Tiny(), loader(32, 8), loader(16, 8))\n"
+        "assert type(t.progress_bar_callback).__name__ == 'RichProgressBar'\n",
+        timeout=120,
+    )
+    assert errors(messages) == []
+    jobs = await settled(sse_server, ["Lightning fit", "epoch 1/2", "epoch 2/2"])
+    fit = jobs["Lightning fit"]
+    assert (fit["state"], fit["n"], fit["total"], fit["unit"]) == ("succeeded", 2, 2, "epochs"), fit
+    assert "train_loss=" in fit["message"] and "val_loss=" in fit["message"], fit["message"]
+    for name in ("epoch 1/2", "epoch 2/2"):
+        epoch = jobs[name]
+        assert (epoch["state"], epoch["n"], epoch["total"], epoch["parent"]) == ("succeeded", 4, 4, fit["id"])
+    validations = [j for j in await _all_jobs(sse_server) if j["name"] == "validation"]
+    assert len(validations) == 2, validations  # the sanity check is silent
+    epoch_ids = {jobs["epoch 1/2"]["id"], jobs["epoch 2/2"]["id"]}
+    for validation in validations:
+        assert (validation["state"], validation["n"], validation["total"]) == ("succeeded", 2, 2), validation
+        assert validation["parent"] in epoch_ids
+    assert foreign_displays(messages) == []
+    out = "".join(m["content"]["text"] for m in messages if m["msg_type"] == "stream")
+    assert "━" not in out and "it/s" not in out, out
+
+
+async def test_cancel_stops_lightning_through_should_stop(sse_server: SSEServer, kernel: KernelSession) -> None:
+    assert errors(await kernel.execute(LIGHTNING, timeout=120)) == []
+    msg_id = kernel.start(
+        "t = trainer(3)\nt.fit(Tiny(), loader(20000, 1))\nprint('stopped in epoch', t.current_epoch)\n"
+    )
+    await cancel_when_running(sse_server, "epoch 1/3", timeout=120)
+    messages = await until_idle(kernel, msg_id, timeout=120)
+    assert error_names(messages) == []
+    out = "".join(m["content"]["text"] for m in messages if m["msg_type"] == "stream")
+    assert "stopped in epoch" in out, out
+    jobs = await settled(sse_server, ["Lightning fit", "epoch 1/3"])
+    assert jobs["epoch 1/3"]["state"] == "cancelled" and 1 <= jobs["epoch 1/3"]["n"] < 20000
+    assert jobs["Lightning fit"]["state"] == "cancelled" and "epoch 2/3" not in jobs

@@ -16,7 +16,7 @@ __all__ = ["CAPTURE_ENV", "disable", "enable", "enabled", "load_ipython_extensio
 
 CAPTURE_ENV = "JUPYTER_SSE_CAPTURE"
 # tqdm first: the other libraries' captures publish through it when they draw tqdm bars themselves
-_MODULES = ("_tqdm", "_joblib", "_dask", "_distributed", "_transformers", "_keras")
+_MODULES = ("_tqdm", "_joblib", "_dask", "_distributed", "_transformers", "_keras", "_lightning")
 _lock = threading.Lock()
 _on = False
 
