@@ -46,14 +46,14 @@ def __getattr__(name: str) -> Any:
 
 def load_ipython_extension(shell: Any) -> None:
     """``%load_ext jupyter_sse``: the progress bars libraries draw (tqdm, Trainer, Keras...) become jobs."""
-    from .kernel.capture import load_ipython_extension as load
+    from .capture import load_ipython_extension as load
 
     load(shell)
 
 
 def unload_ipython_extension(shell: Any) -> None:
     """``%unload_ext jupyter_sse``: every library's bars are drawn as before."""
-    from .kernel.capture import unload_ipython_extension as unload
+    from .capture import unload_ipython_extension as unload
 
     unload(shell)
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 # A process started by a kernel that captures the libraries' bars (a worker) captures them too.
 if os.environ.get("JUPYTER_SSE_CAPTURE") == "1":
-    from .capture import enable as _enable_capture
+    from ..capture import enable as _enable_capture
 
     _enable_capture()
 

@@ -14,13 +14,12 @@ from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, Int, Unicode, validate
 
+from ..capture import CAPTURE_ENV  # a name only: the capture's modules load in kernels, not here
 from ..core import Broker, MemoryStore
 from ..core.store_sqlite import SQLiteStore
 from .activity import ActivityTracker
 from .handlers import handlers
 from .kernels import KERNEL_ACTIONS, KernelWatcher
-
-CAPTURE_ENV = "JUPYTER_SSE_CAPTURE"  # the kernel side's name for it (kernel/capture), not imported here
 
 __all__ = ["SSEExtension"]
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 import math
 import numbers
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._errors import JobCancelled
-from .._state import TERMINAL, JobState
-from ._jobs import advance, end, new_job, set_total
+from ._jobs import advance, cancelled_error, end, ended, new_job, set_total
 from ._patch import Patches
+
+if TYPE_CHECKING:
+    from ..kernel._state import JobState
 
 __all__ = ["install", "uninstall"]
 
@@ -55,7 +56,7 @@ def _metrics(self: Any, trainer: Any, pl_module: Any) -> str:
 
 def _open(self: Any, attr: str) -> JobState | None:
     job: JobState | None = self.__dict__.get(attr)
-    return job if job is not None and job.state not in TERMINAL else None
+    return job if job is not None and not ended(job) else None
 
 
 def _close(self: Any, attr: str, message: str = "", exc: BaseException | None = None) -> None:
@@ -63,13 +64,13 @@ def _close(self: Any, attr: str, message: str = "", exc: BaseException | None = 
     if job is None:
         return
     cancelled = self.__dict__.get("_sse_cancelled", False)
-    if job.state not in TERMINAL:
+    if not ended(job):
         if message:
             job.message = message
         if exc is None and not cancelled:
             set_total(job, job.count)
     if exc is None and cancelled:
-        exc = JobCancelled(job.id)
+        exc = cancelled_error(job)
     end(job, exc)
 
 

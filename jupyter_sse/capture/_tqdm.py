@@ -57,7 +57,7 @@ def _make_bases() -> None:
     global _ours, _front, _std
     from tqdm.std import tqdm as std_tqdm
 
-    from .._tqdm import tqdm as ours
+    from ..kernel._tqdm import tqdm as ours
 
     class _Std(std_tqdm):  # type: ignore[misc]
         """tqdm.std's own methods, ahead of a subclass's display code (tqdm.notebook's widget)."""

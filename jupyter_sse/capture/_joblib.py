@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Generator
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._errors import JobCancelled
-from .._state import TERMINAL, JobState
-from ._jobs import advance, end, new_job, set_total
+from ._jobs import advance, cancelled_error, end, ended, new_job, set_total
 from ._patch import Patches
+
+if TYPE_CHECKING:
+    from ..kernel._state import JobState
 
 __all__ = ["install", "uninstall"]
 
@@ -42,11 +43,9 @@ def _run(parallel: Any, outputs: Generator[Any, None, None]) -> Generator[Any, N
         while True:
             yield value
             _counts(parallel, job)
-            if job.cancel_requested and job.state not in TERMINAL:
-                # joblib's own abort path (it stops its workers), then our exception out of the call
-                value = outputs.throw(JobCancelled(job.id))
-            else:
-                value = next(outputs)
+            # a cancel goes through joblib's own abort path (it stops its workers), then out of the call
+            cancel = job.cancel_requested and not ended(job)
+            value = outputs.throw(cancelled_error(job)) if cancel else next(outputs)
     except StopIteration:
         _counts(parallel, job)
         end(job)

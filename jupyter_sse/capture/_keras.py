@@ -15,12 +15,13 @@ from __future__ import annotations
 import numbers
 import threading
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._errors import JobCancelled
-from .._state import TERMINAL, JobState
-from ._jobs import advance, end, new_job, set_total
+from ._jobs import advance, cancelled_error, end, ended, new_job, set_total
 from ._patch import Patches
+
+if TYPE_CHECKING:
+    from ..kernel._state import JobState
 
 __all__ = ["install", "uninstall"]
 
@@ -48,7 +49,7 @@ def _format(logs: Any) -> str:
 
 
 def _stop_if_cancelled(self: Any, flag: str, *jobs: JobState | None) -> None:
-    if any(job is not None and job.cancel_requested and job.state not in TERMINAL for job in jobs):
+    if any(job is not None and job.cancel_requested and not ended(job) for job in jobs):
         self.__dict__["_sse_cancelled"] = True  # the run ends cancelled, whichever of its jobs was cancelled
         model = getattr(self, "model", None)
         if model is not None:
@@ -62,20 +63,20 @@ def _at(job: JobState, batch: int, message: str | None = None) -> None:
 
 def _job(self: Any, attr: str) -> JobState | None:
     job: JobState | None = self.__dict__.get(attr)
-    return job if job is not None and job.state not in TERMINAL else None
+    return job if job is not None and not ended(job) else None
 
 
 def _close(self: Any, attr: str, logs: Any = None) -> None:
     job = self.__dict__.pop(attr, None)
     if job is not None:
         cancelled = self.__dict__.get("_sse_cancelled", False)
-        if job.state not in TERMINAL:
+        if not ended(job):
             if not cancelled:
                 set_total(job, job.count)
             line = _format(logs)
             if line:
                 job.message = line
-        end(job, JobCancelled(job.id) if cancelled else None)
+        end(job, cancelled_error(job) if cancelled else None)
 
 
 def on_train_begin(self: Any, logs: Any = None) -> None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._errors import JobCancelled
-from .._state import TERMINAL, JobState
-from ._jobs import advance, end, new_job, set_total
+from ._jobs import advance, cancelled_error, end, ended, new_job, set_total
 from ._patch import Patches
+
+if TYPE_CHECKING:
+    from ..kernel._state import JobState
 
 __all__ = ["install", "uninstall"]
 
@@ -38,7 +39,7 @@ def _bar_class() -> Any:
             self.total = all
             set_total(job, all)
             advance(job, all - remaining, check=False)
-            if job.cancel_requested and job.state not in TERMINAL and not self.cancelling:
+            if job.cancel_requested and not ended(job) and not self.cancelling:
                 self.cancelling = True
                 import asyncio  # on the client's event loop, where this runs
 
@@ -80,7 +81,7 @@ def _patch(module: ModuleType) -> None:
             result = gather(self, futures, *args, **kwargs)
         except BaseException as exc:
             if job.cancel_requested:
-                cancelled = JobCancelled(job.id)
+                cancelled = cancelled_error(job)
                 end(job, cancelled)
                 raise cancelled from exc
             end(job, exc)

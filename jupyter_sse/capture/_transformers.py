@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import numbers
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._state import TERMINAL, JobState
-from ._jobs import advance, end, new_job, set_total
+from ._jobs import advance, end, ended, new_job, set_total
 from ._patch import Patches
+
+if TYPE_CHECKING:
+    from ..kernel._state import JobState
 
 __all__ = ["install", "uninstall"]
 
@@ -54,7 +56,7 @@ def _message(self: Any, state: Any) -> str:
 
 def _live(self: Any, attr: str) -> JobState | None:
     job: JobState | None = self.__dict__.get(attr)
-    return job if job is not None and job.state not in TERMINAL else None
+    return job if job is not None and not ended(job) else None
 
 
 def on_train_begin(self: Any, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -111,7 +113,7 @@ def on_log(self: Any, args: Any, state: Any, control: Any, logs: Any = None, **k
 def on_evaluate(self: Any, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
     job = self.__dict__.get(_EVAL)
     line = _format(metrics)
-    if job is not None and line and job.state not in TERMINAL:
+    if job is not None and line and not ended(job):
         job.message = line
     _end_eval(self)
     on_log(self, args, state, control, logs=metrics)
