@@ -32,6 +32,9 @@ from tqdm.notebook import tqdm as nb_tqdm, trange as nb_trange
 from tqdm import tqdm as std_tqdm
 from tqdm.contrib.concurrent import thread_map
 from tqdm.contrib import tenumerate
+import importlib
+from huggingface_hub.utils import tqdm as hf_tqdm
+ds_tqdm = importlib.import_module('datasets.utils.tqdm').tqdm
 
 class LibBar(auto_tqdm):
     # a library's own wrapper, defined before the extension is loaded (as huggingface_hub's and datasets' are)
@@ -61,9 +64,14 @@ bar.close()
 assert bar.lib_name == 'lib' and isinstance(bar, auto_tqdm) and isinstance(bar, LibBar)
 for i in nb_trange(4, desc='trange'):
     pass
+for i in hf_tqdm(range(3), desc='huggingface_hub'):
+    pass
+for i in ds_tqdm(range(3), desc='datasets'):
+    pass
 """
 
 NAMES = ["epochs", "steps 0", "steps 1", "std", "thread_map", "tenumerate", "async", "library", "trange"]
+NAMES += ["huggingface_hub", "datasets"]
 
 
 async def _load(kernel: KernelSession) -> float:
@@ -85,7 +93,7 @@ async def test_every_form_of_tqdm_becomes_a_nested_job(sse_server: SSEServer, ke
     assert errors(messages) == []
     jobs = await settled(sse_server, NAMES)
     totals = {"epochs": 2, "steps 0": 5, "steps 1": 5, "std": 3, "thread_map": 4, "tenumerate": 2, "async": 3}
-    totals.update({"library": 3, "trange": 4})
+    totals.update({"library": 3, "trange": 4, "huggingface_hub": 3, "datasets": 3})
     for name, total in totals.items():
         job = jobs[name]
         assert (job["state"], job["n"], job["total"]) == ("succeeded", total, total), job
