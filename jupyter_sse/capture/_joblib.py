@@ -49,6 +49,9 @@ def _run(parallel: Any, outputs: Generator[Any, None, None]) -> Generator[Any, N
     except StopIteration:
         _counts(parallel, job)
         end(job)
+    except GeneratorExit:  # ``return_as="generator"`` left early by its consumer: its choice, not a failure
+        end(job)
+        raise
     except BaseException as exc:
         end(job, exc)
         raise

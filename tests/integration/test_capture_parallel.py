@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from jupyter_sse.client import AsyncClient
 from tests.conftest import SSEServer
 from tests.integration._capture import (
     cancel_when_running,
@@ -33,14 +34,22 @@ async def test_joblib_parallel_is_a_job_nested_under_the_current_one(
         "with jupyter_sse.job('outer'):\n"
         "    out = joblib.Parallel(n_jobs=2, backend='loky')(joblib.delayed(square)(i) for i in range(20))\n"
         "assert out == [i * i for i in range(20)], out\n"
+        "for i, value in enumerate(joblib.Parallel(n_jobs=2, return_as='generator')(\n"
+        "        joblib.delayed(square)(i) for i in range(50))):\n"
+        "    if i == 4:\n"
+        "        break\n"
     )
     assert errors(messages) == []
     jobs = await settled(sse_server, ["outer", "joblib.Parallel"])
-    parallel = jobs["joblib.Parallel"]
+    async with AsyncClient(sse_server.url, sse_server.token) as client:
+        calls = [j for j in await client.list() if j["name"] == "joblib.Parallel"]  # newest first
+    # a generator left early by its consumer ends as a loop left by break does: succeeded, where it got to
+    assert calls[0]["state"] == "succeeded" and 1 <= calls[0]["n"] < 50, calls[0]
+    parallel = calls[1]
     assert (parallel["state"], parallel["n"], parallel["total"], parallel["unit"]) == ("succeeded", 20, 20, "tasks")
     assert parallel["parent"] == jobs["outer"]["id"]
     assert parallel["message"] == "20/20 dispatched"
-    assert job_displays(messages) == {jobs["outer"]["id"], parallel["id"]}
+    assert job_displays(messages) == {jobs["outer"]["id"], parallel["id"], calls[0]["id"]}
     assert foreign_displays(messages) == []
 
 
