@@ -8,6 +8,7 @@ running when its alarm fires is counted hung. At the end the server is asked for
 
     python bench/forkstorm.py                      # 1,000 forks while 1,000 jobs churn
     python bench/forkstorm.py --forks 200 --churn 200
+    PYTHONPATH=/path/to/other/checkout python bench/forkstorm.py --label "other"   # run from outside the repo
 
 Writes ``results/forkstorm.json`` and ``results/forkstorm.md`` (``--out`` to change the directory).
 """
@@ -146,25 +147,27 @@ def run(forks: int, churn: int, concurrency: int, alarm: int) -> dict[str, Any]:
     return res
 
 
-def markdown(r: dict[str, Any]) -> str:
-    return "\n".join(
-        [
-            "# Fork storm",
-            "",
-            f"{r['forks']:,} forks (at most {r['concurrency']} alive) while {r['churn_jobs']:,} jobs churn in the "
-            f"parent ({r['churned_jobs_ended']:,} churn jobs ended and restarted meanwhile); each child runs "
-            f"`progress(range(5))` and leaves with `os._exit(0)` under a {r['alarm_s']} s alarm. "
-            f"{r['machine']['cpus']} CPUs, Python {r['machine']['python']}.",
-            "",
-            "| forks | hung | other exit | succeeded on the server | lost | seconds | forks/s "
-            "| child lifetime p50 / p99 / max (ms) |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-            f"| {r['forks']:,} | {r['hung']} | {r['failed_exit']} | {r['succeeded']:,} | {r['lost']} | {r['seconds']} "
-            f"| {r['forks_per_s']} | {r['child_lifetime_ms_p50']} / {r['child_lifetime_ms_p99']} / "
-            f"{r['child_lifetime_ms_max']} |",
-            "",
-        ]
-    )
+def markdown(runs: dict[str, dict[str, Any]]) -> str:
+    first = next(iter(runs.values()))
+    lines = [
+        "# Fork storm",
+        "",
+        f"Forks (at most {first['concurrency']} alive) while jobs churn in the parent (two threads update them and "
+        "keep ending and restarting them); each child runs `progress(range(5))` and leaves with `os._exit(0)` "
+        f"under an alarm (a child its alarm ends counts as hung). {first['machine']['cpus']} CPUs, Python "
+        f"{first['machine']['python']}. `python bench/forkstorm.py [--label L]`.",
+        "",
+        "| run | forks | churning jobs (ended meanwhile) | hung | other exit | succeeded on the server | lost "
+        "| seconds | forks/s | child lifetime p50 / p99 / max (ms) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for label, r in runs.items():
+        lines.append(
+            f"| {label} | {r['forks']:,} | {r['churn_jobs']:,} ({r['churned_jobs_ended']:,}) | {r['hung']} "
+            f"| {r['failed_exit']} | {r['succeeded']:,} | {r['lost']} | {r['seconds']} | {r['forks_per_s']} "
+            f"| {r['child_lifetime_ms_p50']} / {r['child_lifetime_ms_p99']} / {r['child_lifetime_ms_max']} |"
+        )
+    return "\n".join([*lines, ""])
 
 
 def main() -> int:
@@ -178,12 +181,18 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--alarm", type=int, default=20, help="seconds before a child counts as hung")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument("--label", default="this revision", help="the row's name; rows of other labels are kept")
     args = p.parse_args()
     res = run(args.forks, args.churn, args.concurrency, args.alarm)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "forkstorm.json").write_text(json.dumps(res, indent=2) + "\n")
-    (args.out / "forkstorm.md").write_text(markdown(res))
-    print(markdown(res))
+    path = args.out / "forkstorm.json"
+    runs: dict[str, dict[str, Any]] = {}
+    if path.exists():
+        runs = json.loads(path.read_text()).get("runs", {})
+    runs[args.label] = res
+    path.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+    (args.out / "forkstorm.md").write_text(markdown(runs))
+    print(markdown(runs))
     return 0 if res["hung"] == 0 and res["lost"] == 0 else 1
 
 

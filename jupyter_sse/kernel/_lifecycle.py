@@ -46,7 +46,8 @@ def start_job(job: JobState) -> None:
         job.stack = context.push_job(job)
         job.thread = threading.get_ident()
         shell = context.ipython_shell()
-        if shell is not None and threading.current_thread() is threading.main_thread():
+        # a forked child runs no cells: no post_run_cell will come to settle its loops
+        if shell is not None and threading.current_thread() is threading.main_thread() and not _fork.forked():
             job.exec_count = getattr(shell, "execution_count", None)
             context.on_post_run_cell(shell, _post_run_cell)
         # a forked child of a kernel shares the kernel's output channels, which only the kernel may use
@@ -154,7 +155,8 @@ def left_by_exception(job: JobState) -> None:
         job,
         "failed",
         error={"type": "Exception", "message": "the loop exited by an exception"},
-        wait=False,
+        # a forked child may leave with os._exit right after: send it first (bounded), as any child's job ends
+        wait=_fork.forked(),
     )
 
 

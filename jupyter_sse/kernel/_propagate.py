@@ -29,6 +29,7 @@ __all__ = ["install"]
 _ATTR = "_jupyter_sse"  # on a multiprocessing process object: what its child needs to know
 _done: set[str] = set()  # the wrapped places
 _install_lock = threading.Lock()
+_seen_modules = -1  # len(sys.modules) at the last look: modules are rarely unloaded, so a change means imports
 
 
 # the module that, once imported, makes each hand-over point wrappable
@@ -45,8 +46,13 @@ _MODULES = {
 def install() -> None:
     """Wrap every hand-over point whose module is loaded now; once each. Never raises.
 
-    Called at every job start: when nothing new was imported it costs a few dictionary lookups, no lock.
+    Called at every job start: when no module was imported since the last call it costs one ``len``.
     """
+    global _seen_modules
+    seen = len(sys.modules)
+    if seen == _seen_modules:
+        return
+    _seen_modules = seen
     if "threading" in _done and not any(key not in _done and module in sys.modules for key, module in _MODULES.items()):
         return
     try:

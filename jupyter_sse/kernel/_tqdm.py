@@ -9,7 +9,7 @@ state. The loop itself is tqdm's, unchanged, so a bar costs what a plain ``tqdm.
 How the job follows the bar:
 - the count: the publisher reads the bar's ``n`` (tqdm writes it at each refresh, about every ``mininterval``);
 - total, postfix and description: synced at each refresh and set at once by ``set_description``/``set_postfix``;
-- cancel: ``update`` (which tqdm's loop calls at each refresh) raises :class:`JobCancelled`;
+- cancel: :class:`JobCancelled` where tqdm considers a refresh (``update`` reads tqdm's clock there);
 - the end: ``close``. Called while an exception propagates through its caller (``finally: bar.close()``, as
   pandas' ``progress_apply`` does, or a source that raises in tqdm's loop), the job fails with that exception.
   tqdm's loop also closes the bar when the loop is left (``GeneratorExit``): ``break`` is a normal early end,
@@ -38,6 +38,7 @@ from ._state import NAME_MAX, TERMINAL, DisplayOptions, JobState, clip, finite_o
 __all__ = ["tqdm", "trange"]
 
 _STD_ITER = std_tqdm.__iter__.__code__
+_STEPS = (_STD_ITER, std_tqdm.update.__code__)
 _FILE_ARG = 1  # index of ``file`` in the positional arguments after ``iterable, desc, total``
 
 
@@ -76,6 +77,8 @@ class tqdm(tqdm_asyncio):  # type: ignore[misc]  # tqdm ships no types; the name
     """
 
     _job: _BarState | None = None
+    _async_loop = False
+    _clock: Callable[[], float] = time.time
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         if "_lock" not in cls.__dict__:
@@ -126,6 +129,24 @@ class tqdm(tqdm_asyncio):  # type: ignore[misc]  # tqdm ships no types; the name
         self._job = job
         start_job(job)
 
+    @property
+    def _time(self) -> Callable[[], float]:
+        """tqdm's clock; reading it raises :class:`JobCancelled` once cancellation was asked for.
+
+        tqdm reads it where it considers a refresh (in ``update``, which its loop calls at each refresh), so the
+        check costs nothing per item and nothing per ``update()`` between refreshes. Its loop reads it once
+        and keeps it as a local: the loop runs exactly as tqdm's. Only those two readers see the cancel: where
+        else tqdm reads its clock (``str(bar)``, ``reset``) a cancel must not surface.
+        """
+        job = self._job
+        if job is not None and job.cancel_requested and job.state not in TERMINAL and sys._getframe(1).f_code in _STEPS:
+            step(job)
+        return self._clock
+
+    @_time.setter
+    def _time(self, clock: Callable[[], float]) -> None:
+        self._clock = clock  # tqdm's own, or a test's mock
+
     # -- where tqdm writes to the terminal: the job's display shows the bar instead -------------------------
 
     @staticmethod
@@ -147,16 +168,6 @@ class tqdm(tqdm_asyncio):  # type: ignore[misc]  # tqdm ships no types; the name
         """No terminal rows to move over."""
 
     # -- the job's steps and end ------------------------------------------------------------------------------
-
-    def update(self, n: float | None = 1) -> bool | None:
-        """tqdm's ``update``; raises :class:`JobCancelled` once cancellation was asked for."""
-        job = self._job
-        if job is not None and job.cancel_requested and not self.disable:
-            try:
-                step(job)
-            finally:
-                self.close()  # the job ended cancelled: the bar is closed too, so later updates are ignored
-        return super().update(n)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """End the bar and its job (see the module's notes for how the end is read)."""
@@ -189,9 +200,22 @@ class tqdm(tqdm_asyncio):  # type: ignore[misc]  # tqdm ships no types; the name
             finish(job, exc)
         super().__exit__(exc_type, exc, tb)
 
+    def __aiter__(self) -> tqdm:
+        self._async_loop = True
+        return self
+
     def __del__(self) -> None:
-        # a bar dropped without close() ends as tqdm's does (its __del__ closes it): normally
+        # a bar dropped without close() ends as tqdm's does (its __del__ closes it): normally. An ``async for``
+        # over it that was left early drops it here: by break, or by an exception in the loop's body, told
+        # apart from the frame that dropped it as progress() does
         with contextlib.suppress(Exception):  # __del__ must not raise
+            job = self._job
+            if self._async_loop and job is not None and job.state not in TERMINAL and not self.disable:
+                job.count = self.n
+                if _left_normally(sys._getframe(1), job):
+                    end_early(job)
+                else:
+                    left_by_exception(job)
             self.close()
 
     # -- changes to the bar the job shows at once ------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Any
 from ._control import check_total, finish, step
 from ._lifecycle import start_job
 from ._state import MESSAGE_MAX, DisplayOptions, JobState, clip, finite_or_none
+from .display import show_log
 
 __all__ = ["JobHandle", "job"]
 
@@ -73,8 +74,12 @@ class JobHandle:
     def log(self, line: str) -> None:
         """Append log lines (multi-line text is split); subscribers get them as ``log`` events."""
         state = self._state
-        if step(state) and state.publisher is not None and state.publisher.server is not None:
+        if not step(state):
+            return
+        if state.publisher is not None and state.publisher.server is not None:
             state.add_log(str(line))
+        else:  # nothing is published: the job's own output shows its last lines
+            show_log(state, str(line))
 
     def __enter__(self) -> JobHandle:
         if self._state.state == "pending":

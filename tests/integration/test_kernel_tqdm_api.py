@@ -12,7 +12,7 @@ import pytest
 
 from jupyter_sse.client import AsyncClient
 from tests.conftest import SSEServer
-from tests.integration.conftest import KernelSession, errors
+from tests.integration.conftest import KernelSession, errors, wait_for_job
 
 pytestmark = pytest.mark.timeout(120)
 JOB_MIME = "application/vnd.jupyter-sse.job+json"
@@ -162,3 +162,42 @@ async def test_calls_with_bad_input_raise_and_publish_nothing(sse_server: SSESer
     )
     jobs = await _settled(sse_server, ["marker"])
     assert list(jobs) == ["marker"]  # the marker's final flush came after the bad calls: none of them sent a job
+
+
+@pytest.mark.parametrize(
+    ("name", "loop"),
+    [
+        ("tqdm loop", "for i in jupyter_sse.tqdm(range(100000), desc='tqdm loop'):\n        time.sleep(0.01)\n"),
+        (
+            "tqdm manual",
+            "bar = jupyter_sse.tqdm(total=100000, desc='tqdm manual')\n"
+            "    for i in range(100000):\n        time.sleep(0.01)\n        bar.update()\n",
+        ),
+        (
+            "gathered slowly",
+            "async def nap(i):\n        await asyncio.sleep(0.01 * i)\n"
+            "    await gather(*(nap(i) for i in range(1000)), desc='gathered slowly')\n",
+        ),
+    ],
+)
+async def test_cancel_through_the_api(sse_server: SSEServer, kernel: KernelSession, name: str, loop: str) -> None:
+    msg_id = kernel.start(
+        "import asyncio, time, jupyter_sse\n"
+        "from jupyter_sse import JobCancelled\n"
+        "from jupyter_sse.asyncio import gather\n"
+        f"try:\n    {loop}"
+        "except JobCancelled:\n    print('got JobCancelled')\n"
+    )
+    async with AsyncClient(sse_server.url, sse_server.token) as client:
+        job = await wait_for_job(client, name)
+        await client.cancel(job["id"])
+        final = [e.data async for e in client.follow(job["id"]) if e.event == "job"][-1]
+    assert final["state"] == "cancelled"
+    assert 0 < final["n"] < final["total"]
+    stdout = ""
+    deadline = time.monotonic() + 20
+    while "got JobCancelled" not in stdout and time.monotonic() < deadline:
+        msg = await kernel.client.get_iopub_msg(timeout=20)
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+            stdout += msg["content"]["text"]
+    assert "got JobCancelled" in stdout

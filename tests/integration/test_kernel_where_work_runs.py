@@ -242,3 +242,29 @@ async def test_a_bar_left_open_by_a_cell_is_not_the_parent_of_later_cells(
         jobs = {j["name"]: j for j in await client.list()}
     assert jobs["later-cell"]["parent"] is None
     assert jobs["later-cell"]["kernel_id"] == kernel.kernel_id
+
+
+async def test_a_loop_that_raises_in_a_forked_child_of_the_kernel_ends_failed(
+    sse_server: SSEServer, kernel: KernelSession
+) -> None:
+    # in the kernel's main thread a loop left by an exception waits for the cell's end to learn which; a forked
+    # child runs no cells, so its loop must end on its own, and be sent before os._exit
+    code = (
+        "import os\nfrom jupyter_sse import progress\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    try:\n"
+        "        for i in progress(range(10), desc='raises-in-child'):\n"
+        "            if i == 4:\n"
+        "                raise ValueError('bad row')\n"
+        "    finally:\n"
+        "        os._exit(0)\n"
+        "print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
+    )
+    messages = await kernel.execute(code)
+    assert errors(messages) == []
+    async with AsyncClient(sse_server.url, sse_server.token) as client:
+        (child,) = [j for j in await client.list() if j["name"] == "raises-in-child"]
+    assert child["state"] == "failed"
+    assert child["n"] == 4
+    assert child["kernel_id"] == kernel.kernel_id

@@ -141,6 +141,22 @@ def test_async_for_over_jupyter_sse_tqdm(jobs: list[JobState]) -> None:
         asyncio.run(failing())
     assert named(jobs, "tq async fail").state == "failed"
 
+    async def left() -> None:
+        async for x in jupyter_sse.tqdm(agen(10), desc="tq async break"):
+            if x == 3:
+                break
+        async for x in jupyter_sse.tqdm(agen(10), desc="tq async body"):
+            if x == 3:
+                raise KeyError(x)
+
+    with pytest.raises(KeyError):
+        asyncio.run(left())
+    assert (named(jobs, "tq async break").state, named(jobs, "tq async break").message) == (
+        "succeeded",
+        "stopped early at 4",  # tqdm's async loop counts an item when it hands it out
+    )
+    assert named(jobs, "tq async body").state == "failed"
+
 
 def test_gather_counts_each_awaitable_and_keeps_the_order(jobs: list[JobState]) -> None:
     async def main() -> list[Any]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -430,3 +432,89 @@ def test_an_ending_loop_waits_for_its_final_state_through_the_transport() -> Non
         pub.close()
         publisher_mod.configure(None)
     assert transport.closed >= 1
+
+
+# -- the default transport, over real sockets ---------------------------------------------------------------------
+
+
+class _OneShotServer:
+    """A raw HTTP/1.1 server: each connection answers ``per_connection`` requests, then is closed by the server
+    without saying so (as a server closes an idle keep-alive connection)."""
+
+    def __init__(self, per_connection: int) -> None:
+        self.per_connection = per_connection
+        self.connections = 0
+        self.requests = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            # the file made from the socket keeps it open: close both to really close the connection
+            with conn, conn.makefile("rb") as reader:
+                for _ in range(self.per_connection):
+                    head = b""
+                    while not head.endswith(b"\r\n\r\n"):
+                        line = reader.readline()
+                        if not line:
+                            break
+                        head += line
+                    if not head:
+                        break
+                    length = next(
+                        int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")
+                    )
+                    reader.read(length)
+                    self.requests += 1
+                    body = b'{"cancel": []}'
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                        + body
+                    )
+
+    def close(self) -> None:
+        # shutdown wakes the accept() blocked in the thread; close alone would leave the port listening
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(5)
+
+
+def test_http_transport_reuses_its_connection() -> None:
+    from jupyter_sse.kernel._transport import HTTPTransport
+
+    srv = _OneShotServer(per_connection=100)
+    transport = HTTPTransport("http", "127.0.0.1", srv.port, timeout=5)
+    try:
+        for _ in range(3):
+            assert transport.post("/x", b"{}", {"Content-Type": "application/json"}) == (200, b'{"cancel": []}')
+        assert (srv.connections, srv.requests) == (1, 3)
+    finally:
+        transport.close()
+        srv.close()
+
+
+def test_http_transport_retries_once_on_a_connection_the_server_closed() -> None:
+    from jupyter_sse.kernel._transport import HTTPTransport
+
+    srv = _OneShotServer(per_connection=1)
+    transport = HTTPTransport("http", "127.0.0.1", srv.port, timeout=5)
+    try:
+        for _ in range(3):
+            assert transport.post("/x", b"{}", {})[0] == 200
+        assert (srv.connections, srv.requests) == (3, 3)  # each reused one was found closed: a fresh one
+    finally:
+        transport.close()
+        srv.close()
+    with pytest.raises(OSError):
+        transport.post("/x", b"{}", {})  # nothing listens any more: the error reaches the publisher
