@@ -257,3 +257,22 @@ async def test_cancel_stops_lightning_through_should_stop(sse_server: SSEServer,
     jobs = await settled(sse_server, ["Lightning fit", "epoch 1/3"])
     assert jobs["epoch 1/3"]["state"] == "cancelled" and 1 <= jobs["epoch 1/3"]["n"] < 20000
     assert jobs["Lightning fit"]["state"] == "cancelled" and "epoch 2/3" not in jobs
+
+
+async def test_lightning_tqdm_progress_bar(sse_server: SSEServer, kernel: KernelSession) -> None:
+    # the bar Lightning uses when rich is not installed, chosen explicitly here
+    assert errors(await kernel.execute(LIGHTNING, timeout=120)) == []
+    messages = await kernel.execute(
+        "from lightning.pytorch.callbacks import TQDMProgressBar\n"
+        "t = L.Trainer(max_epochs=1, accelerator='cpu', logger=False, enable_checkpointing=False,\n"
+        "              enable_model_summary=False, num_sanity_val_steps=0, callbacks=[TQDMProgressBar()])\n"
+        "t.fit(Tiny(), loader(24, 8))\n",
+        timeout=120,
+    )
+    assert errors(messages) == []
+    jobs = await settled(sse_server, ["Lightning fit", "epoch 1/1"])
+    assert (jobs["Lightning fit"]["state"], jobs["Lightning fit"]["n"]) == ("succeeded", 1)
+    epoch = jobs["epoch 1/1"]
+    assert (epoch["state"], epoch["n"], epoch["total"]) == ("succeeded", 3, 3), epoch
+    assert foreign_displays(messages) == []
+    assert not any("it/s" in m["content"].get("text", "") for m in messages if m["msg_type"] == "stream")
