@@ -140,6 +140,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the token every request must carry as `Authorization: Bearer` (default: $JUPYTER_SSE_HUB_TOKEN); "
         "required unless the hub listens on loopback",
     )
+    p.add_argument(
+        "--notify-url",
+        action="append",
+        metavar="URL",
+        help="an Apprise URL told when jobs end (repeatable; default: $APPRISE_URLS and Apprise's config files; "
+        "needs jupyter-sse[notify])",
+    )
     p.set_defaults(serve=_hub)
     return parser
 
@@ -374,7 +381,7 @@ def _hub(args: argparse.Namespace) -> int:
     except ImportError as exc:
         return _fail(f"the hub needs the asgi extra: pip install 'jupyter-sse[asgi]' ({exc})")
     try:
-        run(args.host, args.port, args.token or None)
+        run(args.host, args.port, args.token or None, notify_urls=args.notify_url)
     except HubConfigError as exc:
         return _fail(str(exc))
     except OSError as exc:  # the port is taken, the address is not ours

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import re
 import time
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .errors import ProtocolError
+from .metrics import BrokerMetrics
 from .model import FINAL_STATES, Job, JobUpdate, UpdateBatch, check_job_id
 from .sse import encode_event
 from .store import JobEntry, MemoryStore, Store
@@ -32,6 +34,7 @@ __all__ = ["Broker", "Event", "Subscription"]
 _EVENT_ID = re.compile(r"[0-9]{1,30}")  # not str.isdigit(): that accepts "²" and other non-ASCII digits
 _WINDOW_PER_PASS = 2.0  # see Broker._timed_wake
 _NULLABLE = frozenset({"total", "rate", "error", "kernel_id", "cell_id", "path", "parent"})
+_log = logging.getLogger("jupyter_sse")
 
 
 def _dumps(value: Any) -> str:
@@ -115,6 +118,7 @@ class Subscription:
         events = self._broker._collect(self)
         if events:
             self.cursor = events[-1].id
+            self._broker.metrics.events_delivered += len(events)
         return events
 
     def close(self) -> None:
@@ -151,6 +155,8 @@ class Broker:
         self._all_subscribers: set[Subscription] = set()
         self._subscribers_by_job: dict[str, set[Subscription]] = {}
         self._finished_count = 0
+        self.metrics = BrokerMetrics()
+        self._listeners: list[Callable[[list[Job]], None]] = []
         now = clock()
         for entry in self.store.entries():  # a store loaded from disk
             self._finished_count += entry.job.terminal
@@ -172,6 +178,18 @@ class Broker:
     @property
     def subscriber_count(self) -> int:
         return len(self._all_subscribers) + sum(len(s) for s in self._subscribers_by_job.values())
+
+    def add_listener(self, listener: Callable[[list[Job]], None]) -> None:
+        """Call ``listener(jobs)`` after every change, with the jobs it touched (live objects: read them at once).
+
+        It runs inside the change, on the broker's loop: it must be quick and must not block (notifications, the
+        event bus and metrics hand their slow work on). An exception it raises is logged and goes no further.
+        """
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[list[Job]], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     # ---- writing -------------------------------------------------------------------------------------------
     def apply(self, batch: UpdateBatch) -> list[str]:
@@ -206,6 +224,7 @@ class Broker:
             touched[logs.job] = entry
         cancel = [e.job.id for e in touched.values() if e.job.cancel_requested and not e.job.terminal]
         self._enforce_retention()
+        self.metrics.updates_accepted += 1
         self._notify(touched)
         return cancel
 
@@ -399,7 +418,15 @@ class Broker:
 
     def _notify(self, touched: dict[str, JobEntry]) -> None:
         # Every change ends here, once: the moment for the store to write what must not wait.
-        self.store.commit()
+        with self.metrics.timing_store_write():
+            self.store.commit()
+        if self._listeners:
+            jobs = [entry.job for entry in touched.values()]
+            for listener in list(self._listeners):
+                try:
+                    listener(jobs)
+                except Exception:
+                    _log.warning("jupyter-sse: a job listener failed", exc_info=True)
         if self.wake_delay > 0:
             # Wake subscribers once per window, not once per change: with many subscribers and many publishers,
             # a pass over every subscriber for every request is what saturates the server. A subscriber reads
@@ -441,7 +468,7 @@ class Broker:
         # Subscribers that wait and read the same jobs from the same cursor (in a steady stream: all of them) get
         # the same events: collect and encode them once per (jobs, cursor) for this pass. The store does not change
         # during it, so the cache is only valid here.
-        frames: dict[tuple[frozenset[str] | None, int], tuple[bytes, int] | None] = {}
+        frames: dict[tuple[frozenset[str] | None, int], tuple[bytes, int, int] | None] = {}
         for sub in list(self._all_subscribers):
             self._deliver(sub, frames)
         if self._subscribers_by_job:
@@ -452,7 +479,7 @@ class Broker:
                 self._deliver(sub, frames)
 
     def _deliver(
-        self, sub: Subscription, frames: dict[tuple[frozenset[str] | None, int], tuple[bytes, int] | None]
+        self, sub: Subscription, frames: dict[tuple[frozenset[str] | None, int], tuple[bytes, int, int] | None]
     ) -> None:
         writer = sub._writer
         # Only a subscriber parked in next_events, with nothing unread and no end condition, is written to here;
@@ -469,7 +496,7 @@ class Broker:
                 # it meets it again in next_events, and the other subscribers are still served.
                 sub.wake()
                 return
-            frames[key] = (b"".join(event.encode() for event in events), events[-1].id) if events else None
+            frames[key] = (b"".join(event.encode() for event in events), events[-1].id, len(events)) if events else None
         found = frames[key]
         if found is None:
             return  # none of its jobs changed since its cursor
@@ -479,6 +506,7 @@ class Broker:
             written = False
         if written:
             sub.cursor = found[1]
+            self.metrics.events_delivered += found[2]
         else:
             sub.wake()
 

@@ -27,6 +27,7 @@ from . import context
 __all__ = ["install"]
 
 _ATTR = "_jupyter_sse"  # on a multiprocessing process object: what its child needs to know
+_ANNOTATION = "jupyter_sse"  # a Dask task annotation: [parent job id, kernel id]
 _done: set[str] = set()  # the wrapped places
 _install_lock = threading.Lock()
 _seen_modules = -1  # len(sys.modules) at the last look: modules are rarely unloaded, so a change means imports
@@ -40,6 +41,7 @@ _MODULES = {
     "mp.pool": "multiprocessing.pool",
     "loky": "joblib.externals.loky.process_executor",
     "distributed": "distributed.client",
+    "distributed.worker": "distributed.worker",
 }
 
 
@@ -75,6 +77,9 @@ def install() -> None:
             distributed = modules.get("distributed.client")
             if "distributed" not in _done and distributed is not None:
                 _wrap_distributed(distributed.Client)
+            if "distributed.worker" not in _done and "distributed.worker" in modules:
+                context.task_parent = _distributed_task_parent
+                _done.add("distributed.worker")
     except Exception:  # never break the user's job over this
         pass
 
@@ -224,7 +229,49 @@ def _wrap_distributed(client_cls: Any) -> None:
 
     wrap("submit")
     wrap("map")
+
+    # a graph (``dask.compute``, ``persist``, ``Client.get``): the parent rides as a task annotation, which
+    # the scheduler hands to the worker with each task (annotations are a context variable: this call only)
+    original = client_cls._graph_to_futures
+
+    def _graph_to_futures(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            job = context.current_job()
+            annotate = None
+            if job is not None:
+                from dask.base import annotate as dask_annotate
+
+                annotate = dask_annotate(**{_ANNOTATION: [job.id, context.kernel_id()]})
+        except Exception:
+            annotate = None
+        if annotate is None:
+            return original(self, *args, **kwargs)
+        with annotate:
+            return original(self, *args, **kwargs)
+
+    _graph_to_futures.__wrapped__ = original  # type: ignore[attr-defined]
+    client_cls._graph_to_futures = _graph_to_futures
     _done.add("distributed")
+
+
+def _distributed_task_parent() -> Any:
+    """In a Dask worker: the parent the running task carries as an annotation (None if it carries none), or
+    ``NOT_A_TASK`` outside a task's thread."""
+    try:
+        worker_module = sys.modules["distributed.worker"]
+        key = getattr(worker_module.thread_state, "key", None)
+        if key is None:  # not a task's thread
+            return context.NOT_A_TASK
+        task = worker_module.get_worker().state.tasks.get(key)
+        carried = (task.annotations or {}).get(_ANNOTATION) if task is not None else None
+        if not carried:
+            return None
+        parent, kernel_id = carried
+        if kernel_id and context.kernel_id() != kernel_id:
+            context.set_kernel_id(kernel_id)
+        return context.RemoteParent(parent) if parent else None
+    except Exception:
+        return context.NOT_A_TASK
 
 
 def _wrap_pool(pool_module: Any) -> None:

@@ -33,6 +33,7 @@ from tqdm.std import tqdm as std_tqdm
 from ._control import check_total, closing_exception, finish, step
 from ._iterators import _left_normally
 from ._lifecycle import end_early, left_by_exception, start_job
+from ._notify import with_notify
 from ._state import NAME_MAX, TERMINAL, DisplayOptions, JobState, clip, finite_or_none
 
 __all__ = ["tqdm", "trange"]
@@ -69,7 +70,8 @@ def _print_nothing(s: str) -> None:
 
 
 class tqdm(tqdm_asyncio):  # type: ignore[misc]  # tqdm ships no types; the name is tqdm's: one import
-    """tqdm, published as a job. Arguments are tqdm's, plus ``metadata=`` (a dict stored with the job).
+    """tqdm, published as a job. Arguments are tqdm's, plus ``metadata=`` (a dict stored with the job) and
+    ``notify=`` (True, False or Apprise URLs: who is told when it ends).
 
     ``disable=None`` (tqdm: "off when not a terminal") keeps the bar on: the display is the job's, not the
     terminal. A total that is not a number >= 0 (or None, or ``inf``: unknown) raises TypeError/ValueError at
@@ -95,7 +97,7 @@ class tqdm(tqdm_asyncio):  # type: ignore[misc]  # tqdm ships no types; the name
         *args: Any,
         **kwargs: Any,
     ) -> None:
-        metadata = kwargs.pop("metadata", None)
+        metadata = with_notify(kwargs.pop("metadata", None), kwargs.pop("notify", None))
         check_total(total)
         if kwargs.get("disable", False) is None:
             kwargs["disable"] = False

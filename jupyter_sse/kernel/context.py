@@ -17,6 +17,7 @@ from typing import Any
 
 __all__ = [
     "KERNEL_ID_ENV",
+    "NOT_A_TASK",
     "THREAD_PARENT",
     "RemoteParent",
     "cell_id",
@@ -35,6 +36,7 @@ __all__ = [
     "reset_current",
     "set_current",
     "set_kernel_id",
+    "task_parent",
 ]
 
 _KERNEL_FILE = re.compile(r"kernel-([A-Za-z0-9_-]{1,64})\.json$")
@@ -166,15 +168,27 @@ def live(job: Any) -> Any:
     return job
 
 
+# set by _propagate in a process that runs tasks a scheduler hands over with their parent attached (a Dask
+# worker): returns the parent of the task running in this thread (None: it has none), or NOT_A_TASK
+task_parent: Callable[[], Any] | None = None
+NOT_A_TASK: Any = object()
+
+
 def current_job() -> Any:
     """The innermost running job where this code runs (a ``JobState`` or ``RemoteParent``), or None."""
     job = _current.get()
     if job is _UNSET_JOB:
         # a thread the context did not follow into: the job that was current where it was started
-        return live(getattr(threading.current_thread(), THREAD_PARENT, None))
-    if job is not None and job.ended:
+        job = live(getattr(threading.current_thread(), THREAD_PARENT, None))
+    elif job is not None and job.ended:
         job = live(job)
         _current.set(job)  # the same answer, without holding on to the ended job
+    if task_parent is not None and (job is None or type(job) is RemoteParent):
+        # a job of this process is more specific; a task's own parent (or its having none) more than the
+        # parent of the work the process was started for (a worker outlives that work)
+        found = task_parent()
+        if found is not NOT_A_TASK:
+            return found
     return job
 
 

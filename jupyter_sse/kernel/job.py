@@ -7,6 +7,7 @@ from typing import Any
 
 from ._control import check_total, finish, step
 from ._lifecycle import start_job
+from ._notify import NotifyArg, with_notify
 from ._state import MESSAGE_MAX, DisplayOptions, JobState, clip, finite_or_none
 from .display import show_log
 
@@ -28,7 +29,9 @@ class JobHandle:
         *,
         metadata: dict[str, Any] | None = None,
         leave: bool = True,
+        notify: NotifyArg = None,
     ) -> None:
+        metadata = with_notify(metadata, notify)
         total = check_total(total)
         self._state = JobState(name, total, unit, metadata=metadata, options=DisplayOptions(leave=leave), manual=True)
 
@@ -106,6 +109,7 @@ def job(
     *,
     metadata: dict[str, Any] | None = None,
     leave: bool = True,
+    notify: NotifyArg = None,
 ) -> JobHandle:
     """A job for work that is not a loop: ``with job("load", total=3) as j: ...; j.update()``."""
-    return JobHandle(name, total, unit, metadata=metadata, leave=leave)
+    return JobHandle(name, total, unit, metadata=metadata, leave=leave, notify=notify)

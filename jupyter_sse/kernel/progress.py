@@ -10,6 +10,7 @@ from typing import Any, Generic, TypeVar
 from ._control import check_total, closing_exception, finish, step
 from ._iterators import aiterate, iterate
 from ._lifecycle import end_job, start_job
+from ._notify import NotifyArg, with_notify
 from ._state import TERMINAL, DisplayOptions, JobState, finite_or_none
 
 __all__ = ["Progress", "progress"]
@@ -79,6 +80,7 @@ class Progress(Generic[T]):
         colour: str | None = None,
         delay: float = 0.0,
         metadata: dict[str, Any] | None = None,
+        notify: NotifyArg = None,
         **kwargs: Any,
     ) -> None:
         _check_iterable(iterable)
@@ -90,7 +92,7 @@ class Progress(Generic[T]):
         self.unit = unit
         self._initial = initial
         self._smoothing = smoothing
-        self._metadata = metadata
+        self._metadata = with_notify(metadata, notify)  # True, False or Apprise URLs: told when it ends
         self._options = DisplayOptions(
             leave=True if leave is None else bool(leave),
             file=file,

@@ -19,6 +19,7 @@ from . import context
 from ._control import check_total, finish, step
 from ._errors import JobCancelled
 from ._lifecycle import start_job
+from ._notify import NotifyArg, with_notify
 from ._state import MESSAGE_MAX, TERMINAL, JobState, clip
 from .publisher import get_publisher
 
@@ -182,18 +183,20 @@ def submit(
     *args: Any,
     name: str | None = None,
     total: float | None = None,
+    notify: NotifyArg = None,
     **kwargs: Any,
 ) -> SubmittedJob:
     """Run ``fn(*args, **kwargs)`` in a background daemon thread, as a job; return its handle at once.
 
-    ``name`` (default: ``fn``'s name) and ``total`` describe the job; a ``progress()`` inside ``fn`` reports as
-    its child. The cell that submits shows the job's live view; the kernel keeps running other cells.
+    ``name`` (default: ``fn``'s name) and ``total`` describe the job; ``notify`` (True, False or Apprise URLs) says
+    who is told when it ends. A ``progress()`` inside ``fn`` reports as its child. The cell that submits shows the
+    job's live view; the kernel keeps running other cells.
     """
     if not callable(fn):
         raise TypeError(f"submit() needs a callable, not {type(fn).__name__}")
     total = check_total(total)
     label = name if name is not None else getattr(fn, "__name__", "") or "job"
-    state = _SubmittedState(label, total, "it", metadata={"submitted": True}, manual=True)
+    state = _SubmittedState(label, total, "it", metadata=with_notify({"submitted": True}, notify), manual=True)
     handle = SubmittedJob(state, fn)
     # started here, in the caller's thread: the job records this cell and its output goes to this cell
     start_job(state)

@@ -12,11 +12,12 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Float, Int, Unicode, validate
+from traitlets import Bool, Float, Int, List, Unicode, validate
 
 from ..capture import CAPTURE_ENV  # a name only: the capture's modules load in kernels, not here
 from ..core import Broker, MemoryStore
 from ..core.store_sqlite import SQLiteStore
+from ._monitor import Monitor
 from .activity import ActivityTracker
 from .handlers import handlers
 from .kernels import KERNEL_ACTIONS, KernelWatcher
@@ -104,6 +105,68 @@ class SSEExtension(ExtensionApp):
         "one. Off by default: it changes how third-party code displays in kernels whose users did not ask for it.",
     )
 
+    # --- notifications, metrics and the event bus (see _monitor.py) ---
+    notify_urls = List(
+        Unicode(),
+        config=True,
+        help="Apprise URLs (mailto://, slack://, ntfy://, json://...) told when jobs end, by the rules below. "
+        "The APPRISE_URLS environment variable (space-separated) and Apprise's config files add more. Needs "
+        "jupyter-sse[notify].",
+    )
+    notify_config = List(
+        Unicode(),
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="Apprise config files to read targets from (default: APPRISE_CONFIG_PATH, else Apprise's own default "
+        "files, such as ~/.config/apprise/apprise.yml, that exist).",
+    )
+    notify_states = List(
+        Unicode(),
+        default_value=["succeeded", "failed", "cancelled", "lost"],
+        config=True,
+        help="The end states that notify (a job's own notify=True or URL notifies whatever its end).",
+    )
+    notify_min_duration = Float(
+        60.0, config=True, help="Seconds a job must have run to notify (unless it asked with notify=True or a URL)."
+    )
+    notify_window = Float(
+        30.0,
+        config=True,
+        help="Seconds to wait after a job ends for others to end too: the jobs ending in this window make one "
+        "message. 0 sends each at once.",
+    )
+    notify_timeout = Float(10.0, config=True, help="Seconds a notification target may take before it counts as failed.")
+    notify_job_targets = Bool(
+        True,
+        config=True,
+        help="Let a job name its own Apprise URLs (progress(..., notify='mailto://...')). When False such a job "
+        "notifies the configured targets instead.",
+    )
+    notify_link_url = Unicode(
+        "",
+        config=True,
+        help="The base URL messages link to (the notebook opens at <this>lab/tree/<path>); default: the server's "
+        "own URL. Set it to the address people reach the server at, behind a proxy or JupyterHub.",
+    )
+    emit_job_events = Bool(
+        True, config=True, help="Emit every job state change on Jupyter's event bus (jupyter_events)."
+    )
+
+    @validate("notify_states")
+    def _check_notify_states(self, proposal: Any) -> list[str]:
+        from ..core.notify import NotifyRules
+
+        NotifyRules(states=frozenset(proposal["value"]))  # raises with the reason
+        return list(proposal["value"])
+
+    @validate("notify_min_duration", "notify_window", "notify_timeout")
+    def _check_notify_seconds(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if not value >= 0 or value == float("inf") or (proposal["trait"].name == "notify_timeout" and value == 0):
+            raise ValueError(f"{proposal['trait'].name} must be a finite number of seconds >= 0 (timeout: > 0)")
+        return value
+
     @validate("store_kind")
     def _check_store_kind(self, proposal: Any) -> str:
         if proposal["value"] not in ("sqlite", "memory"):
@@ -156,6 +219,7 @@ class SSEExtension(ExtensionApp):
             self.broker, self.serverapp.web_app.settings, enabled=self.running_jobs_are_activity
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self.monitor = Monitor(self, self.broker)  # notifications, /metrics, the event bus
         self._export_environment()
         # Under a test harness the loop already runs here; a real server starts it later (see below).
         with contextlib.suppress(RuntimeError):
@@ -251,6 +315,7 @@ class SSEExtension(ExtensionApp):
         self._start_tasks()
 
     async def stop_extension(self) -> None:
+        self.monitor.close()
         self.broker.close()
         for task in self._tasks:
             task.cancel()

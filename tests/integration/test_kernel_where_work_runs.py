@@ -132,7 +132,7 @@ MECHANISMS: dict[str, str] = {
         ]
         assert [p.wait(60) for p in procs] == [0] * {N}
     """,
-    # a graph on the cluster: its tasks are not handed over one by one, so no parent (the README says so)
+    # a graph on the cluster: the parent rides as a task annotation
     "dask-distributed-compute": f"""
         assert list(dask.compute(*[dask.delayed(work)(i, P) for i in range({N})])) == list(range({N}))
     """,
@@ -146,7 +146,7 @@ SETUP = {"dask-distributed": CLUSTER, "dask-distributed-compute": CLUSTER}
 TEARDOWN = dict.fromkeys(SETUP, "client.close(); cluster.close()")
 # where the parent job cannot be carried (the README's table says so): the children still arrive, with the
 # kernel id, and no parent
-PARENT_NOT_CARRIED = {"dask-distributed-compute", "subprocess"}
+PARENT_NOT_CARRIED = {"subprocess"}
 
 PRELUDE = """
 import asyncio, os, subprocess, sys, threading
@@ -268,3 +268,36 @@ async def test_a_loop_that_raises_in_a_forked_child_of_the_kernel_ends_failed(
     assert child["state"] == "failed"
     assert child["n"] == 4
     assert child["kernel_id"] == kernel.kernel_id
+
+
+async def test_a_cluster_started_inside_a_job_does_not_give_it_to_later_work(
+    sse_server: SSEServer, kernel: KernelSession, tmp_path: Path
+) -> None:
+    """Workers outlive the job they were started under: later tasks get their own parent, or none."""
+    (tmp_path / "sse_children.py").write_text(HELPER)
+    assert errors(await kernel.execute(PRELUDE.format(path=str(tmp_path)))) == []
+    code = (
+        "with job('makes-cluster') as maker:\n"
+        "    cluster = LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None)\n"
+        "    client = Client(cluster)\n"
+        "client.gather(client.map(work, range(2), ['free'] * 2))\n"
+        "dask.compute(*[dask.delayed(work)(i, 'free-graph') for i in range(2)])\n"
+        "with job('later') as later:\n"
+        "    dask.compute(*[dask.delayed(work)(i, 'later-graph') for i in range(2)])\n"
+        "client.close(); cluster.close()\n"
+        "print(later.id)\n"
+    )
+    messages = await kernel.execute(code, timeout=90)
+    assert errors(messages) == []
+    later_id = "".join(m["content"]["text"] for m in messages if m["msg_type"] == "stream").split()[-1]
+    async with AsyncClient(sse_server.url, sse_server.token) as client:
+        jobs = await client.list()
+    parents = {j["name"]: j["parent"] for j in jobs if j["name"].startswith(("free-", "later-"))}
+    assert parents == {
+        "free-0": None,
+        "free-1": None,
+        "free-graph-0": None,
+        "free-graph-1": None,
+        "later-graph-0": later_id,
+        "later-graph-1": later_id,
+    }

@@ -42,14 +42,17 @@ FILES = [
     "tests_synchronisation.py",
     "tests_tqdm.py",
 ]
-# measured with tqdm 4.70.1 on Python 3.11: 117 of these files' tests pass (160 with tqdm's own class), 4 are
+# measured with tqdm 4.70.1 on Python 3.11: 116 of these files' tests pass (160 with tqdm's own class), 4 are
 # skipped by tqdm itself either way (no concurrent.interpreters before Python 3.14, no itertools.batched before 3.12)
-MIN_PASSED = 117
+MIN_PASSED = 116
 TERMINAL = {
     "tests_asyncio::test_coroutine_send",
     "tests_concurrent::test_concurrent_map[process_map]",
     "tests_concurrent::test_concurrent_map[thread_map]",
     "tests_tqdm::test_file_output",
+    # a bar on a file that is not a terminal logs its 0% line at once (headless logging), where tqdm's test
+    # expects the bars to be cleared and redrawn below the written message
+    "tests_tqdm::test_write",
     "tests_tqdm::test_min_interval",
     "tests_tqdm::test_max_interval",
     "tests_tqdm::test_delay",  # and its teardown: the bar stays open after the failed assertion
