@@ -15,6 +15,8 @@ subscribers, waking a task for each change is what costs most (the broadcast pat
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import json
 import math
 import re
@@ -23,13 +25,36 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .errors import ProtocolError
-from .model import FINAL_STATES, Job, JobUpdate, UpdateBatch, check_job_id
-from .sse import encode_event
+from .model import (
+    DEFAULT_PAGE_SIZE,
+    FINAL_STATES,
+    MAX_PAGE_SIZE,
+    STATES,
+    TERMINAL_STATES,
+    Job,
+    JobPage,
+    JobUpdate,
+    UpdateBatch,
+    check_job_id,
+    created_key,
+    decode_page_cursor,
+    encode_page_cursor,
+)
+from .sse import encode_event, encode_id
 from .store import JobEntry, MemoryStore, Store
 
-__all__ = ["Broker", "Event", "Subscription"]
+__all__ = ["RESET", "Broker", "Event", "Subscription"]
 
-_EVENT_ID = re.compile(r"[0-9]{1,30}")  # not str.isdigit(): that accepts "²" and other non-ASCII digits
+# ``<epoch>.<seq>``, or a bare seq (ids before epochs: taken as another epoch's). Not str.isdigit(): that accepts
+# "²" and other non-ASCII digits.
+_EVENT_ID = re.compile(r"(?:([A-Za-z0-9]{1,64})\.)?([0-9]{1,30})")
+# A subscription's cursor before its first sync; _RESET: the sync must start with a `reset` event.
+_FRESH = -1
+_RESET = -2
+# A resume that would walk more changed jobs than this is served a reset and a bounded sync instead: it costs the
+# server (and the client) less than replaying most of a large history.
+_RESUME_LIMIT = 5000
+RESET = "reset"
 _WINDOW_PER_PASS = 2.0  # see Broker._timed_wake
 _NULLABLE = frozenset({"total", "rate", "error", "kernel_id", "cell_id", "path", "parent"})
 
@@ -45,19 +70,37 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
 
 
 class Event:
-    """One SSE event; its encoded frame is made once and shared by every subscriber that sends it."""
+    """One SSE event; its encoded frame is made once and shared by every subscriber that sends it.
 
-    __slots__ = ("_frame", "data", "id", "name")
+    ``id`` is the store's sequence number; on the wire the id is ``<epoch>.<seq>`` (``event_id``), so that a client
+    resuming against another history (another store, a memory store after a restart) is recognised. An event with
+    a negative ``id`` carries no ``id:`` line (``reset``); one with no ``name`` is a bare ``id:`` (a sync's mark).
+    """
 
-    def __init__(self, id: int, name: str, data: str) -> None:
+    __slots__ = ("_frame", "data", "epoch", "id", "name")
+
+    def __init__(self, id: int, name: str, data: str, epoch: str = "") -> None:
         self.id = id
         self.name = name
         self.data = data
+        self.epoch = epoch
         self._frame: bytes | None = None
+
+    @property
+    def event_id(self) -> str | None:
+        """The id as sent on the wire (None: the event has none)."""
+        if self.id < 0:
+            return None
+        return f"{self.epoch}.{self.id}" if self.epoch else str(self.id)
 
     def encode(self) -> bytes:
         if self._frame is None:
-            self._frame = encode_event(self.data, event=self.name, id=str(self.id))
+            event_id = self.event_id
+            if not self.name:
+                assert event_id is not None
+                self._frame = encode_id(event_id)
+            else:
+                self._frame = encode_event(self.data, event=self.name, id=event_id)
         return self._frame
 
     def __repr__(self) -> str:
@@ -136,15 +179,23 @@ class Broker:
         owner: str = "",
         clock: Callable[[], float] = time.time,
         wake_delay: float = 0.0,
+        sync_finished_jobs: int = 100,
     ) -> None:
-        if log_lines_kept < 1 or jobs_kept < 0:
-            raise ValueError("log_lines_kept must be >= 1 and jobs_kept >= 0")
+        if log_lines_kept < 1 or jobs_kept < 0 or sync_finished_jobs < 0:
+            raise ValueError("log_lines_kept must be >= 1, jobs_kept and sync_finished_jobs >= 0")
         self.store: Store = store if store is not None else MemoryStore()
         self.log_lines_kept = log_lines_kept
         self.jobs_kept = jobs_kept
         self.owner = owner
         self._clock = clock
         self.wake_delay = wake_delay
+        self.sync_finished_jobs = sync_finished_jobs
+        # Indexes for the first sync and for pages of GET jobs, brought up to date from the store's change order
+        # when they are read (see _refresh_indexes), so that publishing pays nothing for them.
+        self._indexed_seq = -1
+        self._unfinished: set[str] = set()
+        self._created: dict[str, int] = {}  # created_key of every job
+        self._by_created: list[tuple[int, str]] = []  # (created_key, id), ascending; pages read it backwards
         self._pending_wake: dict[str, JobEntry] = {}
         self._wake_timer: asyncio.TimerHandle | None = None
         self._next_wake = -math.inf  # loop time before which changes wait for the end of the window
@@ -168,6 +219,35 @@ class Broker:
         jobs = [e.job for e in self.store.entries() if state is None or e.job.state == state]
         jobs.sort(key=lambda job: job.created, reverse=True)
         return jobs
+
+    def page_jobs(self, state: str | None = None, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> JobPage:
+        """One page of ``GET jobs``: up to ``limit`` jobs, newest first, created before ``cursor`` (a page's
+        ``next``); with the number of jobs that match in all, and the cursor of the next page (None: this is the
+        last). A cursor names a place in the order (a creation time and an id), not a position, so pages stay
+        consistent while jobs come and go, and across a restart."""
+        if state is not None and state not in STATES:
+            raise ProtocolError(400, "invalid_query", f"state must be one of {', '.join(STATES)}")
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ProtocolError(400, "invalid_query", f"limit must be 1 to {MAX_PAGE_SIZE}")
+        self._refresh_indexes()
+        order = self._by_created
+        end = len(order) if cursor is None else bisect.bisect_left(order, decode_page_cursor(cursor))
+        store = self.store
+        jobs: list[Job] = []
+        i = end - 1
+        while i >= 0 and len(jobs) < limit:
+            entry = store.get(order[i][1])
+            if entry is not None and (state is None or entry.job.state == state):
+                jobs.append(entry.job)
+            i -= 1
+        next_cursor = encode_page_cursor(*order[i + 1]) if i >= 0 and jobs else None
+        if state is None:
+            total = len(order)
+        elif state in TERMINAL_STATES:
+            total = sum(1 for entry in store.entries() if entry.job.state == state)
+        else:
+            total = sum(1 for job_id in self._unfinished if (e := store.get(job_id)) and e.job.state == state)
+        return JobPage(jobs, total, next_cursor)
 
     @property
     def subscriber_count(self) -> int:
@@ -342,10 +422,9 @@ class Broker:
         self.store.remove(entry.job.id, self.store.next_seq(), self._snapshot(entry))
         self._notify({entry.job.id: entry})
 
-    @staticmethod
-    def _snapshot(entry: JobEntry) -> Event:
+    def _snapshot(self, entry: JobEntry) -> Event:
         if entry.event is None:
-            entry.event = Event(entry.seq, "job", _dumps(entry.job.to_dict()))
+            entry.event = Event(entry.seq, "job", _dumps(entry.job.to_dict()), self.store.epoch)
         assert isinstance(entry.event, Event)
         return entry.event
 
@@ -371,13 +450,7 @@ class Broker:
         if self.closed:
             raise ProtocolError(503, "closing", "the server is shutting down")
         job_set = frozenset(check_job_id(j) for j in jobs) if jobs is not None else None
-        cursor = 0
-        if last_event_id is not None and last_event_id != "":
-            if _EVENT_ID.fullmatch(last_event_id) is None:
-                raise ProtocolError(400, "invalid_query", "Last-Event-ID must be an id this server sent")
-            cursor = int(last_event_id)
-            if cursor > self.store.current_seq:
-                cursor = 0  # an id from the future: the store was reset; send everything again
+        cursor = self._cursor(last_event_id)
         sub = Subscription(self, job_set, cursor, end_with_job)
         if job_set is None:
             self._all_subscribers.add(sub)
@@ -385,6 +458,26 @@ class Broker:
             for job_id in job_set:
                 self._subscribers_by_job.setdefault(job_id, set()).add(sub)
         return sub
+
+    def _cursor(self, last_event_id: str | None) -> int:
+        """The cursor a ``Last-Event-ID`` resumes from, or _FRESH (none given) or _RESET (a history that is gone)."""
+        if last_event_id is None or last_event_id == "":
+            return _FRESH
+        found = _EVENT_ID.fullmatch(last_event_id)
+        if found is None:
+            raise ProtocolError(400, "invalid_query", "Last-Event-ID must be an id this server sent")
+        epoch, seq_text = found.groups()
+        store = self.store
+        if epoch != store.epoch:
+            return _RESET  # another store's, a memory store's before a restart, or a bare id from before epochs
+        seq = int(seq_text)
+        if seq < store.horizon or seq > store.current_seq:
+            return _RESET  # removals it would need are forgotten; or an id this history never sent
+        return seq
+
+    def event_id(self, seq: int) -> str:
+        """The wire id of sequence number ``seq`` in this broker's history (what ``Last-Event-ID`` takes)."""
+        return f"{self.store.epoch}.{seq}"
 
     def _unsubscribe(self, sub: Subscription) -> None:
         if sub.jobs is None:
@@ -496,11 +589,28 @@ class Broker:
 
     def _collect(self, sub: Subscription) -> list[Event]:
         cursor = sub.cursor
+        if cursor < 0:
+            return self._sync(sub, reset=cursor == _RESET)
         if sub.jobs is None:
-            entries: Iterable[JobEntry] = self.store.changed_since(cursor)
+            entries: list[JobEntry] = list(itertools.islice(self.store.changed_since(cursor), _RESUME_LIMIT + 1))
+            if len(entries) > _RESUME_LIMIT:
+                return self._sync(sub, reset=True)
         else:
             found = (self.store.get(job_id) for job_id in sub.jobs)
             entries = [e for e in found if e is not None and e.change_seq > cursor]
+        items = self._items(entries, cursor)
+        for seq, job_id, final in self.store.removed_since(cursor):
+            if sub.jobs is None or job_id in sub.jobs:
+                if isinstance(final, Event) and final.id > cursor:
+                    items.append((final.id, 4, job_id, final))
+                items.append((seq, 3, job_id, None))
+        if not items:
+            return []
+        items.sort(key=lambda item: item[0])
+        return self._events(sub, items)
+
+    @staticmethod
+    def _items(entries: Iterable[JobEntry], cursor: int) -> list[tuple[int, int, str, Any]]:
         # (seq, kind, job id, payload): one item per snapshot, log line, drop mark and removal, in seq order.
         items: list[tuple[int, int, str, Any]] = []
         for entry in entries:
@@ -513,18 +623,95 @@ class Broker:
                 items.append((seq, 1, job_id, line))
             if entry.last_dropped_seq > cursor:
                 items.append((entry.last_dropped_seq, 2, job_id, None))
-        for seq, job_id, final in self.store.removed_since(cursor):
-            if sub.jobs is None or job_id in sub.jobs:
-                if isinstance(final, Event) and final.id > cursor:
-                    items.append((final.id, 4, job_id, final))
-                items.append((seq, 3, job_id, None))
-        if not items:
-            return []
-        items.sort(key=lambda item: item[0])
-        return self._events(sub, items)
+        return items
+
+    def _sync(self, sub: Subscription, *, reset: bool) -> list[Event]:
+        """A subscriber's first events: what it needs to know now, bounded whatever the history's size.
+
+        Every job of a filtered subscription (they are named, so few), with its retained lines and its removal if it
+        was removed; for every job: the unfinished ones and the ``sync_finished_jobs`` most recently changed
+        finished ones, and no removals (it never saw the removed jobs). ``reset`` puts a ``reset`` event first. It
+        ends at the store's current seq (a bare ``id:`` if the last event is older), so a reconnect resumes from
+        there and never hears of older jobs the sync left out, nor of their removal. (A filtered subscription's
+        sync leaves nothing out, so a resume from any of its events is exact.)
+        """
+        store = self.store
+        seq = store.current_seq
+        if sub.jobs is not None:
+            cursor, sub.cursor = sub.cursor, 0
+            try:
+                events = self._collect(sub)
+            finally:
+                sub.cursor = cursor
+        else:
+            self._refresh_indexes()
+            chosen: dict[str, JobEntry] = {}
+            for job_id in self._unfinished:
+                entry = store.get(job_id)
+                if entry is not None:
+                    chosen[job_id] = entry
+            wanted = self.sync_finished_jobs
+            if wanted:
+                for entry in store.changed_since(0):
+                    if entry.job.terminal:
+                        chosen[entry.job.id] = entry
+                        wanted -= 1
+                        if not wanted:
+                            break
+            items = self._items(chosen.values(), 0)
+            items.sort(key=lambda item: item[0])
+            events = self._events(sub, items) if items else []
+        if reset:
+            events.insert(0, Event(-1, RESET, _dumps({"epoch": store.epoch}), store.epoch))
+        if sub.jobs is None and events and events[-1].id < seq:
+            events.append(Event(seq, "", "", store.epoch))
+        return events
+
+    def _refresh_indexes(self) -> None:
+        """Bring the unfinished-job set and the by-creation list up to date with the store.
+
+        From the changes and removals since the last refresh (newest first, stopping at it), or from every entry
+        when the removals since are no longer all known (the store's horizon moved past the last refresh).
+        """
+        store = self.store
+        seq = store.current_seq
+        if seq == self._indexed_seq:
+            return
+        if self._indexed_seq < store.horizon or self._indexed_seq > seq:
+            entries = list(store.entries())
+            self._unfinished = {e.job.id for e in entries if not e.job.terminal}
+            self._created = {e.job.id: created_key(e.job.created) for e in entries}
+            self._by_created = sorted((created, job_id) for job_id, created in self._created.items())
+        else:
+            for entry in store.changed_since(self._indexed_seq):
+                job = entry.job
+                if job.terminal:
+                    self._unfinished.discard(job.id)
+                else:
+                    self._unfinished.add(job.id)
+                created = self._created.get(job.id)
+                key = created_key(job.created)
+                if created != key:
+                    if created is not None:  # removed and made again under the same id
+                        self._unlist(job.id, created)
+                    self._created[job.id] = key
+                    bisect.insort(self._by_created, (key, job.id))
+            for _seq, job_id, _final in store.removed_since(self._indexed_seq):
+                if store.get(job_id) is None:
+                    self._unfinished.discard(job_id)
+                    created = self._created.pop(job_id, None)
+                    if created is not None:
+                        self._unlist(job_id, created)
+        self._indexed_seq = seq
+
+    def _unlist(self, job_id: str, created: int) -> None:
+        index = bisect.bisect_left(self._by_created, (created, job_id))
+        if index < len(self._by_created) and self._by_created[index] == (created, job_id):
+            del self._by_created[index]
 
     def _events(self, sub: Subscription, items: list[tuple[int, int, str, Any]]) -> list[Event]:
         events: list[Event] = []
+        epoch = self.store.epoch
         ending = False
         i = 0
         while i < len(items):
@@ -541,7 +728,7 @@ class Broker:
                     ending = True
                 i += 1
             elif kind == 3:
-                events.append(Event(seq, "removed", _dumps({"job": job_id})))
+                events.append(Event(seq, "removed", _dumps({"job": job_id}), epoch))
                 if job_id == sub.end_with_job:
                     ending = True
                 i += 1
@@ -560,7 +747,7 @@ class Broker:
                 body: dict[str, Any] = {"job": job_id, "lines": lines}
                 if dropped:
                     body["dropped"] = True
-                events.append(Event(last, "log", _dumps(body)))
+                events.append(Event(last, "log", _dumps(body), epoch))
         if ending:
             sub.close()
         return events
