@@ -358,7 +358,7 @@ class Broker:
         """
         now = self._clock()
         overdue = []
-        for entry in self.store.entries():
+        for entry in self.unfinished_entries():
             asked = entry.cancel_asked_at
             if asked is not None and not entry.escalated and not entry.job.terminal and now - asked >= grace:
                 entry.escalated = True
@@ -368,14 +368,21 @@ class Broker:
                     overdue.append((entry.job.id, entry.job.kernel_id))
         return overdue
 
+    def unfinished_entries(self) -> list[JobEntry]:
+        """The entries of the jobs that have not ended, without a pass over every job kept (there may be 100,000)."""
+        self._refresh_indexes()
+        store = self.store
+        found = (store.get(job_id) for job_id in self._unfinished)
+        return [entry for entry in found if entry is not None and not entry.job.terminal]
+
     def kernels_with_running_jobs(self) -> set[str]:
-        return {e.job.kernel_id for e in self.store.entries() if e.job.kernel_id is not None and not e.job.terminal}
+        return {e.job.kernel_id for e in self.unfinished_entries() if e.job.kernel_id is not None}
 
     def lose_kernel_jobs(self, kernel_id: str, reason: str) -> list[str]:
         """Mark ``lost`` every unfinished job of a kernel that died, restarted or was shut down."""
         lost = []
-        for entry in self.store.entries():
-            if entry.job.kernel_id == kernel_id and not entry.job.terminal:
+        for entry in self.unfinished_entries():
+            if entry.job.kernel_id == kernel_id:
                 self._lose(entry, reason)
                 lost.append(entry.job.id)
         return lost
@@ -402,7 +409,7 @@ class Broker:
         """Mark ``lost`` the running jobs whose publisher has been silent for longer than ``lease`` seconds."""
         now = self._clock()
         lost = []
-        for entry in self.store.entries():
+        for entry in self.unfinished_entries():
             if entry.job.state in ("running", "pending") and now - entry.heard > lease:
                 self._lose(entry, f"no report from its kernel for {lease:g} s")
                 lost.append(entry.job.id)
