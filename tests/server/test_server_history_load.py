@@ -94,7 +94,8 @@ def test_fifty_subscribers_at_once_with_100k_jobs_kept_never_block_the_server(
     # asyncio's debug mode logs every step of the loop that takes over 100 ms: the direct measure of a blocked loop.
     monkeypatch.setenv("PYTHONASYNCIODEBUG", "1")
     server = ServerProcess(tmp_path, free_port())
-    server.start(f"--SSEExtension.jobs_kept={JOBS}")
+    # A long lease: the running jobs are not reported again during the test, and must stay running.
+    server.start(f"--SSEExtension.jobs_kept={JOBS}", "--SSEExtension.publisher_lease=3600")
     log = tmp_path / "server.log"
     try:
         with httpx.Client(headers=server.auth, timeout=60) as client:
