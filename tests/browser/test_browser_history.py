@@ -52,8 +52,8 @@ def test_the_panel_reads_older_jobs_by_page_and_drops_ghosts_after_a_restart(tmp
         # The stream's sync: the running job and the 5 most recent finished ones; the rest come by page.
         page.wait_for_function("() => document.querySelectorAll('.jp-sse-panel .jp-sse-row').length === 6")
         more = page.locator(".jp-sse-panel-more")
-        more.click()  # the first page: the 100 newest
-        page.wait_for_function("() => document.querySelectorAll('.jp-sse-panel .jp-sse-row').length === 101")
+        more.click()  # the first page: the 100 newest, 6 of which the panel has already
+        page.wait_for_function("() => document.querySelectorAll('.jp-sse-panel .jp-sse-row').length === 100")
         more.click()  # the last page
         page.wait_for_function("() => document.querySelectorAll('.jp-sse-panel .jp-sse-row').length === 121")
         assert page.locator(".jp-sse-panel-count").text_content() == "121 of 121 jobs"
