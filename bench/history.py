@@ -47,7 +47,7 @@ async def _subscribe(srv: Server, go: asyncio.Event) -> tuple[int, float]:
     started = time.perf_counter()
     reader, writer = await asyncio.open_connection(u.hostname, u.port)
     writer.write(
-        f"GET /jupyter-sse/api/events HTTP/1.1\r\nHost: x\r\nAuthorization: token {srv.token}\r\n\r\n".encode()
+        f"GET /jupyter-sse/api/events HTTP/1.1\r\nHost: {u.netloc}\r\nAuthorization: token {srv.token}\r\n\r\n".encode()
     )
     received = b""
     while received.count(b"event: job\n") < SYNC_EVENTS:
@@ -55,6 +55,8 @@ async def _subscribe(srv: Server, go: asyncio.Event) -> tuple[int, float]:
         if not chunk:
             break
         received += chunk
+        if not received.startswith(b"HTTP/1.1 200"):  # a refusal would keep its connection open: say so
+            raise RuntimeError(received[:200].decode(errors="replace"))
     took = time.perf_counter() - started
     writer.close()
     return len(received), took

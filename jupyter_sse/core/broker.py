@@ -4,8 +4,13 @@ A subscriber holds no queue. It holds a cursor, the id of the last event it was 
 it wakes, it reads from the store what changed after its cursor: the current snapshot of each changed job, the
 log lines after the cursor, the jobs removed. So a slow subscriber costs a few bytes and gets the latest state
 instead of a backlog of stale ones (conflation); a reconnecting client with ``Last-Event-ID`` is served by the
-very same read (resume); and a new one is a resume from the beginning. Ids are the store's sequence numbers, and
-events go out in sequence order, so "everything up to the last id I saw" is always a true statement.
+very same read (resume). Ids are the store's sequence numbers, sent as ``<epoch>.<seq>``, and events go out in
+sequence order, so "everything up to the last id I saw" is always a true statement.
+
+A new subscriber gets a bounded first sync instead (``_sync``): the unfinished jobs and the most recently finished
+ones, whatever the number of jobs kept, and no removals of jobs it never saw; the rest is in pages (``page_jobs``).
+A resume the store cannot serve exactly (an id of another epoch, below the store's horizon, or too far behind)
+gets a ``reset`` event, then the same sync.
 
 A server adapter may give a subscription a writer (``set_writer``). While such a subscriber waits, the broker
 writes it the new events itself, encoded once for every subscriber at the same cursor: with a thousand
