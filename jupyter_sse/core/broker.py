@@ -201,6 +201,9 @@ class Broker:
         self._unfinished: set[str] = set()
         self._created: dict[str, int] = {}  # created_key of every job
         self._by_created: list[tuple[int, str]] = []  # (created_key, id), ascending; pages read it backwards
+        # Per subscriber synced with a bounded sync: the oldest snapshot seq a removal must have for it to be told
+        # (older finished jobs were left out of its sync and never changed since: it never saw them).
+        self._floors: dict[Subscription, int] = {}
         self._pending_wake: dict[str, JobEntry] = {}
         self._wake_timer: asyncio.TimerHandle | None = None
         self._next_wake = -math.inf  # loop time before which changes wait for the end of the window
@@ -492,6 +495,7 @@ class Broker:
         return f"{self.store.epoch}.{seq}"
 
     def _unsubscribe(self, sub: Subscription) -> None:
+        self._floors.pop(sub, None)
         if sub.jobs is None:
             self._all_subscribers.discard(sub)
             return
@@ -546,7 +550,7 @@ class Broker:
         # Subscribers that wait and read the same jobs from the same cursor (in a steady stream: all of them) get
         # the same events: collect and encode them once per (jobs, cursor) for this pass. The store does not change
         # during it, so the cache is only valid here.
-        frames: dict[tuple[frozenset[str] | None, int], tuple[bytes, int] | None] = {}
+        frames: dict[tuple[frozenset[str] | None, int, int], tuple[bytes, int, int] | None] = {}
         for sub in list(self._all_subscribers):
             self._deliver(sub, frames)
         if self._subscribers_by_job:
@@ -557,7 +561,7 @@ class Broker:
                 self._deliver(sub, frames)
 
     def _deliver(
-        self, sub: Subscription, frames: dict[tuple[frozenset[str] | None, int], tuple[bytes, int] | None]
+        self, sub: Subscription, frames: dict[tuple[frozenset[str] | None, int, int], tuple[bytes, int, int] | None]
     ) -> None:
         writer = sub._writer
         # Only a subscriber parked in next_events, with nothing unread and no end condition, is written to here;
@@ -565,7 +569,13 @@ class Broker:
         if writer is None or sub._waiter is None or sub._woken or sub.done or sub.end_with_job is not None:
             sub.wake()
             return
-        key = (sub.jobs, sub.cursor)
+        # Subscribers synced at different times differ only in which removals they are told of (_collect); one
+        # not synced yet is told of none, and takes the floor of the sync it is written.
+        fresh = sub.cursor < 0
+        floor = 0 if fresh else self._floors.get(sub, 0)
+        if floor and next(iter(self.store.removed_since(sub.cursor)), None) is None:
+            floor = 0
+        key = (sub.jobs, sub.cursor, floor)
         if key not in frames:
             try:
                 events = self._collect(sub)
@@ -574,7 +584,11 @@ class Broker:
                 # it meets it again in next_events, and the other subscribers are still served.
                 sub.wake()
                 return
-            frames[key] = (b"".join(event.encode() for event in events), events[-1].id) if events else None
+            frames[key] = (
+                (b"".join(event.encode() for event in events), events[-1].id, self._floors.get(sub, 0))
+                if events
+                else None
+            )
         found = frames[key]
         if found is None:
             return  # none of its jobs changed since its cursor
@@ -584,6 +598,8 @@ class Broker:
             written = False
         if written:
             sub.cursor = found[1]
+            if fresh:
+                self._floors[sub] = found[2]
         else:
             sub.wake()
 
@@ -611,7 +627,10 @@ class Broker:
             found = (self.store.get(job_id) for job_id in sub.jobs)
             entries = [e for e in found if e is not None and e.change_seq > cursor]
         items = self._items(entries, cursor)
+        floor = self._floors.get(sub, 0)
         for seq, job_id, final in self.store.removed_since(cursor):
+            if isinstance(final, Event) and final.id < floor:
+                continue  # a finished job its sync left out, unchanged since: never sent, so never removed
             if sub.jobs is None or job_id in sub.jobs:
                 if isinstance(final, Event) and final.id > cursor:
                     items.append((final.id, 4, job_id, final))
@@ -663,13 +682,21 @@ class Broker:
                 if entry is not None:
                     chosen[job_id] = entry
             wanted = self.sync_finished_jobs
+            # Removals the subscriber is told of from now on: of jobs it was sent, or that changed after this sync.
+            # All finished jobs sent: every one; none: only those changed later; some: from the oldest sent.
+            floor = seq + 1
             if wanted:
+                floor = 0
+                oldest = seq + 1
                 for entry in store.changed_since(0):
                     if entry.job.terminal:
                         chosen[entry.job.id] = entry
+                        oldest = min(oldest, entry.seq)
                         wanted -= 1
                         if not wanted:
+                            floor = oldest  # there may be older finished jobs, left out
                             break
+            self._floors[sub] = floor
             items = self._items(chosen.values(), 0)
             items.sort(key=lambda item: item[0])
             events = self._events(sub, items) if items else []

@@ -138,3 +138,33 @@ async def test_a_resume_within_the_history_gets_no_reset(api_server: SSEServer) 
         ("job", "a", 2),
         ("job", "s2", 1),
     ]
+
+
+async def test_a_live_subscriber_hears_of_no_removal_of_jobs_its_sync_left_out(api_server: SSEServer) -> None:
+    # 500 finished jobs (as many as the tests keep): each new finished job makes retention remove the oldest one,
+    # which the subscriber's sync (the 100 most recent) never sent.
+    finished = [{"id": f"done{i:03d}", "state": "succeeded"} for i in range(500)]
+    async with httpx.AsyncClient(headers=api_server.auth, timeout=30) as client:
+        for start in range(0, 500, 100):
+            await _publish(client, api_server, finished[start : start + 100])
+        raw = b""
+        async with client.stream("GET", api_server.api + "events") as response:
+            stage = 0
+            async for chunk in response.aiter_raw():
+                raw += chunk
+                if stage == 0 and b"\n\n" in raw:
+                    stage = 1
+                    await _publish(client, api_server, [{"id": "s1", "n": 1}])
+                elif stage == 1 and b'"id":"s1"' in raw and raw.endswith(b"\n\n"):
+                    stage = 2  # synced and live: now 50 new jobs end, and retention removes 50 old ones
+                    for i in range(50):
+                        await _publish(client, api_server, [{"id": f"new{i}", "state": "failed"}])
+                    await client.delete(api_server.api + "jobs/done499")  # one the sync sent
+                    await _publish(client, api_server, [{"id": "s2", "n": 1}])
+                elif stage == 2 and b'"id":"s2"' in raw and raw.endswith(b"\n\n"):
+                    break
+    events = [(e.type, json.loads(e.data)) for e in spec_parse(raw).events]
+    assert [data["job"] for name, data in events if name == "removed"] == ["done499"]
+    assert {data["id"] for name, data in events if name == "job" and data["id"].startswith("new")} == {
+        f"new{i}" for i in range(50)
+    }
