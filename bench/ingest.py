@@ -1,5 +1,9 @@
 """5. Ingest: job updates per second the Jupyter server accepts from 10 publishing processes, each POSTing
 batches of ``batch`` job updates (pre-encoded bodies, keep-alive connections) as fast as the server answers.
+
+``kind="progress"``: the same jobs move on (what a running job sends; written behind, once a second).
+``kind="durable"``: every update is a new job that ends, with a log line: everything the server must write
+before it answers (and retention removes as many old finished jobs, each removal written too).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ CLIENT = r"""
 import http.client, json, sys, time
 from urllib.parse import urlsplit
 url, token, proc, batch, duration = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+durable = sys.argv[6] == "durable"
 u = urlsplit(url)
 path = u.path.rstrip("/") + "/jupyter-sse/api/updates"
 h = {"Authorization": "token " + token, "Content-Type": "application/json"}
@@ -30,7 +35,13 @@ ok = failed = 0
 end = start + duration
 k = 0
 while time.time() < end:
-    conn.request("POST", path, body=bodies[k % 16], headers=h)
+    if durable:  # new ids each time: each job is made and ends in this request, with one log line
+        ids = [f"p{proc}-k{k}-j{j}" for j in range(batch)]
+        body = json.dumps({"jobs": [{"id": i, "name": "short", "n": 1, "total": 1, "state": "succeeded"} for i in ids],
+                           "logs": [{"job": i, "lines": ["done"]} for i in ids]})
+    else:
+        body = bodies[k % 16]
+    conn.request("POST", path, body=body, headers=h)
     r = conn.getresponse(); r.read()
     if r.status == 200: ok += 1
     else: failed += 1
@@ -39,11 +50,11 @@ print(json.dumps({"posts": ok, "failed": failed, "updates": ok * batch}))
 """
 
 
-def run_one(batch: int, procs: int, duration: float) -> dict[str, Any]:
+def run_one(batch: int, procs: int, duration: float, kind: str = "progress") -> dict[str, Any]:
     with Server("jupyter") as srv:
         clients = [
             subprocess.Popen(
-                pinned([PY, "-c", CLIENT, srv.base, srv.token, str(i), str(batch), str(duration)], LOAD_CPU),
+                pinned([PY, "-c", CLIENT, srv.base, srv.token, str(i), str(batch), str(duration), kind], LOAD_CPU),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -64,6 +75,7 @@ def run_one(batch: int, procs: int, duration: float) -> dict[str, Any]:
             c.wait()
         updates = sum(o["updates"] for o in outs)
         return {
+            "kind": kind,
             "batch": batch,
             "processes": procs,
             "duration": duration,
@@ -79,10 +91,11 @@ def run_one(batch: int, procs: int, duration: float) -> dict[str, Any]:
 
 def run(quick: bool) -> list[dict[str, Any]]:
     res = []
-    for batch in [100] if quick else [1, 100]:
-        r = run_one(batch, 10, 1.0 if quick else 8.0)
+    runs = [("progress", 100), ("durable", 100)] if quick else [("progress", 1), ("progress", 100), ("durable", 100)]
+    for kind, batch in runs:
+        r = run_one(batch, 10, 1.0 if quick else 8.0, kind)
         print(
-            f"  ingest batch={batch}: {r['updates_per_s']:.0f} updates/s, server CPU {r['server_cpu_pct']:.0f}%",
+            f"  ingest {kind} batch={batch}: {r['updates_per_s']:.0f} updates/s, server CPU {r['server_cpu_pct']:.0f}%",
             flush=True,
         )
         res.append(r)

@@ -1,5 +1,6 @@
 """1. Per-iteration overhead: bare loop, tqdm (tqdm.std to a null file), jupyter_sse.progress with no server and
-with a live server (its publisher thread running and POSTing), over a range, a list, a NumPy array and a generator.
+with a live server (its publisher thread running and POSTing), over a range, a list, a NumPy array and a generator;
+and jupyter_sse.tqdm (the tqdm subclass) against tqdm.std.tqdm, run in the same rounds.
 
 Run as a script (``python bench/overhead.py N RUNS [URL TOKEN]``) so that nothing else lives in the process; prints
 one JSON line. Runs are interleaved (bare, tqdm, progress, ... repeated); times are medians, and ratios to the bare
@@ -34,6 +35,7 @@ def main() -> None:
     from tqdm.std import tqdm
 
     from jupyter_sse.kernel import progress
+    from jupyter_sse.kernel import tqdm as sse_tqdm
     from jupyter_sse.kernel.publisher import configure
 
     null = open(os.devnull, "w")  # noqa: SIM115
@@ -50,6 +52,7 @@ def main() -> None:
         "bare": lambda src: loop(src),
         "tqdm": lambda src: loop(tqdm(src, file=null, total=n)),
         "progress": lambda src: loop(progress(src, file=null, total=n)),
+        "sse_tqdm": lambda src: loop(sse_tqdm(src, file=null, total=n)),
         # The floor of any wrapper: the cheapest C iterator around the native one, doing nothing else. progress
         # needs one (itertools.chain, to see the loop end), so it cannot be cheaper than this.
         "chain": lambda src: loop(itertools.chain(src, ())),
@@ -65,7 +68,7 @@ def main() -> None:
         times: dict[str, list[float]] = {m: [] for m in methods}
         for r in range(runs):
             for name, fn in methods.items():
-                if name == "tqdm" and r >= tqdm_runs:
+                if name in ("tqdm", "sse_tqdm") and r >= tqdm_runs:
                     continue
                 publisher_mod._publisher = publishers.get(name, pub_none)
                 src = make()
@@ -88,6 +91,10 @@ def main() -> None:
         for m in ("progress", "progress_live"):
             if m in med:
                 row[f"{m}_overhead_vs_tqdm"] = (med[m] - bare) / (med["tqdm"] - bare)
+        # the subclass against the class it extends, paired within each round as above
+        row["sse_tqdm_vs_tqdm"] = statistics.median(
+            s / t for s, t in zip(times["sse_tqdm"], times["tqdm"], strict=False)
+        )
         row["runs_ms"] = {m: [round(t * 1e3, 2) for t in v] for m, v in times.items()}
         row["tqdm_vs_bare"] = med["tqdm"] / bare
         best = {m: min(v) for m, v in times.items()}  # less sensitive to other work on a shared machine

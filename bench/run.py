@@ -196,6 +196,18 @@ def markdown(r: dict[str, Any]) -> str:
                 f"{fmt(extra_ms, '.1f')} | "
                 f"{target} | {verdict(ok)} |"
             )
+        if all("sse_tqdm_ns" in row for row in ov["kinds"].values()):
+            lines += [
+                "",
+                "jupyter_sse.tqdm (the tqdm subclass) against tqdm.std.tqdm, in the same rounds (target ≤ 1.1x):",
+                "",
+                "| iterable | tqdm.std.tqdm ns/it | jupyter_sse.tqdm ns/it | jupyter_sse.tqdm / tqdm | |",
+                "|---|---|---|---|---|",
+            ]
+            for kind, row in ov["kinds"].items():
+                ratio = row["sse_tqdm_vs_tqdm"]
+                ok = verdict(ratio <= 1.1)
+                lines.append(f"| {kind} | {row['tqdm_ns']:.1f} | {row['sse_tqdm_ns']:.1f} | {ratio:.2f}x | {ok} |")
         lines.append("")
     kt = r.get("kernel")
     if isinstance(kt, dict) and "progress" in kt:
@@ -315,7 +327,8 @@ def markdown(r: dict[str, Any]) -> str:
             tgt = "20,000+/s" if x["batch"] > 1 else "(unbatched, for contrast)"
             ok = x["updates_per_s"] >= 20000 if x["batch"] > 1 else None
             lines.append(
-                f"| {x['batch']} | {x['updates_per_s']:,.0f} | {x['posts_per_s']:,.0f} | "
+                f"| {x['batch']}{' (new jobs that end, with a log line)' if x.get('kind') == 'durable' else ''} | "
+                f"{x['updates_per_s']:,.0f} | {x['posts_per_s']:,.0f} | "
                 f"{x['server_cpu_pct']:.0f} | {x.get('updates_per_server_cpu_s', 0):,.0f} | {tgt} | {verdict(ok)} |"
             )
         lines.append("")

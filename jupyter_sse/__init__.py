@@ -22,6 +22,8 @@ _LAZY["JobWidget"] = ".widget"
 
 
 def __getattr__(name: str) -> Any:
+    if name == "asyncio":  # the submodule jupyter_sse.asyncio (gather, as_completed), loaded on first use
+        return importlib.import_module(".asyncio", __name__)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'jupyter_sse' has no attribute {name!r}")

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from typing import Any
@@ -29,6 +30,13 @@ _PROG = "jupyter-sse"
 _EXIT_CODES = {"succeeded": 0, "failed": 1, "cancelled": 130, "lost": 3}
 _EXIT_ERROR = 2
 _EXIT_INTERRUPTED = 130
+# How long `follow` tries a server that has never answered before it gives up (exit 2).
+_GIVE_UP_AFTER = 20.0
+# A running job's publisher reports within a fraction of a second of any progress, and renews its lease every
+# 10 s when nothing moves. Past _QUIET without a report, no progress has reached the server: the rate shown
+# decays; past _STALLED (two leases missed) its kernel is busy without letting the publisher run, or cut off.
+_QUIET = 1.0
+_STALLED = 25.0
 
 _Command = Callable[[Client, argparse.Namespace], int]
 
@@ -58,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = " (give the server's token with --token, or set JUPYTER_TOKEN)" if exc.status == 403 else ""
         return _fail(f"{exc}{hint}")
     except httpx.HTTPError as exc:
-        return _fail(f"cannot reach {url or 'the server'}: {exc or type(exc).__name__}")
+        return _fail(f"cannot reach {url or 'the server'}: {str(exc) or type(exc).__name__}")
     except (ValueError, KeyError, TypeError) as exc:
         # A reply that is not the protocol's (not JSON, missing fields): not a server of this version.
         return _fail(f"unexpected reply from {url}: {exc!r}")
@@ -88,7 +96,14 @@ def _parser() -> argparse.ArgumentParser:
     _add_server_options(common, default=argparse.SUPPRESS)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    p = commands.add_parser("list", parents=[common], help="list jobs, newest first")
+    p = commands.add_parser(
+        "list",
+        parents=[common],
+        help="list jobs, newest first",
+        description="List jobs, newest first. The RATE of a running job that has not reported progress for a "
+        f"while decays (at most one more unit since its last report); after {_STALLED:g} s without any report "
+        "it shows `stalled`.",
+    )
     p.add_argument("--state", help="only jobs in this state (pending, running, succeeded, failed, ...)")
     p.add_argument("--json", action="store_true", help="print the jobs as JSON")
     p.add_argument(
@@ -97,9 +112,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="show every job (read from the server page by page)")
     p.set_defaults(run=_list)
 
-    p = commands.add_parser("follow", parents=[common], help="follow a job until it ends")
+    p = commands.add_parser(
+        "follow",
+        parents=[common],
+        help="follow a job until it ends",
+        description="Follow a job until it ends; exit 0 if it succeeded, 1 failed, 130 cancelled, 3 lost, 2 on "
+        "a usage or connection error. A server that has answered once is reconnected to for as long as it takes "
+        "(resuming where the stream left off); one that never answers is given up on after --give-up-after "
+        "seconds (exit 2).",
+    )
     p.add_argument("job", nargs="?", help="the job's id (default: the newest running job, or the next one)")
     p.add_argument("--json", action="store_true", help="print each event as a JSON line instead of a bar")
+    p.add_argument(
+        "--give-up-after",
+        type=_seconds,
+        default=_GIVE_UP_AFTER,
+        metavar="SECONDS",
+        help=f"how long to try a server that has not answered yet, then exit 2 (default: {_GIVE_UP_AFTER:g})",
+    )
     p.set_defaults(run=_follow)
 
     p = commands.add_parser("cancel", parents=[common], help="ask for a job's cancellation")
@@ -115,8 +145,25 @@ def _parser() -> argparse.ArgumentParser:
         help="the token every request must carry as `Authorization: Bearer` (default: $JUPYTER_SSE_HUB_TOKEN); "
         "required unless the hub listens on loopback",
     )
+    p.add_argument(
+        "--notify-url",
+        action="append",
+        metavar="URL",
+        help="an Apprise URL told when jobs end (repeatable; default: $APPRISE_URLS and Apprise's config files; "
+        "needs jupyter-sse[notify])",
+    )
     p.set_defaults(serve=_hub)
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):  # also NaN
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    return value
 
 
 def _add_server_options(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -158,27 +205,55 @@ def _list(client: Client, args: argparse.Namespace) -> int:
     elif not jobs:
         print("no jobs", file=sys.stderr)
     else:
-        print(_table(jobs))
+        print(_table(jobs, time.time()))
     return 0
 
 
-def _table(jobs: list[dict[str, Any]]) -> str:
+def _table(jobs: list[dict[str, Any]], now: float) -> str:
     header = ("ID", "NAME", "STATE", "N/TOTAL", "ELAPSED", "RATE")
     rows = [header]
     for job in jobs:
-        rate = job.get("rate")
         rows.append(
             (
-                str(job["id"]),
-                _shorten(str(job.get("name") or ""), 40),
-                str(job["state"]),
+                _printable(str(job["id"])),
+                _shorten(_printable(str(job.get("name") or "")), 40),
+                _printable(str(job["state"])),
                 f"{_number(job.get('n', 0))}/{_number(job.get('total'))}",
                 tqdm.format_interval(job.get("elapsed") or 0),
-                f"{rate:.3g} {job.get('unit', 'it')}/s" if rate is not None else "",
+                _rate(job, now),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def _rate(job: dict[str, Any], now: float) -> str:
+    """The job's rate; for a running job, what it can still be given how long the server has not heard of it.
+
+    `updated` is the server's clock and `now` this machine's: on one machine they agree; a clock ahead of the
+    server's only makes a job look quiet sooner.
+    """
+    rate, unit = job.get("rate"), _printable(str(job.get("unit") or "it"))
+    updated = job.get("updated")
+    if job.get("state") == "running" and isinstance(updated, int | float):
+        age = now - updated
+        if age >= _STALLED:
+            return f"stalled {tqdm.format_interval(age)}"
+        if isinstance(rate, int | float) and rate > 0 and age > _QUIET:
+            # No report for `quiet` seconds means no progress in that time: at most one more unit would be done
+            # if it came now, so the rate over the last unit's time plus the silence is at most this.
+            rate = 1.0 / (1.0 / rate + (age - _QUIET))
+    if not isinstance(rate, int | float):
+        return ""
+    return f"{rate:.3g} {unit}/s"
+
+
+def _printable(text: str) -> str:
+    """`text` with control and other invisible characters escaped (`\\n`, `\\t`, `\\x1b`): a name must not
+    break a table's line, move the cursor or recolour the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 def _number(value: Any) -> str:
@@ -197,8 +272,8 @@ def _shorten(text: str, width: int) -> str:
 
 
 def _follow(client: Client, args: argparse.Namespace) -> int:
-    job_id: str = args.job or _choose_job(client)
-    events = client.follow(job_id)
+    job_id: str = args.job or _choose_job(client, args.give_up_after)
+    events = client.follow(job_id, give_up_after=args.give_up_after)
     last = _print_json(events) if args.json else _draw_bar(events)
     if last is None or last.get("state") not in TERMINAL_STATES:
         return _fail(f"the stream of job {job_id} ended before the job did")
@@ -207,7 +282,7 @@ def _follow(client: Client, args: argparse.Namespace) -> int:
     return _EXIT_CODES[state]
 
 
-def _choose_job(client: Client) -> str:
+def _choose_job(client: Client, give_up_after: float) -> str:
     """The newest running job, or else the next job that starts."""
     running = client.list(state="running", limit=1)  # the newest is all it needs
     if running:
@@ -216,7 +291,7 @@ def _choose_job(client: Client) -> str:
         return str(job["id"])
     print("no job is running: waiting for the next one (Ctrl-C to stop)", file=sys.stderr)
     # A new connection opens with the snapshot of every known job: finished ones are history, skip them.
-    with closing(client.follow()) as events:
+    with closing(client.follow(give_up_after=give_up_after)) as events:
         for event in events:
             if event.event == "job" and event.data.get("state") not in TERMINAL_STATES:
                 print(f"following job {_label(event.data)}", file=sys.stderr)
@@ -282,18 +357,18 @@ class _JobBar(tqdm):  # type: ignore[misc]  # tqdm has no type hints
 
 def _new_bar(job: dict[str, Any]) -> _JobBar:
     # Made with the job's own total and name, so that its first drawing is not an empty `0it`.
-    desc, unit = job.get("name") or job["id"], job.get("unit") or "it"
+    desc, unit = _printable(str(job.get("name") or job["id"])), _printable(str(job.get("unit") or "it"))
     return _JobBar(total=job.get("total"), desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr)
 
 
 def _update(bar: _JobBar, job: dict[str, Any]) -> None:
     bar.total = job.get("total")
     bar.n = job.get("n", 0)
-    bar.unit = job.get("unit") or "it"
+    bar.unit = _printable(str(job.get("unit") or "it"))
     bar.job_elapsed = float(job.get("elapsed") or 0)
     bar.job_rate = job.get("rate")
-    bar.set_description(job.get("name") or job["id"], refresh=False)
-    bar.set_postfix_str(job.get("message") or "", refresh=False)
+    bar.set_description(_printable(str(job.get("name") or job["id"])), refresh=False)
+    bar.set_postfix_str(_printable(str(job.get("message") or "")), refresh=False)
     bar.refresh()
 
 
@@ -318,16 +393,19 @@ def _reconnects_above() -> Iterator[None]:
 
 
 def _summary(job: dict[str, Any]) -> str:
-    text = f"job {_label(job)} {job['state']}: {_number(job.get('n', 0))}/{_number(job.get('total'))} "
-    text += f"{job.get('unit') or 'it'} in {tqdm.format_interval(job.get('elapsed') or 0)}"
+    text = f"job {_label(job)} {_printable(str(job['state']))}: "
+    text += f"{_number(job.get('n', 0))}/{_number(job.get('total'))} {_printable(str(job.get('unit') or 'it'))} "
+    text += f"in {tqdm.format_interval(job.get('elapsed') or 0)}"
     error = job.get("error")
     if isinstance(error, dict):
-        text += f": {error.get('type', 'Error')}: {error.get('message', '')}"
+        # The message may span lines (a traceback's last line, a multi-line ValueError): only its kind is escaped.
+        text += f": {_printable(str(error.get('type', 'Error')))}: {error.get('message', '')}"
     return text
 
 
 def _label(job: dict[str, Any]) -> str:
-    return f"{job['id']} ({job['name']})" if job.get("name") else str(job["id"])
+    job_id = _printable(str(job["id"]))
+    return f"{job_id} ({_printable(str(job['name']))})" if job.get("name") else job_id
 
 
 # ---- hub -----------------------------------------------------------------------------------------------
@@ -339,7 +417,7 @@ def _hub(args: argparse.Namespace) -> int:
     except ImportError as exc:
         return _fail(f"the hub needs the asgi extra: pip install 'jupyter-sse[asgi]' ({exc})")
     try:
-        run(args.host, args.port, args.token or None)
+        run(args.host, args.port, args.token or None, notify_urls=args.notify_url)
     except HubConfigError as exc:
         return _fail(str(exc))
     except OSError as exc:  # the port is taken, the address is not ours

@@ -14,7 +14,7 @@ import pytest
 
 from tests._servers import ServerProcess, free_port
 
-pytest_plugins = ("pytest_jupyter.jupyter_server", "tests._scripted_server")
+pytest_plugins = ("pytest_jupyter.jupyter_server", "tests._scripted_server", "tests._notify_targets")
 
 _ENV = ("JUPYTER_SSE_URL", "JUPYTER_SSE_TOKEN")
 

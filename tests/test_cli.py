@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,7 @@ def test_usage_errors_exit_2(capsys):
 
 def test_list_table_newest_first(s, run):
     jobs = [
-        s.job("b2", "running", n=5, total=None, name="preprocess", rate=12.5, elapsed=3725.0),
+        s.job("b2", "running", n=5, total=None, name="preprocess", rate=12.5, elapsed=3725.0, updated=time.time()),
         s.job("a1", "succeeded", n=10.0, total=10, name="train", rate=None, elapsed=61.0),
     ]
     s.route("GET", "jobs", s.json(200, {"jobs": jobs}))
@@ -206,3 +207,86 @@ def test_ctrl_c_exits_130_quietly(s, run, monkeypatch):
 
     monkeypatch.setattr(cli.Client, "list", interrupted)
     assert run("follow") == (130, "", "")
+
+
+def test_control_characters_are_escaped_in_the_table_and_the_summary(s, run):
+    name = "evil\nname\twith\x1b[31mred\x07"
+    jobs = [s.job("a", "succeeded", name=name, unit="B\r"), s.job("b", "failed", name="plain")]
+    s.route("GET", "jobs", s.json(200, {"jobs": jobs}))
+    code, out, err = run("list")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 3, lines  # a header and one line per job: the newline did not split a row
+    assert "\x1b" not in out and "\t" not in out and "\x07" not in out and "\r" not in out
+    assert lines[1].split()[:3] == ["a", r"evil\nname\twith\x1b[31mred\x07", "succeeded"]
+    assert lines[2].split()[:3] == ["b", "plain", "failed"]
+    s.route("GET", "jobs/a/events", s.stream(s.event("job", jobs[0], id="1")))
+    code, out, err = run("follow", "a")
+    assert code == 0, err
+    assert out == "job a (evil\\nname\\twith\\x1b[31mred\\x07) succeeded: 0/10 B\\r in 00:01\n"
+    assert "\x1b[31m" not in err and "\x07" not in err
+
+
+def test_a_running_job_that_stopped_reporting_shows_its_rate_decaying_then_stalled(s, run):
+    now = time.time()
+    jobs = [
+        s.job("fresh", name="fresh", rate=50.0, updated=now),
+        s.job("quiet", name="quiet", rate=50.0, updated=now - 3),
+        s.job("stalled", name="stalled", rate=50.0, updated=now - 125),
+        s.job("done", "succeeded", name="done", rate=50.0, updated=now - 3600),
+    ]
+    s.route("GET", "jobs", s.json(200, {"jobs": jobs}))
+    code, out, err = run("list")
+    assert code == 0, err
+    rates = {line.split()[0]: " ".join(line.split()[5:]) for line in out.splitlines()[1:]}
+    assert rates["fresh"] == "50 it/s"
+    assert rates["quiet"].endswith(" it/s") and float(rates["quiet"].split()[0]) < 0.6  # 1 / (1/50 + 2 s)
+    assert rates["stalled"] == "stalled 02:05"
+    assert rates["done"] == "50 it/s"  # the average of a finished job does not decay
+
+
+def test_follow_gives_up_on_a_server_that_never_answers(capsys):
+    from tests._servers import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/"  # nothing listens there
+    start = time.monotonic()
+    code = main(["--url", url, "--token", "t", "follow", "some-job", "--give-up-after", "1.5"])
+    took = time.monotonic() - start
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"cannot reach {url}" in err, err
+    assert 1.0 <= took <= 6.0, took  # it retried for about the bound (the last delay can end it early), no more
+
+
+def test_follow_gives_up_on_a_proxy_that_only_answers_503(s, run):
+    s.route("GET", "jobs/a/events", s.json(503, {"error": "unavailable", "detail": "no upstream"}))
+    start = time.monotonic()
+    code, _, err = run("follow", "a", "--give-up-after", "1")
+    assert code == 2, err
+    assert time.monotonic() - start <= 5.0
+    assert err.splitlines()[-1] == "jupyter-sse: error: 503 unavailable: no upstream"
+    assert len(s.requests_to("jobs/a/events")) >= 2  # it did retry before giving up
+
+
+def test_follow_reconnects_past_the_bound_once_the_server_was_reached(s, run):
+    # The first connection is cut, then the server answers 503 for longer than the bound: a server that answered
+    # once is waited for.
+    s.route(
+        "GET",
+        "jobs/a/events",
+        s.stream(s.retry(20), s.event("job", s.job("a", n=1), id="1"), s.DROP),
+        *[s.json(503, {"error": "unavailable"})] * 6,
+        s.stream(s.event("job", s.job("a", "succeeded", n=2), id="2")),
+    )
+    code, _, err = run("follow", "a", "--json", "--give-up-after", "0.2")
+    assert code == 0, err
+    assert len(s.requests_to("jobs/a/events")) == 8
+
+
+def test_help_says_when_follow_gives_up(capsys):
+    assert main(["follow", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--give-up-after SECONDS" in text
+    assert "never answers is given up on after --give-up-after seconds (exit 2)" in text
+    assert main(["follow", "a", "--give-up-after", "nan"]) == 2
+    assert "not a number of seconds" in capsys.readouterr().err

@@ -121,12 +121,14 @@ class AsyncClient:
         *,
         jobs: Sequence[str] | None = None,
         last_event_id: str | None = None,
+        give_up_after: float | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Yield the events of one job until it ends, or of every job (or of `jobs`) until the caller stops.
 
-        Reconnects like `Client.follow`; a 4xx answer raises `ClientError` at once.
+        Reconnects like `Client.follow` (and gives up on a server never reached after `give_up_after` seconds,
+        as it does); a 4xx answer raises `ClientError` at once.
         """
-        state = FollowState(job_id, last_event_id, self.jobs)
+        state = FollowState(job_id, last_event_id, give_up_after, jobs=self.jobs)
         path, params = follow_request(job_id, jobs)
         while True:
             try:
@@ -137,10 +139,11 @@ class AsyncClient:
                         yield event
             except RETRYABLE_ERRORS as exc:
                 state.reason = f"{type(exc).__name__}: {exc}"
+                state.error = exc
             if state.finished:
                 # The job's end was seen: whatever happened to the connection after it does not matter.
                 return
-            delay = state.next_delay()
+            delay = state.retry_delay()
             _log.info("%s: %s; reconnecting in %.2fs", path, state.reason, delay)
             await asyncio.sleep(delay)
 
@@ -157,7 +160,7 @@ class AsyncClient:
                 error = error_from_response(response)
                 if not should_retry(response):
                     raise error
-                state.reason = str(error)
+                state.reason, state.error = str(error), error
                 return
             check_event_stream(response)
             state.connected()

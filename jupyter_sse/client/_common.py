@@ -171,7 +171,12 @@ class FollowState:
     """The state of one `follow` across reconnects: last event id, reconnect delay, end of a job stream."""
 
     def __init__(
-        self, job_id: str | None, last_event_id: str | None, jobs: dict[str, dict[str, Any]] | None = None
+        self,
+        job_id: str | None,
+        last_event_id: str | None,
+        give_up_after: float | None = None,
+        *,
+        jobs: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.job_id = job_id
         self.last_event_id = last_event_id
@@ -181,6 +186,12 @@ class FollowState:
         self.finished = False
         #: Why the last connection ended, for the log line of the reconnect.
         self.reason = ""
+        #: The error that ended the last attempt, if it was one: what `follow` raises when it gives up.
+        self.error: Exception | None = None
+        #: Whether a stream was ever opened: only a server that never answered is given up on.
+        self.reached = False
+        self._give_up_after = give_up_after
+        self._started = time.monotonic()
         self._initial_delay = INITIAL_DELAY
         self._failures = 0
         self._connected_at = 0.0
@@ -191,6 +202,8 @@ class FollowState:
 
     def connected(self) -> None:
         self.reason = "the stream ended"
+        self.error = None
+        self.reached = True
         self._connected_at = time.monotonic()
         self._got_event = False
 
@@ -223,6 +236,20 @@ class FollowState:
         ):
             self.finished = True
         return Event(event=sse.event, data=data, id=sse.id)
+
+    def retry_delay(self) -> float:
+        """How long to wait before the next attempt; raises the last error instead when it is time to give up.
+
+        A server that was reached once is waited for as long as it takes (a restart, a network change). One that
+        never answered gets attempts until `give_up_after` seconds from the first (the last one at that time).
+        """
+        delay = self.next_delay()
+        if self.reached or self._give_up_after is None:
+            return delay
+        left = self._started + self._give_up_after - time.monotonic()
+        if left <= 0:
+            raise self.error or ClientError(0, "unreachable", self.reason or None)
+        return min(delay, left)
 
     def next_delay(self) -> float:
         """How long to wait before the next connection attempt, after the current one failed or ended."""

@@ -118,24 +118,29 @@ class Client:
         *,
         jobs: Sequence[str] | None = None,
         last_event_id: str | None = None,
+        give_up_after: float | None = None,
     ) -> Generator[Event, None, None]:
         """Yield the events of one job until it ends, or of every job (or of `jobs`) until the caller stops.
 
         Reconnects after network errors, silences longer than the read timeout and 5xx answers, with
         exponential backoff, resuming with `Last-Event-ID`. A 4xx answer raises `ClientError` at once.
+        `give_up_after` (seconds, default: never) bounds how long a server that has not answered yet is tried:
+        then the last error is raised (`httpx.TransportError`, or `ClientError` for a 5xx). Once a stream was
+        opened, `follow` reconnects for as long as it takes.
         To stop early and close the connection at once, `close()` the generator (or `contextlib.closing`).
         """
-        state = FollowState(job_id, last_event_id, self.jobs)
+        state = FollowState(job_id, last_event_id, give_up_after, jobs=self.jobs)
         path, params = follow_request(job_id, jobs)
         while True:
             try:
                 yield from self._read_stream(state, path, params)
             except RETRYABLE_ERRORS as exc:
                 state.reason = f"{type(exc).__name__}: {exc}"
+                state.error = exc
             if state.finished:
                 # The job's end was seen: whatever happened to the connection after it does not matter.
                 return
-            delay = state.next_delay()
+            delay = state.retry_delay()
             _log.info("%s: %s; reconnecting in %.2fs", path, state.reason, delay)
             time.sleep(delay)
 
@@ -151,7 +156,7 @@ class Client:
                 error = error_from_response(response)
                 if not should_retry(response):
                     raise error
-                state.reason = str(error)
+                state.reason, state.error = str(error), error
                 return
             check_event_stream(response)
             state.connected()

@@ -21,15 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import itertools
 import json
+import logging
 import math
+import operator
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from typing import Any
 
 from .errors import ProtocolError
+from .metrics import BrokerMetrics
 from .model import (
     DEFAULT_PAGE_SIZE,
     FINAL_STATES,
@@ -46,7 +50,7 @@ from .model import (
     encode_page_cursor,
 )
 from .sse import encode_event, encode_id
-from .store import JobEntry, MemoryStore, Store
+from .store import JobEntry, MemoryStore, Store, StoreUnavailable
 
 __all__ = ["RESET", "Broker", "Event", "Subscription"]
 
@@ -62,6 +66,7 @@ _RESUME_LIMIT = 5000
 RESET = "reset"
 _WINDOW_PER_PASS = 2.0  # see Broker._timed_wake
 _NULLABLE = frozenset({"total", "rate", "error", "kernel_id", "cell_id", "path", "parent"})
+_log = logging.getLogger("jupyter_sse")
 
 
 def _dumps(value: Any) -> str:
@@ -72,6 +77,45 @@ def _dumps(value: Any) -> str:
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+_JOB_FIELDS = tuple(Job.__dataclass_fields__)
+_job_fields = operator.attrgetter(*_JOB_FIELDS)  # one C call: this runs for every update
+_STATE_INDEX = _JOB_FIELDS.index("state")
+
+
+class _Saved:
+    """What a change may alter in an entry, kept to put it back if the change cannot be stored."""
+
+    __slots__ = ("appended", "cancel_asked_at", "dropped", "event", "fields", "heard", "last_dropped_seq", "seq")
+
+    def __init__(self, entry: JobEntry) -> None:
+        self.fields = _job_fields(entry.job)  # a change replaces fields, it never edits them in place
+        self.seq = entry.seq
+        self.last_dropped_seq = entry.last_dropped_seq
+        self.heard = entry.heard
+        self.cancel_asked_at = entry.cancel_asked_at
+        self.event = entry.event
+        self.appended = 0  # log lines added since
+        self.dropped: list[tuple[int, str]] | None = None  # log lines retention let go of since, oldest first
+
+    @property
+    def terminal(self) -> bool:
+        return self.fields[_STATE_INDEX] in TERMINAL_STATES
+
+    def restore(self, entry: JobEntry) -> None:
+        job = entry.job
+        for name, value in zip(_JOB_FIELDS, self.fields, strict=True):
+            setattr(job, name, value)
+        for _ in range(self.appended):
+            entry.logs.pop()
+        if self.dropped:
+            entry.logs.extendleft(reversed(self.dropped))
+        entry.seq = self.seq
+        entry.last_dropped_seq = self.last_dropped_seq
+        entry.heard = self.heard
+        entry.cancel_asked_at = self.cancel_asked_at
+        entry.event = self.event
 
 
 class Event:
@@ -163,6 +207,7 @@ class Subscription:
         events = self._broker._collect(self)
         if events:
             self.cursor = events[-1].id
+            self._broker.metrics.events_delivered += len(events)
         return events
 
     def close(self) -> None:
@@ -210,6 +255,8 @@ class Broker:
         self._all_subscribers: set[Subscription] = set()
         self._subscribers_by_job: dict[str, set[Subscription]] = {}
         self._finished_count = 0
+        self.metrics = BrokerMetrics()
+        self._listeners: list[Callable[[list[Job]], None]] = []
         now = clock()
         for entry in self.store.entries():  # a store loaded from disk
             self._finished_count += entry.job.terminal
@@ -261,63 +308,136 @@ class Broker:
     def subscriber_count(self) -> int:
         return len(self._all_subscribers) + sum(len(s) for s in self._subscribers_by_job.values())
 
+    def add_listener(self, listener: Callable[[list[Job]], None]) -> None:
+        """Call ``listener(jobs)`` after every change, with the jobs it touched (live objects: read them at once).
+
+        It runs inside the change, on the broker's loop: it must be quick and must not block (notifications, the
+        event bus and metrics hand their slow work on). An exception it raises is logged and goes no further.
+        """
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[list[Job]], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     # ---- writing -------------------------------------------------------------------------------------------
     def apply(self, batch: UpdateBatch) -> list[str]:
-        """Apply a validated ``POST updates`` body whole, or refuse it whole; return the ids to cancel."""
+        """Apply a validated ``POST updates`` body whole, or refuse it whole; return the ids to cancel.
+
+        Refused whole also when it cannot be stored (``StoreUnavailable``, 503): what it changed in memory is
+        undone before the error goes out, so a publisher that sends it again finds nothing half done.
+        """
         if self.closed:
             # 503, not 4xx: the publisher keeps the update and sends it again to the next server.
             raise ProtocolError(503, "closing", "the server is shutting down; send this again later")
-        self._check(batch)
+        resent = self._check(batch)
         now = self._clock()
         touched: dict[str, JobEntry] = {}
-        for update in batch.jobs:
-            entry = touched.get(update.id) or self.store.get(update.id)
-            if entry is None:
-                job = Job(id=update.id, created=now, updated=now, owner=self.owner)
-                entry = JobEntry(job, 0, self.log_lines_kept)
-            self._apply_update(entry, update, now)
-            entry.seq = entry.change_seq = self.store.next_seq()
-            entry.event = None
-            self.store.put(entry)
-            touched[update.id] = entry
-        for logs in batch.logs:
-            entry = touched.get(logs.job) or self.store.get(logs.job)
-            assert entry is not None  # _check made sure
-            for line in logs.lines:
-                seq = self.store.next_seq()
-                if len(entry.logs) == entry.logs.maxlen:
-                    entry.last_dropped_seq = entry.logs[0][0]
-                entry.logs.append((seq, line))
-                entry.change_seq = seq
-            if logs.lines:  # moving an entry without a new seq would hide newer changes behind it
+        saved: dict[str, _Saved | None] = {}  # None: made by this batch
+        try:
+            for update in batch.jobs:
+                if update.id in resent:
+                    continue
+                seq = self.store.next_seq()  # before any change: it may fail (a durable store reserves ids)
+                entry = touched.get(update.id) or self.store.get(update.id)
+                if entry is None:
+                    job = Job(id=update.id, created=now, updated=now, owner=self.owner)
+                    entry = JobEntry(job, 0, self.log_lines_kept)
+                    saved.setdefault(update.id, None)
+                elif update.id not in saved:
+                    saved[update.id] = _Saved(entry)
+                self._apply_update(entry, update, now)
+                entry.seq = entry.change_seq = seq
+                entry.event = None
                 self.store.put(entry)
-            touched[logs.job] = entry
+                touched[update.id] = entry
+            for logs in batch.logs:
+                if logs.job in resent:
+                    continue
+                entry = touched.get(logs.job) or self.store.get(logs.job)
+                assert entry is not None  # _check made sure
+                touched[logs.job] = entry
+                if not logs.lines:
+                    continue
+                if logs.job not in saved:
+                    saved[logs.job] = _Saved(entry)
+                undo = saved[logs.job]
+                for line in logs.lines:
+                    seq = self.store.next_seq()
+                    if len(entry.logs) == entry.logs.maxlen:
+                        entry.last_dropped_seq = entry.logs[0][0]
+                        if undo is not None:
+                            if undo.dropped is None:
+                                undo.dropped = []
+                            undo.dropped.append(entry.logs[0])
+                    entry.logs.append((seq, line))
+                    if undo is not None:
+                        undo.appended += 1
+                    entry.change_seq = seq
+                self.store.put(entry)  # moving an entry without a new seq would hide newer changes behind it
+            self.store.sync()  # what the answer promises is stored before it goes out
+        except StoreUnavailable:
+            self._undo(saved)
+            raise
         cancel = [e.job.id for e in touched.values() if e.job.cancel_requested and not e.job.terminal]
-        self._enforce_retention()
+        # Retention's removals are not this request's change: one that cannot be stored waits for the next.
+        with contextlib.suppress(StoreUnavailable):
+            self._enforce_retention()
+        self.metrics.updates_accepted += 1
         self._notify(touched)
         return cancel
 
-    def _check(self, batch: UpdateBatch) -> None:
-        # Everything that can refuse the batch is checked before anything changes.
+    def _undo(self, saved: dict[str, _Saved | None]) -> None:
+        """Put back what a batch that could not be stored changed. Nobody was told of it yet: the entries keep
+        their new ``change_seq`` (so the store's order stays right) but not their new snapshot."""
+        for job_id, before in saved.items():
+            entry = self.store.get(job_id)
+            if entry is None:
+                continue
+            if before is None:
+                self._finished_count -= entry.job.terminal
+                self.store.discard(job_id)
+                continue
+            self._finished_count += before.terminal - entry.job.terminal
+            before.restore(entry)
+            self.store.put(entry)
+
+    def _check(self, batch: UpdateBatch) -> set[str]:
+        """Everything that can refuse the batch, checked before anything changes. Returns the finished jobs whose
+        very state the batch sends again (its earlier answer was lost): those are left as they are."""
         states: dict[str, str | None] = {}
+        stored: dict[str, str | None] = {}
+        resent: set[str] = set()
         for update in batch.jobs:
             if update.id not in states:
                 entry = self.store.get(update.id)
-                states[update.id] = entry.job.state if entry else None
+                states[update.id] = stored[update.id] = entry.job.state if entry else None
             current = states[update.id]
-            if current in FINAL_STATES and update.state is not None and update.state != current:
+            if current in FINAL_STATES:
+                if update.state == current:
+                    if stored[update.id] == current:
+                        resent.add(update.id)
+                    continue
                 raise ProtocolError(
-                    409, "job_finished", f"job {update.id!r} is {current}; it cannot become {update.state}"
+                    409,
+                    "job_finished",
+                    f"job {update.id!r} is {current}; it cannot change any more"
+                    + (f" (to {update.state})" if update.state is not None else ""),
                 )
             if update.state is not None:
                 states[update.id] = update.state
             elif current is None:
                 states[update.id] = "running"
+        if resent:
+            # A batch that sends a finished job's state again is one whose answer was lost: its log lines for
+            # that job were stored the first time.
+            resent = {j for j in resent if all(u.state == stored[j] for u in batch.jobs if u.id == j)}
         unknown = sorted(
             {logs.job for logs in batch.logs if logs.job not in states and self.store.get(logs.job) is None}
         )
         if unknown:
             raise ProtocolError(404, "not_found", f"logs for unknown jobs: {', '.join(unknown)}")
+        return resent
 
     def _apply_update(self, entry: JobEntry, update: JobUpdate, now: float) -> None:
         job = entry.job
@@ -333,6 +453,8 @@ class Broker:
                 setattr(job, name, value)
         if job.state == "lost" and update.state is None:
             job.state = "running"  # its publisher came back
+            if entry.cancel_asked_at is not None:
+                job.cancel_requested = True  # asked (and answered 202) before it was lost: tell it now
         job.updated = now
         entry.heard = now
         if job.terminal:
@@ -354,9 +476,20 @@ class Broker:
         if entry.job.terminal:
             return entry.job, False
         if not entry.job.cancel_requested:
+            seq = self.store.next_seq()
+            before = _Saved(entry)
             entry.job.cancel_requested = True
             entry.job.updated = entry.cancel_asked_at = self._clock()
-            self._bump(entry)
+            entry.seq = entry.change_seq = seq
+            entry.event = None
+            self.store.put(entry)
+            try:
+                self.store.sync()  # a 202 promises the cancel survives a crash
+            except StoreUnavailable:
+                before.restore(entry)
+                self.store.put(entry)
+                raise
+            self._notify({entry.job.id: entry})
         return entry.job, True
 
     def overdue_cancels(self, grace: float) -> list[tuple[str, str | None]]:
@@ -395,15 +528,34 @@ class Broker:
                 lost.append(entry.job.id)
         return lost
 
+    def lose_orphans(self, kernels: Container[str], reason: str) -> list[str]:
+        """Mark ``lost`` every unfinished job whose kernel is not among ``kernels`` (those this server runs).
+
+        For a server that starts on jobs it kept: their kernels, or the scripts that published them, died with
+        the old server or will report again, and then the job becomes running again. Until then a user sees the
+        truth (no progress to expect), and a cancel is not promised to a kernel that may never hear it.
+        """
+        lost = []
+        for entry in self.unfinished_entries():
+            kernel_id = entry.job.kernel_id
+            if kernel_id is None or kernel_id not in kernels:
+                self._lose(entry, reason)
+                lost.append(entry.job.id)
+        return lost
+
     def _lose(self, entry: JobEntry, reason: str) -> None:
+        seq = self.store.next_seq()  # first: if no id can be had, nothing changed
         job = entry.job
         job.state = "lost"
-        job.cancel_requested = False
+        job.cancel_requested = False  # it has ended; if it comes back, a cancel asked before is asked again
         job.message = reason
         job.finished = job.updated = self._clock()
         job.compute_eta()
         self._finished_count += 1
-        self._bump(entry)
+        entry.seq = entry.change_seq = seq
+        entry.event = None
+        self.store.put(entry)
+        self._notify({entry.job.id: entry})
 
     def delete(self, job_id: str) -> None:
         entry = self.store.get(check_job_id(job_id))
@@ -411,6 +563,7 @@ class Broker:
             raise ProtocolError(404, "not_found", f"no job {job_id!r}")
         if not entry.job.terminal:
             raise ProtocolError(409, "job_running", f"job {job_id!r} is {entry.job.state}; cancel it first")
+        self.store.sync(removing=(entry.job.id,))  # a 204 promises it stays gone: off the disk first
         self._remove(entry)
 
     def expire_leases(self, lease: float) -> list[str]:
@@ -430,11 +583,11 @@ class Broker:
         self._notify({entry.job.id: entry})
 
     def _remove(self, entry: JobEntry) -> None:
-        if entry.job.terminal:
-            self._finished_count -= 1
         # The tombstone keeps the final snapshot: a subscriber that had not read it yet still gets the terminal
         # state before the removal (retention may remove a job in the same batch that finished it).
-        self.store.remove(entry.job.id, self.store.next_seq(), self._snapshot(entry))
+        self.store.remove(entry.job.id, self.store.next_seq(), self._snapshot(entry))  # next_seq may refuse
+        if entry.job.terminal:
+            self._finished_count -= 1
         self._notify({entry.job.id: entry})
 
     def _snapshot(self, entry: JobEntry) -> Event:
@@ -508,7 +661,15 @@ class Broker:
 
     def _notify(self, touched: dict[str, JobEntry]) -> None:
         # Every change ends here, once: the moment for the store to write what must not wait.
-        self.store.commit()
+        with self.metrics.timing_store_write():
+            self.store.commit()
+        if self._listeners:
+            jobs = [entry.job for entry in touched.values()]
+            for listener in list(self._listeners):
+                try:
+                    listener(jobs)
+                except Exception:
+                    _log.warning("jupyter-sse: a job listener failed", exc_info=True)
         if self.wake_delay > 0:
             # Wake subscribers once per window, not once per change: with many subscribers and many publishers,
             # a pass over every subscriber for every request is what saturates the server. A subscriber reads
@@ -550,7 +711,7 @@ class Broker:
         # Subscribers that wait and read the same jobs from the same cursor (in a steady stream: all of them) get
         # the same events: collect and encode them once per (jobs, cursor) for this pass. The store does not change
         # during it, so the cache is only valid here.
-        frames: dict[tuple[frozenset[str] | None, int, int], tuple[bytes, int, int] | None] = {}
+        frames: dict[tuple[frozenset[str] | None, int, int], tuple[bytes, int, int, int] | None] = {}
         for sub in list(self._all_subscribers):
             self._deliver(sub, frames)
         if self._subscribers_by_job:
@@ -561,7 +722,9 @@ class Broker:
                 self._deliver(sub, frames)
 
     def _deliver(
-        self, sub: Subscription, frames: dict[tuple[frozenset[str] | None, int, int], tuple[bytes, int, int] | None]
+        self,
+        sub: Subscription,
+        frames: dict[tuple[frozenset[str] | None, int, int], tuple[bytes, int, int, int] | None],
     ) -> None:
         writer = sub._writer
         # Only a subscriber parked in next_events, with nothing unread and no end condition, is written to here;
@@ -584,8 +747,9 @@ class Broker:
                 # it meets it again in next_events, and the other subscribers are still served.
                 sub.wake()
                 return
+            # (frame, its last id, its events, the removal floor of a first sync)
             frames[key] = (
-                (b"".join(event.encode() for event in events), events[-1].id, self._floors.get(sub, 0))
+                (b"".join(event.encode() for event in events), events[-1].id, len(events), self._floors.get(sub, 0))
                 if events
                 else None
             )
@@ -598,8 +762,9 @@ class Broker:
             written = False
         if written:
             sub.cursor = found[1]
+            self.metrics.events_delivered += found[2]
             if fresh:
-                self._floors[sub] = found[2]
+                self._floors[sub] = found[3]
         else:
             sub.wake()
 

@@ -10,12 +10,23 @@ from __future__ import annotations
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
+from .errors import ProtocolError
 from .model import Job
 
-__all__ = ["JobEntry", "MemoryStore", "Store"]
+__all__ = ["JobEntry", "MemoryStore", "Store", "StoreUnavailable"]
+
+
+class StoreUnavailable(ProtocolError):
+    """A change could not be stored (a full disk, a failing file): 503, so publishers send it again later.
+
+    Whoever raises it has changed nothing, or undoes what it changed before passing it on.
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(503, "storage_unavailable", detail)
 
 
 class JobEntry:
@@ -71,7 +82,8 @@ class Store(Protocol):
 
     def remove(self, job_id: str, seq: int, final: object = None) -> None:
         """Forget a job, leaving a tombstone at ``seq`` (with its ``final`` snapshot event) so subscribers that
-        are behind hear of it."""
+        are behind hear of it. A durable store writes the removal with its next ``sync``; a removal that must
+        be durable before an answer is passed to ``sync(removing=...)`` first."""
 
     def changed_since(self, seq: int) -> Iterator[JobEntry]:
         """Entries whose ``change_seq`` is greater than ``seq``, newest change first."""
@@ -81,12 +93,22 @@ class Store(Protocol):
 
     def entries(self) -> Iterator[JobEntry]: ...
 
+    def discard(self, job_id: str) -> None:
+        """Forget an entry that nobody was told of (a creation undone because it could not be stored): no
+        tombstone."""
+
     def flush(self) -> None:
         """Write pending changes to durable storage, if the store has any."""
 
+    def sync(self, *, removing: Iterable[str] = ()) -> None:
+        """Write now what an answer promises (creations, state changes, cancels, log lines, removals), or raise
+        ``StoreUnavailable``; what could not be written stays pending. Progress alone may wait for ``flush``.
+        ``removing``: jobs about to be removed, taken off durable storage in the same transaction, so that a
+        removal is stored before the job leaves memory."""
+
     def commit(self) -> None:
-        """The end of one change (a request, a cancel, a removal): write what must not wait, such as a job that
-        just finished. Called once per change, however many jobs it touched."""
+        """The end of one change: ``sync`` at best, never raising (what failed stays pending for the next
+        ``sync`` or ``flush``). Called once per change, however many jobs it touched."""
 
     def close(self) -> None: ...
 
@@ -151,8 +173,14 @@ class MemoryStore:
     def entries(self) -> Iterator[JobEntry]:
         return iter(list(self._entries.values()))
 
+    def discard(self, job_id: str) -> None:
+        self._entries.pop(job_id, None)
+
     def flush(self) -> None:
         """Nothing to write: memory is all there is."""
+
+    def sync(self, *, removing: Iterable[str] = ()) -> None:
+        """Nothing to write."""
 
     def commit(self) -> None:
         """Nothing to write."""

@@ -12,7 +12,7 @@ import contextlib
 import getpass
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Header, Path, Query, Request
@@ -39,8 +39,11 @@ from ..core import (
     is_valid_job_id,
     parse_update_batch,
 )
+from ..core.notify import NotifyRules
 from ._auth import TokenAuth
 from ._errors import install_error_handlers
+from ._metrics import add_metrics_route
+from ._notify import start_notifications
 from ._schema import CancelReply, JobList, errors, install_openapi, update_body
 
 __all__ = ["API_PREFIX", "create_app"]
@@ -94,10 +97,14 @@ def _json(value: Any, status: int = 200) -> Response:
 class _EventStream(EventSourceResponse):
     """An ``EventSourceResponse`` that treats a subscriber too slow to take an event as gone, not as a crash."""
 
+    dropped: Callable[[], None] | None = None  # told when a subscriber is dropped (the metrics count it)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         except SendTimeoutError:
+            if self.dropped is not None:
+                self.dropped()
             _log.info("jupyter-sse hub: dropping a subscriber that did not read for %s s", self.send_timeout)
 
 
@@ -111,13 +118,19 @@ def create_app(
     jobs_kept: int = 500,
     publisher_lease: float = 60.0,
     owner: str | None = None,
+    notify_urls: Sequence[str] | None = None,
+    notify_min_duration: float = 60.0,
+    notify_window: float = 30.0,
     sync_finished_jobs: int = 100,
 ) -> FastAPI:
     """The hub as an ASGI app. ``token=None`` serves without auth (``run`` allows that on loopback only).
 
     ``app.state.broker`` is the broker; ``broker.close()`` ends every stream (``HubServer`` calls it as soon as
-    shutdown starts, so open streams never hold the server up).
+    shutdown starts, so open streams never hold the server up). ``notify_urls``: the Apprise URLs told when jobs
+    end, by the extension's rules (``None``: ``APPRISE_URLS`` and Apprise's config files); bad rules raise
+    ValueError here.
     """
+    NotifyRules(min_duration=notify_min_duration, window=notify_window)  # refuse bad rules now, not at startup
     broker = Broker(
         MemoryStore(),
         log_lines_kept=log_lines_kept,
@@ -129,10 +142,15 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         task = asyncio.ensure_future(_expire_leases(broker, publisher_lease))
+        # notify_urls None: APPRISE_URLS and Apprise's config files, as the extension reads them
+        stop_notifying = start_notifications(
+            broker, notify_urls, min_duration=notify_min_duration, window=notify_window
+        )
         try:
             yield
         finally:
             broker.close()
+            stop_notifying()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -151,6 +169,7 @@ def create_app(
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(TokenAuth, token=token)
+    add_metrics_route(app, broker)  # /metrics, behind the token like every route
 
     def stream(sub: Subscription) -> EventSourceResponse:
         async def frames() -> AsyncIterator[bytes]:
@@ -164,7 +183,7 @@ def create_app(
             finally:
                 sub.close()
 
-        return _EventStream(
+        response = _EventStream(
             frames(),
             headers={"Cache-Control": "no-cache"},
             ping=heartbeat,
@@ -177,6 +196,11 @@ def create_app(
             # HEAD is answered without iterating the stream: the subscription must be closed all the same.
             background=BackgroundTask(sub.close),
         )
+        response.dropped = _count_drop
+        return response
+
+    def _count_drop() -> None:
+        broker.metrics.slow_subscribers_dropped += 1
 
     @app.get(f"{API_PREFIX}/jobs", response_model=None, responses={200: {"model": JobList}, **errors(400)})
     async def list_jobs(
@@ -229,8 +253,12 @@ def create_app(
     )
     async def post_updates(request: Request) -> Response:
         """What publishers report: upserts every job of the batch, whole or not at all."""
-        batch = parse_update_batch(await _read_body(request))
-        return _json({"cancel": broker.apply(batch)})
+        try:
+            cancel = broker.apply(parse_update_batch(await _read_body(request)))
+        except ProtocolError as exc:
+            broker.metrics.refused(exc.error)
+            raise
+        return _json({"cancel": cancel})
 
     @app.get(f"{API_PREFIX}/events", response_model=None, responses={**_SSE_RESPONSE, **errors(400)})
     async def events(

@@ -30,16 +30,16 @@ import dis
 import itertools
 import logging
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from operator import length_hint
 from types import FrameType, GeneratorType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-from ._errors import JobCancelled
+from ._control import finish, step
 from ._lifecycle import end_early, end_job, left_by_exception
 from ._state import TERMINAL, JobState
 
-__all__ = ["CTRL_LEN", "iterate"]
+__all__ = ["CTRL_LEN", "aiterate", "iterate"]
 
 T = TypeVar("T")
 _log = logging.getLogger("jupyter_sse")
@@ -106,9 +106,7 @@ class _Finish:
 
     def __iter__(self) -> Iterator[Any]:
         job = self.job
-        if job.cancel_requested:
-            end_job(job, "cancelled")
-            raise JobCancelled(job.id)
+        step(job)  # a cancel asked for during the last item ends the job cancelled, not succeeded
         end_job(job, "succeeded", exhausted=True)
         return iter(())
 
@@ -153,3 +151,63 @@ def iterate(job: JobState, iterable: Iterable[T]) -> Iterator[T]:
         chain = _Chain(itertools.compress(it, ctrl), _Finish(job))
     chain._job = job
     return chain
+
+
+class _AsyncSteps(Generic[T]):
+    """``async for`` over ``progress(async_iterable)``: one awaited item, one step.
+
+    An async iterator has no C fast path to ride on: each item is an ``await`` of the source's ``__anext__``
+    anyway, so counting here costs little next to it. The ends are those of the sync loop: exhausted, the
+    source raising (it is seen here), cancel (``JobCancelled`` at the next step), and left early (``break``
+    or an exception in the body), told apart in ``__del__`` from the caller's frame.
+    """
+
+    __slots__ = ("_inside", "_it", "_job")
+
+    def __init__(self, job: JobState, it: AsyncIterator[T]) -> None:
+        self._job = job
+        self._it = it
+        self._inside = False  # the body is running on the last item handed out
+
+    def __aiter__(self) -> _AsyncSteps[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        job = self._job
+        if self._inside:  # the body asked for the next item: the last one is done (tqdm's count)
+            self._inside = False
+            if job.state not in TERMINAL:
+                job.count += 1
+        step(job)
+        try:
+            item = await self._it.__anext__()
+        except StopAsyncIteration:
+            end_job(job, "succeeded")
+            raise
+        except BaseException as exc:
+            finish(job, exc)
+            raise
+        self._inside = True
+        return item
+
+    def __del__(self) -> None:
+        try:
+            job = self._job
+            if job.state in TERMINAL or job.stopping:
+                return
+            try:
+                frame = sys._getframe(1)
+            except ValueError:
+                end_early(job)
+                return
+            if _left_normally(frame, job):
+                end_early(job)
+            else:
+                left_by_exception(job)
+        except Exception:
+            _log.debug("jupyter-sse: ending an async loop failed", exc_info=True)
+
+
+def aiterate(job: JobState, iterable: AsyncIterable[T]) -> AsyncIterator[T]:
+    """The async iterator to hand an ``async for``."""
+    return _AsyncSteps(job, iterable.__aiter__())

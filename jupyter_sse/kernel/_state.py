@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+# re-made in a forked child (``_fork``): another thread may hold it at fork time and never release the copy
 END_LOCK = threading.RLock()
 # fields compared to decide whether a job changed; elapsed and rate ride along with any update
 CORE_FIELDS = (
@@ -142,6 +143,7 @@ class JobState:
         "metadata",
         "name",
         "options",
+        "outer",
         "parent",
         "path",
         "pid",
@@ -184,6 +186,7 @@ class JobState:
         self.cell_id: str | None = None
         self.path: str | None = None
         self.parent: str | None = None
+        self.outer: Any = None  # the enclosing job where this one started (JobState, RemoteParent or None)
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.cancel_requested = False
         self.stopping = False  # left by an exception, waiting to learn which (IPython's post_run_cell)
@@ -207,7 +210,7 @@ class JobState:
         self.display: Any = None
         self.display_at = 0.0
         self.publisher: Any = None
-        self.stack: list[Any] | None = None
+        self.stack: Any = None  # the handle context.push_job gave, to pop it at the end
         self.thread = threading.get_ident()
         self.pid = os.getpid()  # a forked child (DataLoader worker) must not display or report our jobs
         self.exec_count: int | None = None

@@ -5,16 +5,19 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
-from ._errors import JobCancelled
-from ._lifecycle import end_job, outcome, start_job
-from ._state import MESSAGE_MAX, TERMINAL, DisplayOptions, JobState, clip, finite_or_none
+from ._control import check_total, finish, step
+from ._lifecycle import start_job
+from ._notify import NotifyArg, with_notify
+from ._state import MESSAGE_MAX, DisplayOptions, JobState, clip, finite_or_none
+from .display import show_log
 
 __all__ = ["JobHandle", "job"]
 
 
 class JobHandle:
     """The object ``with job(...) as j`` gives. Every step (``update``, ``set``, ``message``, ``log``) raises
-    :class:`JobCancelled` once cancellation was asked for: that is where the job stops."""
+    :class:`JobCancelled` once cancellation was asked for: that is where the job stops. Steps after the job
+    ended change nothing."""
 
     __slots__ = ("_state",)
 
@@ -26,9 +29,10 @@ class JobHandle:
         *,
         metadata: dict[str, Any] | None = None,
         leave: bool = True,
+        notify: NotifyArg = None,
     ) -> None:
-        if isinstance(total, float) and total == float("inf"):
-            total = None
+        metadata = with_notify(metadata, notify)
+        total = check_total(total)
         self._state = JobState(name, total, unit, metadata=metadata, options=DisplayOptions(leave=leave), manual=True)
 
     @property
@@ -49,36 +53,36 @@ class JobHandle:
 
     @total.setter
     def total(self, value: float | None) -> None:
-        self._state.total = finite_or_none(value)
+        self._state.total = finite_or_none(check_total(value))
 
     @property
     def cancel_requested(self) -> bool:
         return self._state.cancel_requested
 
-    def _check(self) -> JobState:
-        state = self._state
-        if state.cancel_requested:
-            end_job(state, "cancelled")
-            raise JobCancelled(state.id)
-        return state
-
     def update(self, n: float = 1) -> None:
         """Add ``n`` to the work done."""
-        self._check().count += n
+        if step(self._state):
+            self._state.count += n
 
     def set(self, n: float) -> None:
         """Set the work done to ``n``."""
-        self._check().count = n
+        if step(self._state):
+            self._state.count = n
 
     def message(self, text: str) -> None:
         """The job's latest status text."""
-        self._check().message = clip(text, MESSAGE_MAX)
+        if step(self._state):
+            self._state.message = clip(text, MESSAGE_MAX)
 
     def log(self, line: str) -> None:
         """Append log lines (multi-line text is split); subscribers get them as ``log`` events."""
-        state = self._check()
+        state = self._state
+        if not step(state):
+            return
         if state.publisher is not None and state.publisher.server is not None:
             state.add_log(str(line))
+        else:  # nothing is published: the job's own output shows its last lines
+            show_log(state, str(line))
 
     def __enter__(self) -> JobHandle:
         if self._state.state == "pending":
@@ -91,14 +95,7 @@ class JobHandle:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        state = self._state
-        if state.state in TERMINAL:
-            return
-        if exc is None and state.cancel_requested:
-            end_job(state, "cancelled")
-            return
-        result, error = outcome(exc)
-        end_job(state, result, error=error)  # the exception (if any) propagates: never swallowed
+        finish(self._state, exc)
 
     def __repr__(self) -> str:
         s = self._state
@@ -112,6 +109,7 @@ def job(
     *,
     metadata: dict[str, Any] | None = None,
     leave: bool = True,
+    notify: NotifyArg = None,
 ) -> JobHandle:
     """A job for work that is not a loop: ``with job("load", total=3) as j: ...; j.update()``."""
-    return JobHandle(name, total, unit, metadata=metadata, leave=leave)
+    return JobHandle(name, total, unit, metadata=metadata, leave=leave, notify=notify)

@@ -1,18 +1,19 @@
-"""``progress`` and its tqdm-compatible class: switching from tqdm is one import."""
+"""``progress`` and its class: the fast path. ``jupyter_sse.tqdm`` (a real tqdm subclass) is in ``_tqdm``."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sized
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sized
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from ._errors import JobCancelled
-from ._iterators import iterate
-from ._lifecycle import end_job, outcome, start_job
+from ._control import check_total, closing_exception, finish, step
+from ._iterators import aiterate, iterate
+from ._lifecycle import end_job, start_job
+from ._notify import NotifyArg, with_notify
 from ._state import TERMINAL, DisplayOptions, JobState, finite_or_none
 
-__all__ = ["Progress", "progress", "tqdm", "trange"]
+__all__ = ["Progress", "progress"]
 
 T = TypeVar("T")
 
@@ -25,21 +26,28 @@ def _format_num(n: object) -> str:
 
 
 def _total_of(iterable: object, total: object) -> object:
+    total = check_total(total)
     if total is None and iterable is not None:
         try:
             total = len(iterable)  # type: ignore[arg-type]
         except (TypeError, AttributeError):
             total = None
-    if isinstance(total, float) and total == float("inf"):
-        return None
     return total
+
+
+def _check_iterable(iterable: object) -> None:
+    if iterable is None or hasattr(iterable, "__aiter__"):
+        return
+    if not (hasattr(iterable, "__iter__") or hasattr(iterable, "__getitem__")):
+        raise TypeError(f"progress() needs an iterable (or an async iterable), not {type(iterable).__name__}")
 
 
 class Progress(Generic[T]):
     """A progress bar whose state lives on the Jupyter server; tqdm's common arguments and methods.
 
     Arguments tqdm has that do not apply here (``position``, ``lock_args``, ``colour``, ``nrows``...) are
-    accepted and ignored; unknown keyword arguments too, so code written for tqdm never breaks.
+    accepted and ignored; unknown keyword arguments too. A total that is not a number >= 0 (or None, or ``inf``:
+    unknown) raises at the call, before anything is published. ``async for`` works over an async iterable.
     """
 
     _lock: Any = None  # tqdm.get_lock()/set_lock(), for code that shares tqdm's lock with workers
@@ -72,17 +80,19 @@ class Progress(Generic[T]):
         colour: str | None = None,
         delay: float = 0.0,
         metadata: dict[str, Any] | None = None,
+        notify: NotifyArg = None,
         **kwargs: Any,
     ) -> None:
+        _check_iterable(iterable)
+        self._total = _total_of(iterable, total)  # raises on a bad total: nothing made, nothing published
         self.iterable = iterable
         # tqdm: disable=None means "disable when not a TTY"; here the server is the display, so keep it on
         self.disable = bool(disable)
         self._desc = desc or ""
-        self._total = _total_of(iterable, total)
         self.unit = unit
         self._initial = initial
         self._smoothing = smoothing
-        self._metadata = metadata
+        self._metadata = with_notify(metadata, notify)  # True, False or Apprise URLs: told when it ends
         self._options = DisplayOptions(
             leave=True if leave is None else bool(leave),
             file=file,
@@ -126,12 +136,27 @@ class Progress(Generic[T]):
             raise TypeError("'Progress' object is not iterable: it was made without an iterable")
         if self.disable:
             return iter(iterable)
-        job = self._job
-        if job is None or job.state != "pending":  # iterated again: a new job for the new pass
-            job = self._job = self._new_job(manual=False)
+        job = self._fresh_job()
         it = iterate(job, iterable)
         start_job(job)
         return it
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        iterable: Any = self.iterable
+        if iterable is None or not hasattr(iterable, "__aiter__"):
+            raise TypeError("'async for' over progress() needs an async iterable")
+        if self.disable:
+            return iterable.__aiter__()  # type: ignore[no-any-return]
+        job = self._fresh_job()
+        it = aiterate(job, iterable)
+        start_job(job)
+        return it
+
+    def _fresh_job(self) -> JobState:
+        job = self._job
+        if job is None or job.state != "pending":  # iterated again: a new job for the new pass
+            job = self._job = self._new_job(manual=False)
+        return job
 
     def __len__(self) -> int:
         total: Any = self._total
@@ -160,12 +185,9 @@ class Progress(Generic[T]):
         tb: TracebackType | None,
     ) -> None:
         job = self._job
-        if job is None or job.state in TERMINAL:
-            return
-        if exc is None and job.state == "pending":
-            return  # made with an iterable that was never iterated: no job to end
-        state, error = outcome(exc)
-        end_job(job, state, error=error)
+        if job is None or (exc is None and job.state == "pending"):
+            return  # disabled, or made with an iterable that was never iterated: no job to end
+        finish(job, exc)
 
     def __del__(self) -> None:
         # a manual bar dropped without close(), as tqdm closes it; an iterating bar is ended by its loop
@@ -179,28 +201,22 @@ class Progress(Generic[T]):
     # -- tqdm's methods ---------------------------------------------------------------------------------------
 
     def update(self, n: float | None = 1) -> bool | None:
-        """Add ``n`` to the count; raises JobCancelled when cancellation was asked for."""
+        """Add ``n`` to the count; raises JobCancelled when cancellation was asked for; ignored after close."""
         job = self._job
-        if job is None:
-            return None
-        if job.cancel_requested:
-            _cancel(job)
-        if n:
+        if job is not None and step(job) and n:
             job.count += n
         return None
 
     def close(self) -> None:
+        """End the job: ``failed`` when called while an exception propagates (``finally: bar.close()``)."""
         job = self._job
         if job is not None and job.state == "running":
-            if job.cancel_requested:
-                end_job(job, "cancelled")
-            else:
-                end_job(job, "succeeded")
+            finish(job, closing_exception(sys._getframe(1)))
 
     def reset(self, total: float | None = None) -> None:
         """Back to 0 (and a new total), restarting the timer, as tqdm's reset."""
         job = self._job
-        if job is None:
+        if job is None or job.state in TERMINAL:
             return
         if total is not None:
             self.total = total
@@ -232,7 +248,7 @@ class Progress(Generic[T]):
 
     def _set_name(self, name: str) -> None:
         self._desc = name
-        if self._job is not None:
+        if self._job is not None and self._job.state not in TERMINAL:
             self._job.name = name[:256]
 
     def set_postfix(
@@ -251,7 +267,7 @@ class Progress(Generic[T]):
 
     def set_postfix_str(self, s: str = "", refresh: bool | None = True) -> None:
         self._postfix_str = str(s)
-        if self._job is not None:
+        if self._job is not None and self._job.state not in TERMINAL:
             self._job.message = self._postfix_str
 
     @classmethod
@@ -283,7 +299,7 @@ class Progress(Generic[T]):
     @n.setter
     def n(self, value: float) -> None:
         job = self._job
-        if job is not None:
+        if job is not None and job.state not in TERMINAL:
             job.count = value
 
     @property
@@ -293,7 +309,7 @@ class Progress(Generic[T]):
     @total.setter
     def total(self, value: float | None) -> None:
         self._total = _total_of(None, value)
-        if self._job is not None:
+        if self._job is not None and self._job.state not in TERMINAL:
             self._job.total = finite_or_none(self._total)
 
     @property
@@ -342,11 +358,6 @@ class Progress(Generic[T]):
         return format_text(job, final=job.state in TERMINAL)
 
 
-def _cancel(job: JobState) -> None:
-    end_job(job, "cancelled")
-    raise JobCancelled(job.id)
-
-
 def progress(
     iterable: Iterable[T] | None = None,
     total: float | None = None,
@@ -354,13 +365,11 @@ def progress(
     unit: str = "it",
     **tqdm_kwargs: Any,
 ) -> Progress[T]:
-    """Wrap an iterable (or make a manual bar with ``total``): ``for x in progress(data): ...``."""
+    """Wrap an iterable (or make a manual bar with ``total``): ``for x in progress(data): ...``.
+
+    ``async for x in progress(async_iterable)`` works too. A bad ``total`` or ``iterable`` raises TypeError or
+    ValueError here, and nothing is published.
+    """
+    if iterable is None and total is None:
+        raise TypeError("progress() needs an iterable, or total= for a manual bar")
     return Progress(iterable, desc=desc, total=total, unit=unit, **tqdm_kwargs)
-
-
-tqdm = Progress
-
-
-def trange(*args: int, **kwargs: Any) -> Progress[int]:
-    """``tqdm(range(*args), **kwargs)``."""
-    return Progress(range(*args), **kwargs)

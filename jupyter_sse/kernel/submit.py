@@ -16,8 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 from . import context
+from ._control import check_total, finish, step
 from ._errors import JobCancelled
-from ._lifecycle import end_job, outcome, start_job
+from ._lifecycle import start_job
+from ._notify import NotifyArg, with_notify
 from ._state import MESSAGE_MAX, TERMINAL, JobState, clip
 from .publisher import get_publisher
 
@@ -108,23 +110,20 @@ class SubmittedJob:
 
     # -- steps of the job itself (the handle is the job): for work that reports without an inner progress() ----
 
-    def _step(self) -> JobState:
-        state = self._state
-        if state.cancel_requested:
-            raise JobCancelled(state.id)  # the worker ends the job as cancelled when fn lets this through
-        return state
-
     def update(self, n: float = 1) -> None:
         """Add ``n`` to the job's count (against ``total``); raises :class:`JobCancelled` once cancelled."""
-        self._step().count += n
+        if step(self._state):
+            self._state.count += n
 
     def set(self, n: float) -> None:
         """Set the job's count to ``n``; raises :class:`JobCancelled` once cancelled."""
-        self._step().count = n
+        if step(self._state):
+            self._state.count = n
 
     def message(self, text: str) -> None:
         """The job's latest status text; raises :class:`JobCancelled` once cancelled."""
-        self._step().message = clip(text, MESSAGE_MAX)
+        if step(self._state):
+            self._state.message = clip(text, MESSAGE_MAX)
 
     def result(self, timeout: float | None = None) -> Any:
         """``fn``'s return value; re-raises its exception (``JobCancelled`` if it was cancelled).
@@ -155,11 +154,10 @@ class SubmittedJob:
                 self._value = self._fn(*args, **kwargs)
             except BaseException as exc:
                 self._exc = exc
-                result, error = outcome(exc)
-                end_job(state, result, error=error)
+                finish(state, exc)
             else:
-                # fn caught the JobCancelled of its inner loop and returned: the job was still cancelled
-                end_job(state, "cancelled" if state.cancel_requested else "succeeded")
+                # fn caught the JobCancelled of its inner loop and returned: finish() still ends it cancelled
+                finish(state, None)
         finally:
             self._done.set()
             self._fn = _gone  # let go of fn (and what its closure holds)
@@ -185,17 +183,20 @@ def submit(
     *args: Any,
     name: str | None = None,
     total: float | None = None,
+    notify: NotifyArg = None,
     **kwargs: Any,
 ) -> SubmittedJob:
     """Run ``fn(*args, **kwargs)`` in a background daemon thread, as a job; return its handle at once.
 
-    ``name`` (default: ``fn``'s name) and ``total`` describe the job; a ``progress()`` inside ``fn`` reports as
-    its child. The cell that submits shows the job's live view; the kernel keeps running other cells.
+    ``name`` (default: ``fn``'s name) and ``total`` describe the job; ``notify`` (True, False or Apprise URLs) says
+    who is told when it ends. A ``progress()`` inside ``fn`` reports as its child. The cell that submits shows the
+    job's live view; the kernel keeps running other cells.
     """
     if not callable(fn):
         raise TypeError(f"submit() needs a callable, not {type(fn).__name__}")
+    total = check_total(total)
     label = name if name is not None else getattr(fn, "__name__", "") or "job"
-    state = _SubmittedState(label, total, "it", metadata={"submitted": True}, manual=True)
+    state = _SubmittedState(label, total, "it", metadata=with_notify({"submitted": True}, notify), manual=True)
     handle = SubmittedJob(state, fn)
     # started here, in the caller's thread: the job records this cell and its output goes to this cell
     start_job(state)

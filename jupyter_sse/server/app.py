@@ -8,14 +8,19 @@ import getpass
 import os
 import secrets
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Float, Int, Unicode, validate
+from traitlets import Bool, Float, Int, List, Unicode, validate
 
+from .._version import __version__
 from ..core import Broker, MemoryStore
-from ..core.store_sqlite import SQLiteStore
+from ..core.store import StoreUnavailable
+from ..core.store_sqlite import SQLiteStore, open_store
+from ._monitor import Monitor
+from ._status import StatusHandler
 from .activity import ActivityTracker
 from .handlers import handlers
 from .kernels import KERNEL_ACTIONS, KernelWatcher
@@ -101,6 +106,68 @@ class SSEExtension(ExtensionApp):
         "heartbeats never count as activity.",
     )
 
+    # --- notifications, metrics and the event bus (see _monitor.py) ---
+    notify_urls = List(
+        Unicode(),
+        config=True,
+        help="Apprise URLs (mailto://, slack://, ntfy://, json://...) told when jobs end, by the rules below. "
+        "The APPRISE_URLS environment variable (space-separated) and Apprise's config files add more. Needs "
+        "jupyter-sse[notify].",
+    )
+    notify_config = List(
+        Unicode(),
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="Apprise config files to read targets from (default: APPRISE_CONFIG_PATH, else Apprise's own default "
+        "files, such as ~/.config/apprise/apprise.yml, that exist).",
+    )
+    notify_states = List(
+        Unicode(),
+        default_value=["succeeded", "failed", "cancelled", "lost"],
+        config=True,
+        help="The end states that notify (a job's own notify=True or URL notifies whatever its end).",
+    )
+    notify_min_duration = Float(
+        60.0, config=True, help="Seconds a job must have run to notify (unless it asked with notify=True or a URL)."
+    )
+    notify_window = Float(
+        30.0,
+        config=True,
+        help="Seconds to wait after a job ends for others to end too: the jobs ending in this window make one "
+        "message. 0 sends each at once.",
+    )
+    notify_timeout = Float(10.0, config=True, help="Seconds a notification target may take before it counts as failed.")
+    notify_job_targets = Bool(
+        True,
+        config=True,
+        help="Let a job name its own Apprise URLs (progress(..., notify='mailto://...')). When False such a job "
+        "notifies the configured targets instead.",
+    )
+    notify_link_url = Unicode(
+        "",
+        config=True,
+        help="The base URL messages link to (the notebook opens at <this>lab/tree/<path>); default: the server's "
+        "own URL. Set it to the address people reach the server at, behind a proxy or JupyterHub.",
+    )
+    emit_job_events = Bool(
+        True, config=True, help="Emit every job state change on Jupyter's event bus (jupyter_events)."
+    )
+
+    @validate("notify_states")
+    def _check_notify_states(self, proposal: Any) -> list[str]:
+        from ..core.notify import NotifyRules
+
+        NotifyRules(states=frozenset(proposal["value"]))  # raises with the reason
+        return list(proposal["value"])
+
+    @validate("notify_min_duration", "notify_window", "notify_timeout")
+    def _check_notify_seconds(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if not value >= 0 or value == float("inf") or (proposal["trait"].name == "notify_timeout" and value == 0):
+            raise ValueError(f"{proposal['trait'].name} must be a finite number of seconds >= 0 (timeout: > 0)")
+        return value
+
     @validate("store_kind")
     def _check_store_kind(self, proposal: Any) -> str:
         if proposal["value"] not in ("sqlite", "memory"):
@@ -125,10 +192,23 @@ class SSEExtension(ExtensionApp):
             raise ValueError("jobs_kept must be at least 0")
         return int(proposal["value"])
 
+    _ready = False  # initialize_settings went through: the API is served
+
     def _default_owner(self) -> str:
         return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
 
     def initialize_settings(self) -> None:
+        try:
+            self._initialize()
+        except BaseException:
+            # Kernels must not be sent to an API that is not there (they may also have inherited the variables
+            # from a server this one was started from).
+            os.environ.pop("JUPYTER_SSE_URL", None)
+            os.environ.pop("JUPYTER_SSE_TOKEN", None)
+            self.log.error("jupyter-sse did not start: its API is not served and kernels are not pointed at it")
+            raise
+
+    def _initialize(self) -> None:
         owner = self.owner or self._default_owner()
         self.store = self._make_store()
         self.broker = Broker(
@@ -139,6 +219,15 @@ class SSEExtension(ExtensionApp):
             wake_delay=self.wake_delay,
             sync_finished_jobs=self.sync_finished_jobs,
         )
+        assert self.serverapp is not None
+        # Jobs kept from a server that is gone: their kernels went with it (jupyter_server starts with none of its
+        # own); a script's job comes back to running when the script reports again.
+        kernels = getattr(self.serverapp, "kernel_manager", None)
+        lost = self.broker.lose_orphans(
+            kernels if kernels is not None else (), "the server stopped while it ran; no report since"
+        )
+        if lost:
+            self.log.info("jupyter-sse: %d unfinished jobs of a previous run marked lost", len(lost))
         # Kept across restarts with the SQLite store, so kernels that were publishing keep being let in.
         self.publish_token = (
             self.store.publish_token() if isinstance(self.store, SQLiteStore) else secrets.token_urlsafe(32)
@@ -147,6 +236,7 @@ class SSEExtension(ExtensionApp):
             {
                 "jupyter_sse_broker": self.broker,
                 "jupyter_sse_publish_token": self.publish_token,
+                "jupyter_sse_status": self.status,
                 "jupyter_sse_config": {
                     "heartbeat_interval": self.heartbeat_interval,
                     "send_timeout": self.send_timeout,
@@ -154,24 +244,65 @@ class SSEExtension(ExtensionApp):
                 },
             }
         )
-        assert self.serverapp is not None
         # The web app's own settings, which last_activity() reads: self.settings is only copied into them once.
         self.activity = ActivityTracker(
             self.broker, self.serverapp.web_app.settings, enabled=self.running_jobs_are_activity
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self.monitor = Monitor(self, self.broker)  # notifications, /metrics, the event bus
+        self._flush_failing = False
         self._export_environment()
         # Under a test harness the loop already runs here; a real server starts it later (see below).
         with contextlib.suppress(RuntimeError):
             asyncio.get_running_loop()
             self._start_tasks()
+        self._ready = True
 
     def _make_store(self) -> MemoryStore:
+        self._store_problem: str | None = None
         if self.store_kind == "memory":
             return MemoryStore()
         path = self.db_path or os.path.join(jupyter_data_dir(), "jupyter_sse", "jobs.sqlite3")
-        self.log.info("jupyter-sse: keeping jobs in %s", path)
-        return SQLiteStore(path, log_lines_kept=self.log_lines_kept)
+        try:
+            store = open_store(path, log_lines_kept=self.log_lines_kept)
+        except Exception as exc:
+            self._store_problem = f"{path} cannot be opened: {type(exc).__name__}: {exc}"
+            self.log.error(
+                "jupyter-sse: the job store %s cannot be opened (%s: %s). Jobs are kept in memory only and are "
+                "lost when the server stops. To fix: make the file and its directory writable by this user and "
+                "free some space, or point c.SSEExtension.db_path at a writable file; then restart the server.",
+                path,
+                type(exc).__name__,
+                exc,
+            )
+            return MemoryStore()
+        if store.moved_aside is not None:
+            self._store_problem = f"{path} was corrupt: moved to {store.moved_aside}; started a new, empty one"
+            self.log.error(
+                "jupyter-sse: the job store %s was corrupt. It was moved to %s (kept, not deleted) and a new, empty "
+                "store started in its place: jobs of earlier runs are not shown. To look at the old one: sqlite3 %s",
+                path,
+                store.moved_aside,
+                store.moved_aside,
+            )
+        if store.path != Path(path):
+            self.log.info("jupyter-sse: another running server holds %s; this one keeps jobs in %s", path, store.path)
+        else:
+            self.log.info("jupyter-sse: keeping jobs in %s", store.path)
+        return store
+
+    def status(self) -> dict[str, Any]:
+        """What ``GET jupyter-sse/api/status`` reports: above all, whether jobs are stored durably."""
+        store = self.store
+        info: dict[str, Any] = {"kind": "memory", "durable": False, "path": None, "problem": self._store_problem}
+        if isinstance(store, SQLiteStore):
+            info.update(kind="sqlite", path=str(store.path), durable=store.fault is None, write_error=store.fault)
+        return {
+            "version": __version__,
+            "store": info,
+            "jobs": len(store),
+            "subscribers": self.broker.subscriber_count,
+        }
 
     def _start_tasks(self) -> None:
         if self._tasks:
@@ -183,12 +314,30 @@ class SSEExtension(ExtensionApp):
         if self.serverapp.event_logger is not None:
             self.serverapp.event_logger.add_listener(schema_id=KERNEL_ACTIONS, listener=watcher.on_kernel_action)
         self._tasks = [
-            asyncio.ensure_future(self._every(1.0, self.store.flush)),
+            asyncio.ensure_future(self._every(1.0, self._flush)),
             asyncio.ensure_future(self._every(min(5.0, max(0.5, self.publisher_lease / 4)), self._expire)),
             asyncio.ensure_future(watcher.run(self.kernel_check_interval)),
             # issue 8: a running job keeps the server's last_activity fresh (activity.py)
             asyncio.ensure_future(self._every(_ACTIVITY_PERIOD, self.activity.refresh)),
         ]
+
+    def _flush(self) -> None:
+        # Once per fault, not once a second: a full disk can last hours. Requests meanwhile answer 503.
+        failing = self._flush_failing
+        try:
+            self.store.flush()
+        except StoreUnavailable as exc:
+            if not failing:
+                self._flush_failing = True
+                self.log.error(
+                    "jupyter-sse: %s. Changes that need storing are refused (503) and kept by their publishers "
+                    "until it can be written again; free some space or fix the file.",
+                    exc.detail,
+                )
+            return
+        if failing:
+            self._flush_failing = False
+            self.log.warning("jupyter-sse: the job store can be written again")
 
     def _expire(self) -> None:
         self.broker.expire_leases(self.publisher_lease)
@@ -203,6 +352,7 @@ class SSEExtension(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers())
+        self.handlers.append((r"/jupyter-sse/api/status", StatusHandler))
 
     def _export_environment(self) -> None:
         # Kernels are started with a copy of the server's environment: this is how they find us.
@@ -224,16 +374,30 @@ class SSEExtension(ExtensionApp):
         return f"{scheme}://{host}:{app.port}{base_url}"
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        if not self._ready:
+            return  # it did not start (logged): no URL for kernels, no tasks over nothing
         self._export_environment()  # the port is final now (port retries)
         self._start_tasks()
 
     async def stop_extension(self) -> None:
-        self.broker.close()
-        for task in self._tasks:
+        # Also after a failed start, and whatever fails here: the server must stop within seconds of SIGTERM.
+        monitor = getattr(self, "monitor", None)
+        if monitor is not None:
+            with contextlib.suppress(Exception):
+                monitor.close()
+        broker: Broker | None = getattr(self, "broker", None)
+        if broker is not None:
+            broker.close()
+        tasks: list[asyncio.Task[None]] = getattr(self, "_tasks", [])
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
-        self.store.flush()
-        self.store.close()
+        store: MemoryStore | None = getattr(self, "store", None)
+        if store is not None:
+            try:
+                store.close()
+            except Exception:
+                self.log.error("jupyter-sse: the last changes could not be written to the job store", exc_info=True)

@@ -165,10 +165,15 @@ class UpdatesHandler(_Handler):
     @_publisher_or_authorized
     @_protocol_errors
     async def post(self) -> None:
-        if len(self.request.body) > MAX_BODY_BYTES:
-            raise ProtocolError(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
-        batch = _relative_paths(parse_update_batch(self.request.body), self.settings.get("server_root_dir", ""))
-        self.write_json({"cancel": self.broker.apply(batch)})
+        try:
+            if len(self.request.body) > MAX_BODY_BYTES:
+                raise ProtocolError(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+            batch = _relative_paths(parse_update_batch(self.request.body), self.settings.get("server_root_dir", ""))
+            cancel = self.broker.apply(batch)
+        except ProtocolError as exc:
+            self.broker.metrics.refused(exc.error)
+            raise
+        self.write_json({"cancel": cancel})
 
 
 def _relative_paths(batch: UpdateBatch, root_dir: str) -> UpdateBatch:
@@ -295,6 +300,7 @@ class EventsHandler(_Handler):
         except TimeoutError:
             # A client that stopped reading: drop it rather than hold its buffer forever.
             self.log.info("jupyter-sse: dropping a subscriber that did not read for %s s", timeout)
+            self.broker.metrics.slow_subscribers_dropped += 1
             cast(Any, self.request.connection).close()
             raise
 

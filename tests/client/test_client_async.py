@@ -115,3 +115,34 @@ def test_backoff_waits_without_blocking_the_loop(scripted_server):
 
     assert [e.data["state"] for e in asyncio.run(main())] == ["lost"]
     assert ticks >= 5
+
+
+def test_follow_gives_up_on_a_server_never_reached_and_not_on_one_reached_once(scripted_server):
+    import httpx
+
+    from tests._servers import free_port
+
+    s = scripted_server
+    s.route(
+        "GET",
+        "jobs/a/events",
+        s.stream(s.retry(20), s.event("job", s.job("a", n=1), id="1"), s.DROP),
+        *[s.json(502, {"error": "bad_gateway"})] * 5,
+        s.stream(s.event("job", s.job("a", "succeeded", n=2), id="2")),
+    )
+
+    async def main():
+        async with AsyncClient(f"http://127.0.0.1:{free_port()}/", "t") as dead:
+            start = time.monotonic()
+            with pytest.raises(httpx.ConnectError):
+                async for _ in dead.follow("a", give_up_after=0.5):
+                    pass
+            took = time.monotonic() - start
+        async with AsyncClient(s.url, s.token) as c:
+            events = [e async for e in c.follow("a", give_up_after=0.1)]
+        return took, events
+
+    took, events = asyncio.run(main())
+    assert 0.5 <= took < 3, took
+    assert [e.id for e in events] == ["1", "2"]
+    assert len(s.requests_to("jobs/a/events")) == 7

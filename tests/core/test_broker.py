@@ -1020,7 +1020,7 @@ async def test_a_resumed_subscriber_behind_the_others_gets_its_own_longer_frame(
     first = broker.store.current_seq
     broker.apply(batch(up("b", n=1)))
     current, behind = Writer(), Writer()
-    parked = [await _parked(broker, current), await _parked(broker, behind, last_event_id=str(first))]
+    parked = [await _parked(broker, current), await _parked(broker, behind, last_event_id=broker.event_id(first))]
     behind_sub = parked[1][0]
     behind_sub.cursor = first  # as if it had not read b yet when it parked
     broker.apply(batch(up("c", n=1)))

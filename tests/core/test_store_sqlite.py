@@ -68,7 +68,9 @@ def test_updates_are_coalesced_until_flush_and_terminal_states_are_written_at_on
     broker = Broker(store)
     for n in range(100):  # ten seconds of a job at 10 Hz
         _apply(broker, {"jobs": [{"id": "a", "n": n}]})
-    assert _rows(path, "SELECT id FROM jobs") == []  # nothing written yet: one write per flush, not per update
+    # Its creation was written before the first answer; its progress waits: one write per flush, not per update.
+    (data,) = _rows(path, "SELECT data FROM jobs WHERE id = 'a'")[0]
+    assert json.loads(data)["n"] == 0
     assert store.pending_writes == 1
     store.flush()
     (data,) = _rows(path, "SELECT data FROM jobs WHERE id = 'a'")[0]

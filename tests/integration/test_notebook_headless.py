@@ -29,13 +29,15 @@ def _notebook(*sources: str) -> Any:
 
 
 def _texts(cell: Any) -> list[str]:
+    """What a reader of the saved notebook sees: the text of each output that shows any (the headless log's
+    progress lines are outputs emptied as soon as they are sent)."""
     texts = []
     for output in cell.outputs:
         if output.output_type in ("display_data", "execute_result"):
             texts.append(output.data.get("text/plain", ""))
         elif output.output_type == "stream":
             texts.append(output.text)
-    return texts
+    return [text for text in texts if text]
 
 
 def _assert_final_line(text: str, state: str, count: str) -> None:
@@ -80,3 +82,20 @@ async def test_nbclient_with_server_publishes_the_job(sse_server: SSEServer) -> 
     assert len(jobs) == 1
     assert jobs[0]["state"] == "succeeded"
     assert jobs[0]["n"] == 30
+
+
+def test_nbclient_without_server_shows_the_last_log_lines_with_the_bar(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JUPYTER_SSE_URL", raising=False)
+    monkeypatch.delenv("JUPYTER_SSE_TOKEN", raising=False)
+    nb = _notebook(
+        "from jupyter_sse import job\nwith job('logged', total=12) as j:\n"
+        "    for i in range(12):\n        j.log(f'step {i} done')\n        j.update()\n"
+        "    j.log('two\\nlines')\n"
+    )
+    NotebookClient(nb, timeout=60, kernel_name="python3").execute()
+    texts = _texts(nb.cells[0])
+    assert len(texts) == 1, texts
+    lines = texts[0].splitlines()
+    # bounded: the last five lines, and how many came before them
+    assert lines[:-1] == ["[9 earlier log lines]", "step 9 done", "step 10 done", "step 11 done", "two", "lines"]
+    _assert_final_line(lines[-1], "succeeded", "12/12")

@@ -8,12 +8,13 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from jupyter_sse.kernel import progress
 from jupyter_sse.kernel import publisher as publisher_mod
-from jupyter_sse.kernel.display import Display, format_text, set_display_factory
+from jupyter_sse.kernel.display import Display, KernelDisplay, format_text, set_display_factory
 
 
 @pytest.fixture(autouse=True)
@@ -128,3 +129,50 @@ def test_the_display_can_be_replaced() -> None:
     finally:
         set_display_factory(None)
     assert seen == ["start", "finish"]
+
+
+def test_a_script_logging_to_a_file_gets_lines_at_a_bounded_rate_and_its_log_lines() -> None:
+    # stderr is a pipe here, as in a CI log or `python train.py 2> log`
+    proc = run(
+        """
+        import time
+        from jupyter_sse.kernel import display, job, progress
+        display.HEADLESS_LOG_INTERVAL = 0.3
+        for i in progress(range(20), desc="piped"):
+            time.sleep(0.1)
+        with job("noted", total=2) as j:
+            j.log("first note")
+            j.update(2)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    piped = [line for line in lines if line.startswith("piped:")]
+    assert 3 <= len(piped) <= 2 + 20 * 0.1 / 0.3 + 1, piped  # several, not one per step or per redraw
+    assert piped[-1].startswith("piped: 100%|") and piped[-1].endswith(" succeeded")
+    assert all(not line.endswith(" succeeded") for line in piped[:-1])
+    assert "\r" not in proc.stderr  # a pipe is not redrawn
+    assert lines[-2:] == ["first note", lines[-1]] and lines[-1].startswith("noted: 100%|"), lines
+
+
+def test_kernel_text_display_keeps_a_bounded_tail_of_log_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    import IPython.display
+
+    from jupyter_sse.kernel import job
+    from tests._display_fakes import FakeShell, Handle
+
+    shown: list[dict[str, Any]] = []
+    monkeypatch.setattr(IPython.display, "display", lambda data, raw, display_id: Handle(shown, data))
+    set_display_factory(lambda job: KernelDisplay(FakeShell()))
+    try:
+        with job("tail", total=1000) as j:
+            for i in range(1000):
+                j.log("x" * 500 if i == 999 else f"line {i}")
+                j.update()
+    finally:
+        set_display_factory(None)
+    assert len(shown) == 2  # the start and the final update: no message per log line
+    final = shown[-1]["update"]["text/plain"].splitlines()
+    assert final[:5] == ["[995 earlier log lines]", "line 995", "line 996", "line 997", "line 998"]
+    assert len(final[5]) == 200 and final[5].endswith("…")
+    assert final[-1].startswith("tail: 100%|") and final[-1].endswith(" succeeded")

@@ -161,9 +161,16 @@ for i in progress(range(40), desc='iopub'):
 """
 
 
-async def _run(client: Any, code: str, timeout: float = 60) -> list[dict[str, Any]]:
-    """Run ``code``; every iopub message it caused, once the kernel is idle again."""
-    msg_id = client.execute(code)
+async def _run(client: Any, code: str, timeout: float = 60, cell_id: str | None = None) -> list[dict[str, Any]]:
+    """Run ``code``; every iopub message it caused, once the kernel is idle again. ``cell_id``: sent in the
+    request's metadata, as JupyterLab does (nbclient and papermill send none)."""
+    if cell_id is None:
+        msg_id = client.execute(code)
+    else:
+        content = {"code": code, "silent": False, "store_history": True, "user_expressions": {}}
+        msg = client.session.msg("execute_request", content, metadata={"cellId": cell_id})
+        client.shell_channel.send(msg)
+        msg_id = msg["header"]["msg_id"]
     messages = []
     deadline = time.monotonic() + timeout
     while True:
@@ -186,7 +193,7 @@ async def test_real_kernel_sends_one_display_and_one_update_and_no_comm(sse_serv
     try:
         await client.wait_for_ready(timeout=60)
         await _run(client, "import jupyter_sse")  # the import's own messages are not the loop's
-        messages = await _run(client, LOOP)
+        messages = await _run(client, LOOP, cell_id="a-cell")
         types = [m["msg_type"] for m in messages]
         assert types == ["status", "execute_input", "display_data", "update_display_data", "status"], types
         shown, final = messages[2]["content"], messages[3]["content"]
@@ -204,6 +211,19 @@ async def test_real_kernel_sends_one_display_and_one_update_and_no_comm(sse_serv
         async with AsyncClient(sse_server.url, sse_server.token) as api:
             got = await api.get(job_id)
         assert got["state"] == "succeeded" and got["n"] == 40
+        # Without a cell id (nbclient, papermill): the same, then the final line once more as a new output, for
+        # papermill's log (which logs new outputs, not updates), emptied at once for the saved notebook.
+        messages = await _run(client, LOOP)
+        types = [m["msg_type"] for m in messages]
+        assert types == [
+            "status", "execute_input", "display_data", "update_display_data", "display_data", "update_display_data",
+            "status",
+        ], types  # fmt: skip
+        main, final, logged, emptied = (m["content"] for m in messages[2:6])
+        assert final["transient"] == main["transient"] and JOB_MIME in final["data"]
+        assert logged["data"] == {"text/plain": final["data"]["text/plain"]}
+        assert emptied["transient"] == logged["transient"] != main["transient"]
+        assert emptied["data"] == {"text/plain": ""}
     finally:
         client.stop_channels()
         await km.shutdown_kernel(now=True)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
+from tqdm.std import TqdmKeyError
 
 from jupyter_sse.kernel import JobCancelled, Progress, progress, tqdm, trange
 from jupyter_sse.kernel import publisher as publisher_mod
@@ -45,7 +47,7 @@ KINDS = {
 }
 
 
-def job_of(p: Progress[object]) -> JobState:
+def job_of(p: Any) -> JobState:
     assert p._job is not None
     return p._job
 
@@ -199,8 +201,9 @@ def test_disable_is_a_plain_passthrough() -> None:
     p.close()
 
 
-def test_tqdm_arguments_are_accepted_and_unknown_ones_ignored() -> None:
-    p = tqdm(
+@pytest.mark.parametrize("make", [tqdm, progress])
+def test_tqdm_arguments_are_accepted(make: Any) -> None:
+    p = make(
         range(3),
         desc="d",
         leave=False,
@@ -225,11 +228,16 @@ def test_tqdm_arguments_are_accepted_and_unknown_ones_ignored() -> None:
         colour="green",
         delay=0.1,
         gui=False,
-        some_future_tqdm_option=True,
     )
     assert list(p) == [0, 1, 2]
     job = job_of(p)
     assert (job.name, job.unit, job.state, job.message) == ("d", "batch", "succeeded", "loss=0.5")
+
+
+def test_unknown_arguments_are_ignored_by_progress_and_rejected_by_tqdm_as_tqdm_does() -> None:
+    assert list(quiet(range(2), some_future_tqdm_option=True)) == [0, 1]
+    with pytest.raises(TqdmKeyError):
+        tqdm(range(2), file=io.StringIO(), some_future_tqdm_option=True)
 
 
 def test_trange_and_len() -> None:
@@ -303,3 +311,62 @@ def test_write_prints_a_line() -> None:
     out = io.StringIO()
     tqdm.write("hello", file=out)
     assert out.getvalue() == "hello\n"
+
+
+def test_updates_after_close_are_ignored() -> None:
+    p = quiet(total=5)
+    p.update(2)
+    p.close()
+    p.update(3)
+    p.n = 5
+    p.set_description("renamed")
+    p.set_postfix_str("late")
+    p.total = 9
+    job = job_of(p)
+    assert (job.state, job.count, job.name, job.message, job.total) == ("succeeded", 2, "", "", 5)
+
+
+def test_close_in_a_finally_while_an_exception_propagates_fails_with_it() -> None:
+    p = quiet(total=10)
+    with pytest.raises(KeyError):
+        try:
+            p.update(4)
+            raise KeyError("k")
+        finally:
+            p.close()
+    assert (job_of(p).state, job_of(p).count) == ("failed", 4)
+    assert job_of(p).error == {"type": "KeyError", "message": "'k'"}
+
+
+BAD_TOTALS = [(-1, ValueError), (float("nan"), ValueError), ("ten", TypeError), (False, TypeError), ([3], TypeError)]
+
+
+@pytest.mark.parametrize(("total", "error"), BAD_TOTALS)
+def test_bad_total_raises_at_the_call_and_publishes_nothing(total: Any, error: type[Exception]) -> None:
+    pub = publisher_mod.get_publisher()
+    with pytest.raises(error, match="total"):
+        progress(range(3), total=total)
+    with pytest.raises(error, match="total"):
+        progress(total=total)
+    p = quiet(total=3)
+    with pytest.raises(error, match="total"):
+        p.total = total
+    assert p.total == 3
+    p.close()
+    assert pub.jobs() == []
+
+
+def test_nothing_to_iterate_raises_at_the_call_and_publishes_nothing() -> None:
+    pub = publisher_mod.get_publisher()
+    with pytest.raises(TypeError, match="iterable"):
+        progress(None)
+    with pytest.raises(TypeError, match="iterable"):
+        progress(42)  # type: ignore[arg-type]
+    assert pub.jobs() == []
+
+
+def test_totals_tqdm_accepts_still_work() -> None:
+    assert quiet(gen(2), total=np.int64(2)).total == 2
+    assert quiet(gen(2), total=2.5).total == 2.5
+    assert quiet(gen(2), total=0).total == 0
+    assert quiet(total=float("inf")).total is None

@@ -88,3 +88,26 @@ def test_a_loop_inside_a_job_is_its_child() -> None:
         p = progress(range(3), file=io.StringIO())
         list(p)
     assert p._job is not None and p._job.parent == j.id
+
+
+@pytest.mark.parametrize(("total", "error"), [(-1, ValueError), (float("nan"), ValueError), ("ten", TypeError)])
+def test_bad_total_raises_at_the_call_and_publishes_nothing(
+    no_server: publisher_mod.Publisher, total: object, error: type[Exception]
+) -> None:
+    with pytest.raises(error, match="total"):
+        job("bad", total=total)  # type: ignore[arg-type]
+    with job("ok", total=3) as j:
+        with pytest.raises(error, match="total"):
+            j.total = total  # type: ignore[assignment]
+        assert j.total == 3
+    assert no_server.jobs() == []
+
+
+def test_steps_after_the_end_change_nothing() -> None:
+    with job("done", total=3) as j:
+        j.update(2)
+        j.message("two")
+    j.update(5)
+    j.set(9)
+    j.message("late")
+    assert (j.n, j._state.message, j.state) == (2, "two", "succeeded")

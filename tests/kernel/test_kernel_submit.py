@@ -159,6 +159,17 @@ def test_not_callable() -> None:
         submit(42)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(("total", "error"), [(-1, ValueError), (float("nan"), ValueError), ("ten", TypeError)])
+def test_bad_total_raises_at_the_call_runs_nothing_and_publishes_nothing(
+    no_server: publisher_mod.Publisher, total: object, error: type[Exception]
+) -> None:
+    threads = set(threading.enumerate())
+    with pytest.raises(error, match="total"):
+        submit(print, total=total)  # type: ignore[arg-type]
+    assert no_server.jobs() == []
+    assert set(threading.enumerate()) <= threads  # no thread was started for it
+
+
 def test_the_handle_steps_its_own_job_and_raises_once_cancelled() -> None:
     ready = threading.Event()
     holder: list[SubmittedJob] = []
