@@ -270,6 +270,21 @@ class JobState:
                     self.rate = self._ema_dn() / self._ema_dt()
         return n
 
+    def stalled_rate(self, now: float) -> float | None:
+        """The rate to report now: the moving average, or less once no step came for two steps' time.
+
+        The average only moves when n does, so a loop stuck in one step would go on reporting its old speed
+        (every lease renewal re-sends it). Past two steps' worth of silence, the rate is at most one step per
+        quiet time, falling towards 0 as the silence lasts.
+        """
+        rate = self.rate
+        if rate is None or rate <= 0:
+            return rate
+        quiet = now - self._last_t
+        if quiet * rate > 2:
+            return min(rate, 1 / quiet)
+        return rate
+
     def final_rate(self) -> float | None:
         """The summary rate of an ended job: the average over its whole run."""
         elapsed = self.elapsed()
@@ -328,7 +343,7 @@ class JobState:
         """Every JobUpdate field but ``id``, sanitized (finite numbers >= 0, bounded strings)."""
         ended = self.state in TERMINAL
         n = self.count if ended else self.sample(now)
-        rate = self.final_rate() if ended else self.rate
+        rate = self.final_rate() if ended else self.stalled_rate(now)
         return {
             "name": self.name,
             "state": self.state if ended else "running",

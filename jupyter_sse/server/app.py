@@ -16,6 +16,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, Int, List, Unicode, validate
 
 from .._version import __version__
+from ..capture import CAPTURE_ENV  # a name only: the capture's modules load in kernels, not here
 from ..core import Broker, MemoryStore
 from ..core.store import StoreUnavailable
 from ..core.store_sqlite import SQLiteStore, open_store
@@ -104,6 +105,14 @@ class SSEExtension(ExtensionApp):
         help="Count an unfinished job as activity of the server (its last_activity, which JupyterHub's idle "
         "culler reads), so a long job that prints nothing is not culled as idle. Open event streams and their "
         "heartbeats never count as activity.",
+    )
+
+    capture_progress = Bool(
+        False,
+        config=True,
+        help="Turn the progress bars libraries draw (tqdm in every form, transformers' Trainer, Keras, Lightning, "
+        "joblib, Dask) into jobs in every IPython kernel this server starts, as `%load_ext jupyter_sse` does in "
+        "one. Off by default: it changes how third-party code displays in kernels whose users did not ask for it.",
     )
 
     # --- notifications, metrics and the event bus (see _monitor.py) ---
@@ -358,6 +367,33 @@ class SSEExtension(ExtensionApp):
         # Kernels are started with a copy of the server's environment: this is how they find us.
         os.environ["JUPYTER_SSE_URL"] = self.kernel_url()
         os.environ["JUPYTER_SSE_TOKEN"] = self.publish_token
+        if self.capture_progress:
+            os.environ[CAPTURE_ENV] = "1"
+            self._load_extension_in_kernels()
+
+    def _load_extension_in_kernels(self) -> None:
+        # IPython reads no configuration from the environment, and the user's profile is theirs: the extension is
+        # named on the command line of the IPython kernels this server starts (``--ext``, IPython's
+        # ``extra_extensions``, which adds to the profile's extensions instead of replacing them). The kernel
+        # manager keeps the arguments for restarts.
+        manager = self.serverapp.kernel_manager if self.serverapp is not None else None
+        if manager is None or getattr(manager, "_jupyter_sse_capture", False):
+            return
+        start = manager.start_kernel
+        specs = self.serverapp.kernel_spec_manager if self.serverapp is not None else None
+
+        def start_kernel(*args: Any, **kwargs: Any) -> Any:
+            try:
+                name = kwargs.get("kernel_name") or manager.default_kernel_name
+                argv = specs.get_kernel_spec(name).argv if specs is not None else []
+                if any("ipykernel" in str(arg) for arg in argv):
+                    kwargs["extra_arguments"] = [*kwargs.get("extra_arguments", ()), "--ext=jupyter_sse"]
+            except Exception:  # an unknown kernel spec: the kernel manager reports it as it always does
+                pass
+            return start(*args, **kwargs)
+
+        manager.start_kernel = start_kernel  # type: ignore[method-assign]
+        setattr(manager, "_jupyter_sse_capture", True)  # noqa: B010  # not an attribute the class declares
 
     def kernel_url(self) -> str:
         """The base URL a kernel on this machine uses to reach the server (loopback when listening widely)."""

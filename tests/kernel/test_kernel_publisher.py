@@ -518,3 +518,21 @@ def test_http_transport_retries_once_on_a_connection_the_server_closed() -> None
         srv.close()
     with pytest.raises(OSError):
         transport.post("/x", b"{}", {})  # nothing listens any more: the error reaches the publisher
+
+
+def test_a_stuck_loop_reports_a_falling_rate_not_its_old_speed() -> None:
+    job = JobState("stuck", 100)
+    job.state = "running"
+    t0 = job.start
+    for i in range(1, 11):  # 10 steps a second
+        job.count = i
+        job.sample(t0 + i * 0.1)
+    steady = job.wire_fields(t0 + 1.0)["rate"]
+    assert steady == pytest.approx(10, rel=0.01)
+    assert job.wire_fields(t0 + 1.15)["rate"] == steady  # one late step is not a stall
+    assert job.wire_fields(t0 + 6.0)["rate"] == pytest.approx(1 / 5.0)  # quiet 5 s: at most a step per 5 s
+    assert job.wire_fields(t0 + 61.0)["rate"] == pytest.approx(1 / 60.0)
+    job.count = 11  # the loop moves again: the rate is its moving average again (the long step included)
+    moved = job.wire_fields(t0 + 61.1)["rate"]
+    assert moved == job.rate
+    assert moved > 1 / 60.0
