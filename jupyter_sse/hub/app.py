@@ -25,7 +25,10 @@ from starlette.types import Receive, Scope, Send
 
 from .._version import __version__
 from ..core import (
+    DEFAULT_PAGE_SIZE,
     MAX_BODY_BYTES,
+    MAX_PAGE_SIZE,
+    PAGE_CURSOR,
     STATES,
     Broker,
     MemoryStore,
@@ -54,7 +57,8 @@ assert set(StateFilter.__args__) == set(STATES)  # type: ignore[attr-defined]
 # The patterns are the core's rules, stated for the schema; a request that breaks one gets the same 400 as from
 # the core (see _errors.py), so stating them here changes no answer.
 _JOB_ID = r"^[A-Za-z0-9_-]{1,64}$"
-_EVENT_ID = r"^[0-9]{0,30}$"  # empty: no id (as if not given)
+# `<epoch>.<seq>`, or a bare seq (an id from before epochs: a reset follows); empty: no id (as if not given)
+_EVENT_ID = r"^(?:[A-Za-z0-9]{1,64}\.[0-9]{1,30}|[0-9]{0,30})$"
 JobIdPath = Annotated[str, Path(pattern=_JOB_ID, description="1 to 64 characters of [A-Za-z0-9_-]")]
 JobFilter = Annotated[
     list[Annotated[str, StringConstraints(pattern=_JOB_ID)]] | None,
@@ -68,7 +72,10 @@ LastEventIdQuery = Annotated[
     str | None, Query(pattern=_EVENT_ID, description="the same as the Last-Event-ID header, for a first connect")
 ]
 _SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {"description": "an SSE stream of `job`, `log` and `removed` events", "content": {"text/event-stream": {}}}
+    200: {
+        "description": "an SSE stream of `job`, `log`, `removed` and `reset` events",
+        "content": {"text/event-stream": {}},
+    }
 }
 # A subscription wakes on every change; between changes it only waits. The heartbeat is sse-starlette's ping,
 # so this wait is just an upper bound on how long a wake-up could go unnoticed.
@@ -114,6 +121,7 @@ def create_app(
     notify_urls: Sequence[str] | None = None,
     notify_min_duration: float = 60.0,
     notify_window: float = 30.0,
+    sync_finished_jobs: int = 100,
 ) -> FastAPI:
     """The hub as an ASGI app. ``token=None`` serves without auth (``run`` allows that on loopback only).
 
@@ -123,7 +131,13 @@ def create_app(
     ValueError here.
     """
     NotifyRules(min_duration=notify_min_duration, window=notify_window)  # refuse bad rules now, not at startup
-    broker = Broker(MemoryStore(), log_lines_kept=log_lines_kept, jobs_kept=jobs_kept, owner=owner or getpass.getuser())
+    broker = Broker(
+        MemoryStore(),
+        log_lines_kept=log_lines_kept,
+        jobs_kept=jobs_kept,
+        owner=owner or getpass.getuser(),
+        sync_finished_jobs=sync_finished_jobs,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -189,9 +203,20 @@ def create_app(
         broker.metrics.slow_subscribers_dropped += 1
 
     @app.get(f"{API_PREFIX}/jobs", response_model=None, responses={200: {"model": JobList}, **errors(400)})
-    async def list_jobs(state: Annotated[StateFilter | None, Query()] = None) -> Response:
-        """Every job, newest first; `state` keeps those in that state."""
-        return _json({"jobs": [job.to_dict() for job in broker.list_jobs(state)]})
+    async def list_jobs(
+        state: Annotated[StateFilter | None, Query()] = None,
+        limit: Annotated[
+            int | None, Query(ge=1, le=MAX_PAGE_SIZE, description=f"jobs a page (default {DEFAULT_PAGE_SIZE})")
+        ] = None,
+        cursor: Annotated[
+            str | None,
+            Query(pattern=f"^{PAGE_CURSOR.pattern}$", description="the `next` of the previous page: the page after it"),
+        ] = None,
+    ) -> Response:
+        """A page of jobs, newest first; `state` keeps those in that state. `total` counts them all; `next`
+        (null on the last page) is the `cursor` of the next page."""
+        page = broker.page_jobs(state, DEFAULT_PAGE_SIZE if limit is None else limit, cursor or None)
+        return _json(page.to_dict())
 
     @app.get(f"{API_PREFIX}/jobs/{{job_id}}", response_model=None, responses=errors(400, 404))
     async def get_job(job_id: JobIdPath) -> Response:

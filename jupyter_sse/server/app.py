@@ -51,6 +51,12 @@ class SSEExtension(ExtensionApp):
         1000, config=True, help="Log lines kept per job; older lines are dropped and marked as dropped."
     )
     jobs_kept = Int(500, config=True, help="Finished jobs kept; beyond this the oldest finished ones are forgotten.")
+    sync_finished_jobs = Int(
+        100,
+        config=True,
+        help="Finished jobs a new event stream is sent at once, the most recently changed (with every unfinished "
+        "job). Older ones are in the pages of GET jobs: a first sync stays small however many jobs are kept.",
+    )
     publisher_lease = Float(
         60.0,
         config=True,
@@ -205,6 +211,12 @@ class SSEExtension(ExtensionApp):
             raise ValueError("log_lines_kept must be at least 1")
         return int(proposal["value"])
 
+    @validate("sync_finished_jobs")
+    def _check_sync_finished_jobs(self, proposal: Any) -> int:
+        if proposal["value"] < 0:
+            raise ValueError("sync_finished_jobs must be at least 0")
+        return int(proposal["value"])
+
     @validate("jobs_kept")
     def _check_jobs_kept(self, proposal: Any) -> int:
         if proposal["value"] < 0:
@@ -236,6 +248,7 @@ class SSEExtension(ExtensionApp):
             jobs_kept=self.jobs_kept,
             owner=owner,
             wake_delay=self.wake_delay,
+            sync_finished_jobs=self.sync_finished_jobs,
         )
         assert self.serverapp is not None
         # Jobs kept from a server that is gone: their kernels went with it (jupyter_server starts with none of its

@@ -30,6 +30,7 @@ from ..core import (
     encode_comment,
     encode_retry,
     is_valid_job_id,
+    parse_limit,
     parse_update_batch,
 )
 from ._limits import StreamLimits
@@ -91,7 +92,9 @@ class JobsHandler(_Handler):
         state = self.get_argument("state", None)
         if state is not None and state not in STATES:
             raise ProtocolError(400, "invalid_query", f"state must be one of {', '.join(STATES)}")
-        self.write_json({"jobs": [job.to_dict() for job in self.broker.list_jobs(state)]})
+        limit = parse_limit(self.get_argument("limit", None))
+        page = self.broker.page_jobs(state, limit, self.get_argument("cursor", None) or None)
+        self.write_json(page.to_dict())
 
 
 class JobHandler(_Handler):
