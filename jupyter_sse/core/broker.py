@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import enum
 import itertools
 import json
 import logging
@@ -32,6 +33,7 @@ import time
 from collections.abc import Callable, Container, Iterable
 from typing import Any
 
+from ..protocol import EventKind
 from .errors import ProtocolError
 from .metrics import BrokerMetrics
 from .model import (
@@ -63,10 +65,22 @@ _RESET = -2
 # A resume that would walk more changed jobs than this is served a reset and a bounded sync instead: it costs the
 # server (and the client) less than replaying most of a large history.
 _RESUME_LIMIT = 5000
-RESET = "reset"
+RESET = EventKind.RESET
 _WINDOW_PER_PASS = 2.0  # see Broker._timed_wake
 # The most events one read hands a subscriber (2 KiB of references); a longer backlog is read in turns.
 MAX_EVENTS_PER_READ = 256
+
+
+class _Item(enum.IntEnum):
+    """What one collected item is, before it becomes an event."""
+
+    SNAPSHOT = 0
+    LINE = 1
+    DROPPED = 2  # retention dropped lines before this seq
+    REMOVED = 3
+    FINAL = 4  # the final snapshot of a job removed since
+
+
 _NULLABLE = frozenset({"total", "rate", "error", "kernel_id", "cell_id", "path", "parent"})
 _log = logging.getLogger("jupyter_sse")
 
@@ -209,7 +223,9 @@ class Subscription:
         if self.done:
             return []
         in_sync = self.jobs is None and (self.cursor < 0 or self.syncing)
-        events = self._broker._collect(self)
+        events, ending = self._broker._collect(self)
+        if ending:
+            self.close()  # after this read: a job's stream ends with its final state and last lines
         self.syncing = False
         if len(events) > MAX_EVENTS_PER_READ and not self.done:
             self.syncing = in_sync
@@ -636,7 +652,7 @@ class Broker:
 
     def _snapshot(self, entry: JobEntry) -> Event:
         if entry.event is None:
-            entry.event = Event(entry.seq, "job", _dumps(entry.job.to_dict()), self.store.epoch)
+            entry.event = Event(entry.seq, EventKind.JOB, _dumps(entry.job.to_dict()), self.store.epoch)
         assert isinstance(entry.event, Event)
         return entry.event
 
@@ -784,7 +800,9 @@ class Broker:
         key = (sub.jobs, sub.cursor, floor)
         if key not in frames:
             try:
-                events = self._collect(sub)
+                events, ending = self._collect(sub)
+                if ending:  # never for a parked subscriber (it has no end condition); its own read ends it
+                    raise RuntimeError("a parked subscription cannot end")
             except Exception:
                 # Whatever went wrong belongs to this subscriber's read, not to the request that woke everyone:
                 # it meets it again in next_events, and the other subscribers are still served.
@@ -814,7 +832,11 @@ class Broker:
             for sub in list(subs):
                 sub.close()
 
-    def _collect(self, sub: Subscription) -> list[Event]:
+    def _collect(self, sub: Subscription) -> tuple[list[Event], bool]:
+        """The events ``sub`` has not had yet, and whether its stream ends after them (its job's final state).
+
+        Reads the store only: the caller moves the cursor and ends the subscription.
+        """
         cursor = sub.cursor
         if cursor < 0:
             return self._sync(sub, reset=cursor == _RESET)
@@ -837,17 +859,17 @@ class Broker:
                 continue  # a finished job its sync left out, unchanged since: never sent, so never removed
             if sub.jobs is None or job_id in sub.jobs:
                 if isinstance(final, Event) and final.id > cursor:
-                    items.append((final.id, 4, job_id, final))
-                items.append((seq, 3, job_id, None))
+                    items.append((final.id, _Item.FINAL, job_id, final))
+                items.append((seq, _Item.REMOVED, job_id, None))
         seq = self.store.current_seq
         if not items:
             # the end of a sync read in turns: a bare id, as a sync in one read ends (see _sync)
-            return [Event(seq, "", "", self.store.epoch)] if sub.syncing and cursor < seq else []
+            return ([Event(seq, "", "", self.store.epoch)] if sub.syncing and cursor < seq else []), False
         items.sort(key=lambda item: item[0])
-        events = self._events(sub, items)
+        events, ending = self._events(sub, items)
         if sub.syncing and events and events[-1].id < seq:
             events.append(Event(seq, "", "", self.store.epoch))
-        return events
+        return events, ending
 
     @staticmethod
     def _items(entries: Iterable[JobEntry], cursor: int) -> list[tuple[int, int, str, Any]]:
@@ -856,16 +878,16 @@ class Broker:
         for entry in entries:
             job_id = entry.job.id
             if entry.seq > cursor:
-                items.append((entry.seq, 0, job_id, entry))
+                items.append((entry.seq, _Item.SNAPSHOT, job_id, entry))
             for seq, line in reversed(entry.logs):
                 if seq <= cursor:
                     break
-                items.append((seq, 1, job_id, line))
+                items.append((seq, _Item.LINE, job_id, line))
             if entry.last_dropped_seq > cursor:
-                items.append((entry.last_dropped_seq, 2, job_id, None))
+                items.append((entry.last_dropped_seq, _Item.DROPPED, job_id, None))
         return items
 
-    def _sync(self, sub: Subscription, *, reset: bool) -> list[Event]:
+    def _sync(self, sub: Subscription, *, reset: bool) -> tuple[list[Event], bool]:
         """A subscriber's first events: what it needs to know now, bounded whatever the history's size.
 
         Every job of a filtered subscription (they are named, so few), with its retained lines and its removal if it
@@ -880,7 +902,7 @@ class Broker:
         if sub.jobs is not None:
             cursor, sub.cursor = sub.cursor, 0
             try:
-                events = self._collect(sub)
+                events, ending = self._collect(sub)
             finally:
                 sub.cursor = cursor
         else:
@@ -908,12 +930,12 @@ class Broker:
             self._floors[sub] = floor
             items = self._items(chosen.values(), 0)
             items.sort(key=lambda item: item[0])
-            events = self._events(sub, items) if items else []
+            events, ending = self._events(sub, items) if items else ([], False)
         if reset:
             events.insert(0, Event(-1, RESET, _dumps({"epoch": store.epoch}), store.epoch))
         if sub.jobs is None and events and events[-1].id < seq:
             events.append(Event(seq, "", "", store.epoch))
-        return events
+        return events, ending
 
     def _refresh_indexes(self) -> None:
         """Bring the unfinished-job set and the by-creation list up to date with the store.
@@ -957,26 +979,28 @@ class Broker:
         if index < len(self._by_created) and self._by_created[index] == (created, job_id):
             del self._by_created[index]
 
-    def _events(self, sub: Subscription, items: list[tuple[int, int, str, Any]]) -> list[Event]:
+    def _events(self, sub: Subscription, items: list[tuple[int, int, str, Any]]) -> tuple[list[Event], bool]:
+        """Items (in seq order) as events: a snapshot each, a run of one job's lines as one ``log``; and whether
+        they hold the end of the subscription's job (its final state or its removal)."""
         events: list[Event] = []
         epoch = self.store.epoch
         ending = False
         i = 0
         while i < len(items):
             seq, kind, job_id, payload = items[i]
-            if kind == 0:
+            if kind == _Item.SNAPSHOT:
                 entry: JobEntry = payload
                 events.append(self._snapshot(entry))
                 if job_id == sub.end_with_job and entry.job.terminal:
                     ending = True  # after the rest of this read: the final log lines come with it
                 i += 1
-            elif kind == 4:  # the final snapshot of a job removed since
+            elif kind == _Item.FINAL:
                 events.append(payload)
                 if job_id == sub.end_with_job:
                     ending = True
                 i += 1
-            elif kind == 3:
-                events.append(Event(seq, "removed", _dumps({"job": job_id}), epoch))
+            elif kind == _Item.REMOVED:
+                events.append(Event(seq, EventKind.REMOVED, _dumps({"job": job_id}), epoch))
                 if job_id == sub.end_with_job:
                     ending = True
                 i += 1
@@ -985,9 +1009,9 @@ class Broker:
                 lines: list[str] = []
                 dropped = False
                 last = seq
-                while i < len(items) and items[i][1] in (1, 2) and items[i][2] == job_id:
+                while i < len(items) and items[i][1] in (_Item.LINE, _Item.DROPPED) and items[i][2] == job_id:
                     last = items[i][0]
-                    if items[i][1] == 1:
+                    if items[i][1] == _Item.LINE:
                         lines.append(items[i][3])
                     else:
                         dropped = True
@@ -995,7 +1019,5 @@ class Broker:
                 body: dict[str, Any] = {"job": job_id, "lines": lines}
                 if dropped:
                     body["dropped"] = True
-                events.append(Event(last, "log", _dumps(body), epoch))
-        if ending:
-            sub.close()
-        return events
+                events.append(Event(last, EventKind.LOG, _dumps(body), epoch))
+        return events, ending

@@ -128,9 +128,11 @@ def test_fifty_subscribers_at_once_with_100k_jobs_kept_never_block_the_server(
         assert max(storm.latencies) < 2.0
     # The syncs themselves take a few ms each. What can still pass 100 ms is a full pass of Python's cyclic GC
     # over the 100,000 jobs' objects (about 80 ms outside the server, more in it and in debug mode), which a
-    # storm's allocations may start: at most one such step a storm, and none long.
+    # storm's allocations may start, and on a loaded machine any step that waited for a core. How many steps pass
+    # 100 ms is a figure for bench/ (section "history"); here none may be long (one storm blocked the loop 17 s).
     durations = [float(took) for _, took in slow_steps]
-    assert len(durations) <= len(storms) and all(took < 0.5 for took in durations), slow_steps[:5]
+    print(f"loop steps over 100 ms during the storms: {len(durations)}, longest {max(durations, default=0):.3f} s")
+    assert all(took < 0.5 for took in durations), slow_steps[:5]
 
 
 @dataclass
