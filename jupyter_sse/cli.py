@@ -132,8 +132,12 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cancel)
 
     p = commands.add_parser("hub", help="serve a standalone hub (needs the asgi extra: jupyter-sse[asgi])")
-    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8765, help="the port to listen on (default: 8765)")
+    p.add_argument(
+        "--host", help="the address to listen on (default: 127.0.0.1, or $JUPYTERHUB_SERVICE_URL's as a service)"
+    )
+    p.add_argument(
+        "--port", type=int, help="the port to listen on (default: 8765, or $JUPYTERHUB_SERVICE_URL's as a service)"
+    )
     p.add_argument(
         "--token",
         default=os.environ.get("JUPYTER_SSE_HUB_TOKEN"),
@@ -409,17 +413,29 @@ def _label(job: dict[str, Any]) -> str:
 def _hub(args: argparse.Namespace) -> int:
     try:  # only here: the rest of the CLI, and the server extension, do without FastAPI and uvicorn
         from .hub import HubConfigError, run
+        from .hub._jupyterhub import bind_from_environment, from_environment
     except ImportError as exc:
         return _fail(f"the hub needs the asgi extra: pip install 'jupyter-sse[asgi]' ({exc})")
     try:
         options: dict[str, Any] = {"notify_urls": args.notify_url}
         if args.users:
             options["users"] = args.users
+        service = from_environment()  # run by JupyterHub as a service: its environment says so
+        if service is not None:
+            options["jupyterhub"] = service
+            bind = bind_from_environment()
+            if bind is not None:
+                args.host = bind[0] if args.host is None else args.host
+                args.port = bind[1] if args.port is None else args.port
+        args.host = "127.0.0.1" if args.host is None else args.host
+        args.port = 8765 if args.port is None else args.port
         run(args.host, args.port, args.token or None, no_auth=args.no_auth, **options)
     except HubConfigError as exc:
         return _fail(str(exc))
     except OSError as exc:  # the port is taken, the address is not ours
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc}")
+    except ImportError as exc:  # run as a JupyterHub service without jupyterhub installed
+        return _fail(f"a hub run as a JupyterHub service needs jupyterhub installed ({exc})")
     except KeyboardInterrupt:
         pass
     return 0

@@ -41,6 +41,7 @@ from ..core.notify import NotifyRules
 from ..core.transitions import watch_state_changes
 from ._errors import install_error_handlers
 from ._identity import Authenticate, Identify, Identity, TokenIdentity, UsersIdentity, caller
+from ._jupyterhub import JupyterHubService, ServicePrefix
 from ._metrics import add_metrics_route
 from ._notify import start_notifications
 from ._schema import CancelReply, JobList, errors, install_openapi, update_body
@@ -127,12 +128,14 @@ def create_app(
     notify_window: float = 30.0,
     users: str | os.PathLike[str] | UsersFile | None = None,
     identify: Sequence[Identify] = (),
+    jupyterhub: JupyterHubService | None = None,
 ) -> FastAPI:
     """The hub as an ASGI app. With no ``token``, ``users`` file or ``identify`` way, it serves without auth
     (``run`` allows that on loopback only, and only when asked).
 
     Every job belongs to the user who published it (``owner``); each user has a broker of their own (see
-    ``_tenants``). The single ``token``'s holder is ``owner`` (default: the OS user), an admin.
+    ``_tenants``). The single ``token``'s holder is ``owner`` (default: the OS user), an admin. ``jupyterhub``:
+    serve as that JupyterHub service (under its prefix, JupyterHub's tokens and OAuth login, its scopes).
 
     ``app.state.broker`` is the broker; ``broker.close()`` ends every stream (``HubServer`` calls it as soon as
     shutdown starts, so open streams never hold the server up). ``notify_urls``: the Apprise URLs told when jobs
@@ -149,6 +152,8 @@ def create_app(
     if token:
         ways.append(TokenIdentity(token, owner))
     ways.extend(identify)
+    if jupyterhub is not None:
+        ways.append(jupyterhub)
 
     def make_broker(store: MemoryStore, name: str) -> Broker:
         return Broker(store, log_lines_kept=log_lines_kept, jobs_kept=jobs_kept, owner=name)
@@ -210,7 +215,14 @@ def create_app(
     app.state.users_file = users_file
     install_error_handlers(app)
     install_openapi(app)
-    app.add_middleware(Authenticate, ways=ways, anonymous=Identity(owner, admin=True) if not ways else None)
+    app.add_middleware(
+        Authenticate,
+        ways=ways,
+        anonymous=Identity(owner, admin=True) if not ways else None,
+        refuse=jupyterhub.refuse if jupyterhub is not None else None,
+    )
+    if jupyterhub is not None:
+        app.add_middleware(ServicePrefix, service=jupyterhub)  # added last: it runs first
     add_metrics_route(app, broker)  # /metrics, behind the token like every route
 
     def own(who: Identity) -> Broker:

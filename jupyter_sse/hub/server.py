@@ -102,7 +102,8 @@ def run(
 ) -> None:
     """Serve the hub until interrupted; ``options`` go to ``create_app``. Raises ``HubConfigError`` when there is
     no way to authenticate (unless ``no_auth``, on loopback only) or the users file is not valid."""
-    check_auth(host, token, users=options.get("users"), jupyterhub=bool(options.get("identify")), no_auth=no_auth)
+    jupyterhub = options.get("jupyterhub") is not None or bool(options.get("identify"))
+    check_auth(host, token, users=options.get("users"), jupyterhub=jupyterhub, no_auth=no_auth)
     log_level = options.pop("log_level", "info")
     try:
         app = create_app(token, **options)
@@ -110,7 +111,9 @@ def run(
         raise HubConfigError(str(exc)) from None
     shown = f"[{host}]" if ":" in host else host
     auth = (
-        " with JUPYTER_SSE_TOKEN set to a user's token"
+        " with JUPYTER_SSE_TOKEN set to a JupyterHub token (their server's)"
+        if options.get("jupyterhub") is not None
+        else " with JUPYTER_SSE_TOKEN set to a user's token"
         if options.get("users") is not None
         else " with JUPYTER_SSE_TOKEN set to the hub's token"
         if token
@@ -132,7 +135,8 @@ class BackgroundHub:
     """
 
     def __init__(self, token: str | None = None, *, host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
-        check_bind(host, token, authenticated=options.get("users") is not None or bool(options.get("identify")))
+        authenticated = any(options.get(k) for k in ("users", "identify", "jupyterhub"))
+        check_bind(host, token, authenticated=authenticated)
         self.token = token
         self.host = host
         self._port = port
