@@ -20,9 +20,15 @@ import secrets
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock, one writer at a time is up to the admin
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["User", "UsersFile", "UsersFileError", "is_valid_user_name"]
 
@@ -150,20 +156,37 @@ class UsersFile:
         """Add a user (or give an existing one a new token) and return the token: the only time it is seen."""
         if not is_valid_user_name(name):
             raise UsersFileError(f"not a valid user name: {name!r} (1 to 64 of [A-Za-z0-9._@-], starting alphanumeric)")
-        users = dict(self._load())
         key = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         salt = secrets.token_bytes(16)
-        users[name] = {"admin": admin, "key": key, "salt": salt.hex(), "hash": _hash(secret, salt).hex()}
-        self._write(users)
+        entry = {"admin": admin, "key": key, "salt": salt.hex(), "hash": _hash(secret, salt).hex()}
+        with self._changing() as users:
+            users[name] = entry
         return f"{key}.{secret}"
 
     def remove(self, name: str) -> None:
-        users = dict(self._load())
-        if name not in users:
-            raise UsersFileError(f"no user {name!r} in {self.path}")
-        del users[name]
-        self._write(users)
+        with self._changing() as users:
+            if name not in users:
+                raise UsersFileError(f"no user {name!r} in {self.path}")
+            del users[name]
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[dict[str, dict[str, Any]]]:
+        """Read, change, write, holding a lock beside the file: two `users add` at once both count."""
+        try:
+            lock = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise UsersFileError(f"cannot write the users file {self.path}: {exc}") from None
+        try:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            with self._lock:
+                self._stamp = None  # read what is on disk now, under the lock
+            users = dict(self._load())
+            yield users
+            self._write(users)
+        finally:
+            os.close(lock)  # closing releases the lock
 
     def _write(self, users: dict[str, dict[str, Any]]) -> None:
         text = json.dumps({"version": 1, "users": users}, indent=2, sort_keys=True) + "\n"

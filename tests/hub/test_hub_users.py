@@ -4,7 +4,10 @@ an admin, on a real uvicorn server over real HTTP."""
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -88,7 +91,7 @@ def test_users_cli_keeps_only_a_salted_hash_in_a_private_file(
     text = path.read_text()
     assert alice not in text and alice.split(".", 1)[1] not in text
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert [p.name for p in tmp_path.iterdir()] == ["users.json"]  # no temporary file left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["users.json", "users.json.lock"]  # no temporary file
     assert main(["users", "list", "--file", str(path)]) == 0
     assert capsys.readouterr().out.split("\n") == ["alice", "root  admin", ""]
     users = UsersFile(path)
@@ -267,3 +270,36 @@ def test_every_route_refuses_without_a_users_token(
             response = client.request(method, path, json={"jobs": [{"id": "a"}]})
             assert response.status_code == 403, (method, path)
     assert all(len(broker.store) == 0 for broker in hub.app.state.tenants)  # type: ignore[union-attr]
+
+
+def test_concurrent_adds_all_count(tmp_path: Path) -> None:
+    path = tmp_path / "users.json"
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "jupyter_sse.cli", "users", "add", f"user{i}", "--file", str(path)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for i in range(6)
+    ]  # fmt: skip
+    for proc in procs:
+        assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
+        if proc.stdout is not None:
+            proc.stdout.close()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    assert [u.name for u in UsersFile(path).users()] == [f"user{i}" for i in range(6)]
+
+
+def test_the_hub_starts_for_a_user_with_no_passwd_entry(tmp_path: Path) -> None:
+    # A container's user with no passwd entry and no $USER: the passwd lookup fails as it does there (running
+    # as a real unknown uid would need an interpreter outside root's home).
+    env = {k: v for k, v in os.environ.items() if k not in ("USER", "LOGNAME", "LNAME", "USERNAME")}
+    code = (
+        "import os, pwd\n"
+        "def missing(uid): raise KeyError(f'getpwuid(): uid not found: {uid}')\n"
+        "pwd.getpwuid = missing\n"
+        "from jupyter_sse.hub import create_app\n"
+        "print(create_app(None).state.broker.owner, os.getuid())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    owner, uid = out.stdout.split()
+    assert owner == f"uid-{uid}"

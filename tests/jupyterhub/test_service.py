@@ -154,11 +154,27 @@ def test_a_kernel_publishes_with_its_servers_token(hub: Hub, service: tuple[str,
             "print(urllib.request.urlopen(req, timeout=20).status)"
         )
         assert run_in_kernel(hub, "alice", kernel_id, code).strip() == "200"
+        # progress() itself, pointed at the service by JUPYTER_SSE_URL, with the server's token
+        code = (
+            "import os\n"
+            f"os.environ['JUPYTER_SSE_URL'] = {api.removesuffix('jupyter-sse/api/')!r}\n"
+            "os.environ['JUPYTER_SSE_TOKEN'] = os.environ['JUPYTERHUB_API_TOKEN']\n"
+            "from jupyter_sse import progress\n"
+            "for _ in progress(range(3), desc='kernel-progress'): pass\n"
+            "print('done')"
+        )
+        assert run_in_kernel(hub, "alice", kernel_id, code).strip().endswith("done")
     finally:
         httpx.delete(f"{url}/{kernel_id}", headers=hub.auth("alice"), timeout=30)
     with _client(api, tokens["alice"]) as alice, _client(api, tokens["bob"]) as bob:
         assert alice.get("jobs/from-kernel").json()["owner"] == "alice"
         assert bob.get("jobs/from-kernel").status_code == 404
+        deadline = time.monotonic() + 20
+        while not [j for j in alice.get("jobs").json()["jobs"] if j["name"] == "kernel-progress"]:
+            assert time.monotonic() < deadline, "the kernel's progress() did not reach the service"
+            time.sleep(0.2)
+        (job,) = [j for j in alice.get("jobs").json()["jobs"] if j["name"] == "kernel-progress"]
+        assert (job["owner"], job["n"]) == ("alice", 3)
 
 
 def test_a_browser_logs_in_through_jupyterhubs_oauth(hub: Hub, service: tuple[str, dict[str, str]]) -> None:
