@@ -84,7 +84,10 @@ class JupyterHubService:
         if not model or not self.auth.check_scopes(self.auth.access_scopes, model):
             return None
         scopes = set(model.get("scopes", ()))
-        return Identity(str(model["name"]), admin=self.admin_scope in scopes)
+        name = str(model["name"])
+        if model.get("kind") == "service":
+            name = f"service:{name}"  # a service named like a user is not that user ("service:" is no user name)
+        return Identity(name, admin=self.admin_scope in scopes)
 
     # ---- login -----------------------------------------------------------------------------------------------
     def wrap(self, app: ASGIApp) -> ASGIApp:

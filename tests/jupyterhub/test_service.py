@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.jupyterhub._hub import SERVICE, Hub
+from tests.jupyterhub._hub import HARNESS_TOKEN, SERVICE, Hub
 from tests.jupyterhub.test_jupyterhub import run_in_kernel
 
 pytestmark = [pytest.mark.jupyterhub, pytest.mark.timeout(180)]
@@ -33,6 +33,7 @@ def service(hub: Hub) -> Iterator[tuple[str, dict[str, str]]]:
         assert response.status_code == 201, response.text
         tokens[name] = response.json()["token"]
     tokens["no-access"] = hub.tokens["alice"]  # access:servers!user=alice: her server, not the service
+    tokens["harness"] = HARNESS_TOKEN  # a service's token with admin scopes on JupyterHub, but not this one's
     api = f"{hub.url}services/{SERVICE}/jupyter-sse/api/"
     deadline = time.monotonic() + 60
     while True:  # JupyterHub starts the service with itself; it may still be starting
@@ -117,7 +118,7 @@ def test_isolation_over_every_route_as_a_jupyterhub_service(service: tuple[str, 
         assert {"alice", "bob"} <= {j["owner"] for j in seen}
 
 
-@pytest.mark.parametrize("who", [None, "no-access", "garbage"])
+@pytest.mark.parametrize("who", [None, "no-access", "harness", "garbage"])
 def test_every_route_refuses_without_access_to_the_service(
     service: tuple[str, dict[str, str]], who: str | None
 ) -> None:
