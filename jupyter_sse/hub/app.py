@@ -223,7 +223,7 @@ def create_app(
     )
     if jupyterhub is not None:
         app.add_middleware(ServicePrefix, service=jupyterhub)  # added last: it runs first
-    add_metrics_route(app, broker)  # /metrics, behind the token like every route
+    add_metrics_route(app, broker, tenants)  # /metrics: admins only, over every user
 
     def own(who: Identity) -> Broker:
         found = tenants.get(who.name)

@@ -166,6 +166,12 @@ def test_isolation_over_every_route(team: tuple[BackgroundHub, dict[str, str]]) 
         assert [j["owner"] for j in root.get("jobs", params={"owner": "bob"}).json()["jobs"]] == ["bob"]
         assert bob.get("jobs", params={"owner": "alice"}).json()["jobs"] == []
 
+        # /metrics: for admins, over every user's jobs
+        assert alice.get(hub.url + "metrics").status_code == 403
+        scraped = root.get(hub.url + "metrics").text
+        assert 'jupyter_sse_jobs{state="running"} 2.0' in scraped, scraped
+        assert 'jupyter_sse_jobs{state="succeeded"} 1.0' in scraped
+
         # GET jobs/{id}
         assert bob.get("jobs/j1").json()["name"] == "bob-job"
         assert alice.get("jobs/j1").json()["name"] == "alice-job"
@@ -265,7 +271,7 @@ def test_every_route_refuses_without_a_users_token(
             ("GET", "events"),
             ("GET", "jobs/a/events"),
             ("GET", "openapi.json"),
-            ("GET", "/metrics"),
+            ("GET", hub.url + "metrics"),
         ]:
             response = client.request(method, path, json={"jobs": [{"id": "a"}]})
             assert response.status_code == 403, (method, path)
