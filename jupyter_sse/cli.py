@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ._version import __version__
 from .client import Client, ClientError, Event, find_server
+from .client._common import MAX_PAGE_SIZE as _PAGE
 from .client._common import TERMINAL_STATES
 
 __all__ = ["main"]
@@ -105,6 +106,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--state", help="only jobs in this state (pending, running, succeeded, failed, ...)")
     p.add_argument("--json", action="store_true", help="print the jobs as JSON")
+    p.add_argument(
+        "--limit", type=_positive, default=_LIST_DEFAULT, help=f"show the N newest jobs (default: {_LIST_DEFAULT})"
+    )
+    p.add_argument("--all", action="store_true", help="show every job (read from the server page by page)")
     p.set_defaults(run=_list)
 
     p = commands.add_parser(
@@ -204,8 +209,32 @@ def _add_server_options(parser: argparse.ArgumentParser, default: Any) -> None:
 # ---- list ----------------------------------------------------------------------------------------------
 
 
+_LIST_DEFAULT = 100
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
+    return int(text)
+
+
+def _page_size(limit: int | None, have: int) -> int:
+    return _PAGE if limit is None else min(_PAGE, limit - have)
+
+
 def _list(client: Client, args: argparse.Namespace) -> int:
-    jobs = client.list(state=args.state)
+    limit: int | None = None if args.all else args.limit
+    # Page by page: with a hundred thousand jobs kept, one reply with all of them would be tens of MB.
+    first = client.page(state=args.state, limit=_page_size(limit, 0))
+    jobs, total, cursor = list(first["jobs"]), int(first["total"]), first["next"]
+    while cursor is not None and (limit is None or len(jobs) < limit):
+        page = client.page(state=args.state, limit=_page_size(limit, len(jobs)), cursor=cursor)
+        jobs.extend(page["jobs"])
+        cursor = page["next"]
+    if limit is not None:
+        del jobs[limit:]  # a server from before pages sends them all
+    if len(jobs) < total and not args.all:
+        print(f"the {len(jobs)} newest of {total} jobs: --limit N or --all for more", file=sys.stderr)
     if args.json:
         print(json.dumps(jobs, indent=2))
     elif not jobs:
@@ -290,7 +319,7 @@ def _follow(client: Client, args: argparse.Namespace) -> int:
 
 def _choose_job(client: Client, give_up_after: float) -> str:
     """The newest running job, or else the next job that starts."""
-    running = client.list(state="running")
+    running = client.list(state="running", limit=1)  # the newest is all it needs
     if running:
         job = running[0]
         print(f"following job {_label(job)}", file=sys.stderr)
@@ -310,6 +339,8 @@ def _print_json(events: Iterator[Event]) -> dict[str, Any] | None:
     for event in events:
         if event.event == "job":
             last = event.data
+        elif event.event == "reset":
+            last = None  # what came before is the old history's: the job's state comes again, or never
         print(json.dumps({"event": event.event, "id": event.id, "data": event.data}), flush=True)
     return last
 
@@ -325,6 +356,11 @@ def _draw_bar(events: Iterator[Event]) -> dict[str, Any] | None:
                     if bar is None:  # not `bar or ...`: a tqdm's truth is its total's
                         bar = _new_bar(event.data)
                     _update(bar, event.data)
+                elif event.event == "reset":
+                    # The server lost the history we resumed from (a restart with a memory store): its state of
+                    # the job comes next, if it still has the job; a stale one must not pass for the end.
+                    last = None
+                    tqdm.write("[the server restarted without its history: reading the job's state again]")
                 elif event.event == "log":
                     if event.data.get("dropped"):
                         tqdm.write("[earlier log lines were dropped]")

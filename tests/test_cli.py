@@ -69,7 +69,7 @@ def test_list_state_and_json_and_options_after_the_command(s, capsys):
     s.route("GET", "jobs", s.json(200, {"jobs": [s.job("a")]}))
     assert main(["list", "--state", "running", "--json", "--url", s.url, "--token", s.token]) == 0
     assert json.loads(capsys.readouterr().out) == [s.job("a")]
-    assert s.requests[0].query == {"state": ["running"]}
+    assert s.requests[0].query == {"state": ["running"], "limit": ["100"]}
 
 
 def test_list_empty(s, run):
@@ -148,7 +148,7 @@ def test_follow_without_a_job_takes_the_newest_running_one(s, run):
     code, _, err = run("follow", "--json")
     assert code == 0
     assert "following job new (job new)" in err
-    assert s.requests[0].query == {"state": ["running"]}
+    assert s.requests[0].query == {"state": ["running"], "limit": ["1"]}
     assert [r.path for r in s.requests] == ["jobs", "jobs/new/events"]
 
 

@@ -13,6 +13,7 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from ._common import (
+    MAX_PAGE_SIZE,
     RETRYABLE_ERRORS,
     Event,
     FollowState,
@@ -22,6 +23,8 @@ from ._common import (
     error_from_response,
     follow_request,
     job_path,
+    page_from_reply,
+    page_params,
     should_retry,
     stream_timeout,
 )
@@ -52,6 +55,9 @@ class AsyncClient:
     ) -> None:
         self.url = url
         self._stream_timeout = stream_timeout(timeout, read_timeout, heartbeat)
+        #: The latest snapshot of every job `follow` was sent (all follows of this client), without the removed
+        #: ones; cleared when the server sends `reset`, so jobs that vanished with a server's history go too.
+        self.jobs: dict[str, dict[str, Any]] = {}
         self._http = httpx.AsyncClient(base_url=api_url(url), headers=auth_headers(token), timeout=timeout)
 
     async def __aenter__(self) -> AsyncClient:
@@ -74,11 +80,27 @@ class AsyncClient:
             raise error_from_response(response)
         return response
 
-    async def list(self, state: str | None = None) -> _JobList:
-        """Every job, newest first; `state` keeps the jobs in that state."""
-        params = {"state": state} if state is not None else None
-        jobs: _JobList = (await self._request("GET", "jobs", params=params)).json()["jobs"]
+    async def list(self, state: str | None = None, *, limit: int | None = None) -> _JobList:
+        """The jobs, newest first, read page by page: all of them, or the `limit` newest; `state` keeps the jobs in
+        that state."""
+        jobs: _JobList = []
+        cursor: str | None = None
+        while limit is None or len(jobs) < limit:
+            size = MAX_PAGE_SIZE if limit is None else min(MAX_PAGE_SIZE, limit - len(jobs))
+            page = await self.page(state, limit=size, cursor=cursor)
+            jobs.extend(page["jobs"])
+            cursor = page["next"]
+            if cursor is None:
+                break
         return jobs
+
+    async def page(
+        self, state: str | None = None, *, limit: int | None = None, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """One page of `GET jobs`: `{"jobs": [...], "total": N, "next": cursor or None}`; pass `next` as `cursor`
+        for the following page. `limit`: jobs a page (the server's default: 100; at most 1000)."""
+        reply = await self._request("GET", "jobs", params=page_params(state, limit, cursor))
+        return page_from_reply(reply.json())
 
     async def get(self, job_id: str) -> dict[str, Any]:
         job: dict[str, Any] = (await self._request("GET", job_path(job_id))).json()
@@ -106,7 +128,7 @@ class AsyncClient:
         Reconnects like `Client.follow` (and gives up on a server never reached after `give_up_after` seconds,
         as it does); a 4xx answer raises `ClientError` at once.
         """
-        state = FollowState(job_id, last_event_id, give_up_after)
+        state = FollowState(job_id, last_event_id, give_up_after, jobs=self.jobs)
         path, params = follow_request(job_id, jobs)
         while True:
             try:

@@ -30,6 +30,8 @@ __all__ = [
     "error_from_response",
     "follow_request",
     "job_path",
+    "page_from_reply",
+    "page_params",
     "should_retry",
     "stream_timeout",
 ]
@@ -53,9 +55,17 @@ RETRYABLE_ERRORS: tuple[type[httpx.TransportError], ...] = (
 )
 
 
+#: The largest page the server serves (`GET jobs?limit=`); `list()` asks for pages of this size.
+MAX_PAGE_SIZE = 1000
+
+
 @dataclass(frozen=True)
 class Event:
-    """One SSE event: `event` is `job`, `log` or `removed`; `data` is the decoded JSON; `id` is opaque."""
+    """One SSE event: `event` is `job`, `log`, `removed` or `reset`; `data` is the decoded JSON; `id` is opaque.
+
+    `reset`: the server no longer has the history this client resumed from (it restarted with a memory store, or
+    the id was too old): forget every job known so far; the current state follows.
+    """
 
     event: str
     data: Any
@@ -110,6 +120,27 @@ def follow_request(job_id: str | None, jobs: Sequence[str] | None) -> tuple[str,
     return "events", [("job", j) for j in jobs or ()]
 
 
+def page_params(state: str | None, limit: int | None, cursor: str | None) -> dict[str, str]:
+    params: dict[str, str] = {}
+    if state is not None:
+        params["state"] = state
+    if limit is not None:
+        params["limit"] = str(limit)
+    if cursor is not None:
+        params["cursor"] = cursor
+    return params
+
+
+def page_from_reply(body: Any) -> dict[str, Any]:
+    """`{"jobs", "total", "next"}` from a `GET jobs` reply; a server from before pages sent all jobs, no more."""
+    jobs = body["jobs"]
+    if not isinstance(jobs, list):
+        raise TypeError(f"jobs is a {type(jobs).__name__}, not a list")
+    total = body.get("total", len(jobs))
+    following = body.get("next")
+    return {"jobs": jobs, "total": total, "next": following if isinstance(following, str) and following else None}
+
+
 def should_retry(response: httpx.Response) -> bool:
     """Whether a stream's error response is worth another attempt: the server (or its proxy) is down or
     restarting. Anything the client got wrong (403, 404, 400) will not get better by asking again."""
@@ -139,9 +170,18 @@ def error_from_response(response: httpx.Response) -> ClientError:
 class FollowState:
     """The state of one `follow` across reconnects: last event id, reconnect delay, end of a job stream."""
 
-    def __init__(self, job_id: str | None, last_event_id: str | None, give_up_after: float | None = None) -> None:
+    def __init__(
+        self,
+        job_id: str | None,
+        last_event_id: str | None,
+        give_up_after: float | None = None,
+        *,
+        jobs: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         self.job_id = job_id
         self.last_event_id = last_event_id
+        #: The latest snapshot of every job this follow was sent; cleared by `reset`, so no vanished job stays.
+        self.jobs: dict[str, dict[str, Any]] = {} if jobs is None else jobs
         #: A job stream saw its job's terminal state: read what is left, but never reconnect.
         self.finished = False
         #: Why the last connection ended, for the log line of the reconnect.
@@ -181,6 +221,12 @@ class FollowState:
         except ValueError:
             data = sse.data
         self._got_event = True
+        if sse.event == "reset":
+            self.jobs.clear()
+        elif sse.event == "job" and isinstance(data, Mapping) and isinstance(data.get("id"), str):
+            self.jobs[data["id"]] = dict(data)
+        elif sse.event == "removed" and isinstance(data, Mapping):
+            self.jobs.pop(str(data.get("job")), None)
         if (
             self.job_id is not None
             and sse.event == "job"

@@ -12,6 +12,7 @@ import httpx
 from httpx_sse import connect_sse
 
 from ._common import (
+    MAX_PAGE_SIZE,
     RETRYABLE_ERRORS,
     Event,
     FollowState,
@@ -21,6 +22,8 @@ from ._common import (
     error_from_response,
     follow_request,
     job_path,
+    page_from_reply,
+    page_params,
     should_retry,
     stream_timeout,
 )
@@ -55,6 +58,9 @@ class Client:
     ) -> None:
         self.url = url
         self._stream_timeout = stream_timeout(timeout, read_timeout, heartbeat)
+        #: The latest snapshot of every job `follow` was sent (all follows of this client), without the removed
+        #: ones; cleared when the server sends `reset`, so jobs that vanished with a server's history go too.
+        self.jobs: dict[str, dict[str, Any]] = {}
         self._http = httpx.Client(base_url=api_url(url), headers=auth_headers(token), timeout=timeout)
 
     def __enter__(self) -> Client:
@@ -74,11 +80,24 @@ class Client:
             raise error_from_response(response)
         return response
 
-    def list(self, state: str | None = None) -> _JobList:
-        """Every job, newest first; `state` keeps the jobs in that state."""
-        params = {"state": state} if state is not None else None
-        jobs: _JobList = self._request("GET", "jobs", params=params).json()["jobs"]
+    def list(self, state: str | None = None, *, limit: int | None = None) -> _JobList:
+        """The jobs, newest first, read page by page: all of them, or the `limit` newest; `state` keeps the jobs in
+        that state."""
+        jobs: _JobList = []
+        cursor: str | None = None
+        while limit is None or len(jobs) < limit:
+            size = MAX_PAGE_SIZE if limit is None else min(MAX_PAGE_SIZE, limit - len(jobs))
+            page = self.page(state, limit=size, cursor=cursor)
+            jobs.extend(page["jobs"])
+            cursor = page["next"]
+            if cursor is None:
+                break
         return jobs
+
+    def page(self, state: str | None = None, *, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
+        """One page of `GET jobs`: `{"jobs": [...], "total": N, "next": cursor or None}`; pass `next` as `cursor`
+        for the following page. `limit`: jobs a page (the server's default: 100; at most 1000)."""
+        return page_from_reply(self._request("GET", "jobs", params=page_params(state, limit, cursor)).json())
 
     def get(self, job_id: str) -> dict[str, Any]:
         job: dict[str, Any] = self._request("GET", job_path(job_id)).json()
@@ -110,7 +129,7 @@ class Client:
         opened, `follow` reconnects for as long as it takes.
         To stop early and close the connection at once, `close()` the generator (or `contextlib.closing`).
         """
-        state = FollowState(job_id, last_event_id, give_up_after)
+        state = FollowState(job_id, last_event_id, give_up_after, jobs=self.jobs)
         path, params = follow_request(job_id, jobs)
         while True:
             try:

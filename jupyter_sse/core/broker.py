@@ -4,8 +4,13 @@ A subscriber holds no queue. It holds a cursor, the id of the last event it was 
 it wakes, it reads from the store what changed after its cursor: the current snapshot of each changed job, the
 log lines after the cursor, the jobs removed. So a slow subscriber costs a few bytes and gets the latest state
 instead of a backlog of stale ones (conflation); a reconnecting client with ``Last-Event-ID`` is served by the
-very same read (resume); and a new one is a resume from the beginning. Ids are the store's sequence numbers, and
-events go out in sequence order, so "everything up to the last id I saw" is always a true statement.
+very same read (resume). Ids are the store's sequence numbers, sent as ``<epoch>.<seq>``, and events go out in
+sequence order, so "everything up to the last id I saw" is always a true statement.
+
+A new subscriber gets a bounded first sync instead (``_sync``): the unfinished jobs and the most recently finished
+ones, whatever the number of jobs kept, and no removals of jobs it never saw; the rest is in pages (``page_jobs``).
+A resume the store cannot serve exactly (an id of another epoch, below the store's horizon, or too far behind)
+gets a ``reset`` event, then the same sync.
 
 A server adapter may give a subscription a writer (``set_writer``). While such a subscriber waits, the broker
 writes it the new events itself, encoded once for every subscriber at the same cursor: with a thousand
@@ -15,7 +20,9 @@ subscribers, waking a task for each change is what costs most (the broadcast pat
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -27,14 +34,39 @@ from typing import Any
 
 from .errors import ProtocolError
 from .metrics import BrokerMetrics
-from .model import FINAL_STATES, TERMINAL_STATES, Job, JobUpdate, UpdateBatch, check_job_id
-from .sse import encode_event
+from .model import (
+    DEFAULT_PAGE_SIZE,
+    FINAL_STATES,
+    MAX_PAGE_SIZE,
+    STATES,
+    TERMINAL_STATES,
+    Job,
+    JobPage,
+    JobUpdate,
+    UpdateBatch,
+    check_job_id,
+    created_key,
+    decode_page_cursor,
+    encode_page_cursor,
+)
+from .sse import encode_event, encode_id
 from .store import JobEntry, MemoryStore, Store, StoreUnavailable
 
-__all__ = ["Broker", "Event", "Subscription"]
+__all__ = ["MAX_EVENTS_PER_READ", "RESET", "Broker", "Event", "Subscription"]
 
-_EVENT_ID = re.compile(r"[0-9]{1,30}")  # not str.isdigit(): that accepts "²" and other non-ASCII digits
+# ``<epoch>.<seq>``, or a bare seq (ids before epochs: taken as another epoch's). Not str.isdigit(): that accepts
+# "²" and other non-ASCII digits.
+_EVENT_ID = re.compile(r"(?:([A-Za-z0-9]{1,64})\.)?([0-9]{1,30})")
+# A subscription's cursor before its first sync; _RESET: the sync must start with a `reset` event.
+_FRESH = -1
+_RESET = -2
+# A resume that would walk more changed jobs than this is served a reset and a bounded sync instead: it costs the
+# server (and the client) less than replaying most of a large history.
+_RESUME_LIMIT = 5000
+RESET = "reset"
 _WINDOW_PER_PASS = 2.0  # see Broker._timed_wake
+# The most events one read hands a subscriber (2 KiB of references); a longer backlog is read in turns.
+MAX_EVENTS_PER_READ = 256
 _NULLABLE = frozenset({"total", "rate", "error", "kernel_id", "cell_id", "path", "parent"})
 _log = logging.getLogger("jupyter_sse")
 
@@ -89,19 +121,37 @@ class _Saved:
 
 
 class Event:
-    """One SSE event; its encoded frame is made once and shared by every subscriber that sends it."""
+    """One SSE event; its encoded frame is made once and shared by every subscriber that sends it.
 
-    __slots__ = ("_frame", "data", "id", "name")
+    ``id`` is the store's sequence number; on the wire the id is ``<epoch>.<seq>`` (``event_id``), so that a client
+    resuming against another history (another store, a memory store after a restart) is recognised. An event with
+    a negative ``id`` carries no ``id:`` line (``reset``); one with no ``name`` is a bare ``id:`` (a sync's mark).
+    """
 
-    def __init__(self, id: int, name: str, data: str) -> None:
+    __slots__ = ("_frame", "data", "epoch", "id", "name")
+
+    def __init__(self, id: int, name: str, data: str, epoch: str = "") -> None:
         self.id = id
         self.name = name
         self.data = data
+        self.epoch = epoch
         self._frame: bytes | None = None
+
+    @property
+    def event_id(self) -> str | None:
+        """The id as sent on the wire (None: the event has none)."""
+        if self.id < 0:
+            return None
+        return f"{self.epoch}.{self.id}" if self.epoch else str(self.id)
 
     def encode(self) -> bytes:
         if self._frame is None:
-            self._frame = encode_event(self.data, event=self.name, id=str(self.id))
+            event_id = self.event_id
+            if not self.name:
+                assert event_id is not None
+                self._frame = encode_id(event_id)
+            else:
+                self._frame = encode_event(self.data, event=self.name, id=event_id)
         return self._frame
 
     def __repr__(self) -> str:
@@ -117,6 +167,8 @@ class Subscription:
         self.cursor = cursor
         self.end_with_job = end_with_job
         self.done = False
+        # the rest of a first sync too long for one read is still to come: later reads keep to what it chose
+        self.syncing = False
         self._woken = True  # the first call sends the initial snapshot at once
         self._waiter: asyncio.Future[None] | None = None
         self._writer: Callable[[bytes], bool] | None = None
@@ -156,11 +208,51 @@ class Subscription:
         self._woken = False
         if self.done:
             return []
+        in_sync = self.jobs is None and (self.cursor < 0 or self.syncing)
         events = self._broker._collect(self)
+        self.syncing = False
+        if len(events) > MAX_EVENTS_PER_READ and not self.done:
+            self.syncing = in_sync
+            # A newcomer to a large history: the rest is read again from the cursor once these are sent, so what
+            # a subscriber holds between reads stays bounded whatever the number of jobs kept. Events go out in
+            # id order, so the cursor still means "everything up to here". (A subscription that ended in this
+            # read is one job's stream, a handful of events: it is never cut.)
+            del events[MAX_EVENTS_PER_READ:]
+            self._woken = True
         if events:
             self.cursor = events[-1].id
             self._broker.metrics.events_delivered += len(events)
         return events
+
+    @property
+    def parked(self) -> bool:
+        """Waiting in ``next_events`` with nothing unread, a writer set and no end condition: the broker may
+        then write its new events itself (``try_write``) instead of waking it."""
+        return (
+            self._writer is not None
+            and self._waiter is not None
+            and not self._woken
+            and not self.done
+            and self.end_with_job is None
+        )
+
+    def try_write(self, frame: bytes, last_id: int) -> bool:
+        """Hand ``frame`` (the events up to ``last_id``) to the writer; on refusal, wake the subscriber instead.
+
+        The writer refuses, without raising, when it cannot take the frame at once (a socket still sending, a
+        closed stream, a frame over its bound); the subscriber then reads from its cursor the usual way, which
+        conflates whatever it missed into the latest snapshots.
+        """
+        writer = self._writer
+        try:
+            written = writer is not None and writer(frame)
+        except Exception:  # a writer must not raise; if it does, this subscriber takes the usual path
+            written = False
+        if written:
+            self.cursor = last_id
+        else:
+            self.wake()
+        return written
 
     def close(self) -> None:
         if not self.done:
@@ -181,15 +273,26 @@ class Broker:
         owner: str = "",
         clock: Callable[[], float] = time.time,
         wake_delay: float = 0.0,
+        sync_finished_jobs: int = 100,
     ) -> None:
-        if log_lines_kept < 1 or jobs_kept < 0:
-            raise ValueError("log_lines_kept must be >= 1 and jobs_kept >= 0")
+        if log_lines_kept < 1 or jobs_kept < 0 or sync_finished_jobs < 0:
+            raise ValueError("log_lines_kept must be >= 1, jobs_kept and sync_finished_jobs >= 0")
         self.store: Store = store if store is not None else MemoryStore()
         self.log_lines_kept = log_lines_kept
         self.jobs_kept = jobs_kept
         self.owner = owner
         self._clock = clock
         self.wake_delay = wake_delay
+        self.sync_finished_jobs = sync_finished_jobs
+        # Indexes for the first sync and for pages of GET jobs, brought up to date from the store's change order
+        # when they are read (see _refresh_indexes), so that publishing pays nothing for them.
+        self._indexed_seq = -1
+        self._unfinished: set[str] = set()
+        self._created: dict[str, int] = {}  # created_key of every job
+        self._by_created: list[tuple[int, str]] = []  # (created_key, id), ascending; pages read it backwards
+        # Per subscriber synced with a bounded sync: the oldest snapshot seq a removal must have for it to be told
+        # (older finished jobs were left out of its sync and never changed since: it never saw them).
+        self._floors: dict[Subscription, int] = {}
         self._pending_wake: dict[str, JobEntry] = {}
         self._wake_timer: asyncio.TimerHandle | None = None
         self._next_wake = -math.inf  # loop time before which changes wait for the end of the window
@@ -215,6 +318,35 @@ class Broker:
         jobs = [e.job for e in self.store.entries() if state is None or e.job.state == state]
         jobs.sort(key=lambda job: job.created, reverse=True)
         return jobs
+
+    def page_jobs(self, state: str | None = None, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> JobPage:
+        """One page of ``GET jobs``: up to ``limit`` jobs, newest first, created before ``cursor`` (a page's
+        ``next``); with the number of jobs that match in all, and the cursor of the next page (None: this is the
+        last). A cursor names a place in the order (a creation time and an id), not a position, so pages stay
+        consistent while jobs come and go, and across a restart."""
+        if state is not None and state not in STATES:
+            raise ProtocolError(400, "invalid_query", f"state must be one of {', '.join(STATES)}")
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ProtocolError(400, "invalid_query", f"limit must be 1 to {MAX_PAGE_SIZE}")
+        self._refresh_indexes()
+        order = self._by_created
+        end = len(order) if cursor is None else bisect.bisect_left(order, decode_page_cursor(cursor))
+        store = self.store
+        jobs: list[Job] = []
+        i = end - 1
+        while i >= 0 and len(jobs) < limit:
+            entry = store.get(order[i][1])
+            if entry is not None and (state is None or entry.job.state == state):
+                jobs.append(entry.job)
+            i -= 1
+        next_cursor = encode_page_cursor(*order[i + 1]) if i >= 0 and jobs else None
+        if state is None:
+            total = len(order)
+        elif state in TERMINAL_STATES:
+            total = sum(1 for entry in store.entries() if entry.job.state == state)
+        else:
+            total = sum(1 for job_id in self._unfinished if (e := store.get(job_id)) and e.job.state == state)
+        return JobPage(jobs, total, next_cursor)
 
     @property
     def subscriber_count(self) -> int:
@@ -411,7 +543,7 @@ class Broker:
         """
         now = self._clock()
         overdue = []
-        for entry in self.store.entries():
+        for entry in self.unfinished_entries():
             asked = entry.cancel_asked_at
             if asked is not None and not entry.escalated and not entry.job.terminal and now - asked >= grace:
                 entry.escalated = True
@@ -421,14 +553,21 @@ class Broker:
                     overdue.append((entry.job.id, entry.job.kernel_id))
         return overdue
 
+    def unfinished_entries(self) -> list[JobEntry]:
+        """The entries of the jobs that have not ended, without a pass over every job kept (there may be 100,000)."""
+        self._refresh_indexes()
+        store = self.store
+        found = (store.get(job_id) for job_id in self._unfinished)
+        return [entry for entry in found if entry is not None and not entry.job.terminal]
+
     def kernels_with_running_jobs(self) -> set[str]:
-        return {e.job.kernel_id for e in self.store.entries() if e.job.kernel_id is not None and not e.job.terminal}
+        return {e.job.kernel_id for e in self.unfinished_entries() if e.job.kernel_id is not None}
 
     def lose_kernel_jobs(self, kernel_id: str, reason: str) -> list[str]:
         """Mark ``lost`` every unfinished job of a kernel that died, restarted or was shut down."""
         lost = []
-        for entry in self.store.entries():
-            if entry.job.kernel_id == kernel_id and not entry.job.terminal:
+        for entry in self.unfinished_entries():
+            if entry.job.kernel_id == kernel_id:
                 self._lose(entry, reason)
                 lost.append(entry.job.id)
         return lost
@@ -441,9 +580,9 @@ class Broker:
         truth (no progress to expect), and a cancel is not promised to a kernel that may never hear it.
         """
         lost = []
-        for entry in self.store.entries():
+        for entry in self.unfinished_entries():
             kernel_id = entry.job.kernel_id
-            if not entry.job.terminal and (kernel_id is None or kernel_id not in kernels):
+            if kernel_id is None or kernel_id not in kernels:
                 self._lose(entry, reason)
                 lost.append(entry.job.id)
         return lost
@@ -475,7 +614,7 @@ class Broker:
         """Mark ``lost`` the running jobs whose publisher has been silent for longer than ``lease`` seconds."""
         now = self._clock()
         lost = []
-        for entry in self.store.entries():
+        for entry in self.unfinished_entries():
             if entry.job.state in ("running", "pending") and now - entry.heard > lease:
                 self._lose(entry, f"no report from its kernel for {lease:g} s")
                 lost.append(entry.job.id)
@@ -495,10 +634,9 @@ class Broker:
             self._finished_count -= 1
         self._notify({entry.job.id: entry})
 
-    @staticmethod
-    def _snapshot(entry: JobEntry) -> Event:
+    def _snapshot(self, entry: JobEntry) -> Event:
         if entry.event is None:
-            entry.event = Event(entry.seq, "job", _dumps(entry.job.to_dict()))
+            entry.event = Event(entry.seq, "job", _dumps(entry.job.to_dict()), self.store.epoch)
         assert isinstance(entry.event, Event)
         return entry.event
 
@@ -524,13 +662,7 @@ class Broker:
         if self.closed:
             raise ProtocolError(503, "closing", "the server is shutting down")
         job_set = frozenset(check_job_id(j) for j in jobs) if jobs is not None else None
-        cursor = 0
-        if last_event_id is not None and last_event_id != "":
-            if _EVENT_ID.fullmatch(last_event_id) is None:
-                raise ProtocolError(400, "invalid_query", "Last-Event-ID must be an id this server sent")
-            cursor = int(last_event_id)
-            if cursor > self.store.current_seq:
-                cursor = 0  # an id from the future: the store was reset; send everything again
+        cursor = self._cursor(last_event_id)
         sub = Subscription(self, job_set, cursor, end_with_job)
         if job_set is None:
             self._all_subscribers.add(sub)
@@ -539,7 +671,28 @@ class Broker:
                 self._subscribers_by_job.setdefault(job_id, set()).add(sub)
         return sub
 
+    def _cursor(self, last_event_id: str | None) -> int:
+        """The cursor a ``Last-Event-ID`` resumes from, or _FRESH (none given) or _RESET (a history that is gone)."""
+        if last_event_id is None or last_event_id == "":
+            return _FRESH
+        found = _EVENT_ID.fullmatch(last_event_id)
+        if found is None:
+            raise ProtocolError(400, "invalid_query", "Last-Event-ID must be an id this server sent")
+        epoch, seq_text = found.groups()
+        store = self.store
+        if epoch != store.epoch:
+            return _RESET  # another store's, a memory store's before a restart, or a bare id from before epochs
+        seq = int(seq_text)
+        if seq < store.horizon or seq > store.current_seq:
+            return _RESET  # removals it would need are forgotten; or an id this history never sent
+        return seq
+
+    def event_id(self, seq: int) -> str:
+        """The wire id of sequence number ``seq`` in this broker's history (what ``Last-Event-ID`` takes)."""
+        return f"{self.store.epoch}.{seq}"
+
     def _unsubscribe(self, sub: Subscription) -> None:
+        self._floors.pop(sub, None)
         if sub.jobs is None:
             self._all_subscribers.discard(sub)
             return
@@ -602,7 +755,7 @@ class Broker:
         # Subscribers that wait and read the same jobs from the same cursor (in a steady stream: all of them) get
         # the same events: collect and encode them once per (jobs, cursor) for this pass. The store does not change
         # during it, so the cache is only valid here.
-        frames: dict[tuple[frozenset[str] | None, int], tuple[bytes, int, int] | None] = {}
+        frames: dict[tuple[frozenset[str] | None, int, int], tuple[bytes, int, int, int] | None] = {}
         for sub in list(self._all_subscribers):
             self._deliver(sub, frames)
         if self._subscribers_by_job:
@@ -613,15 +766,22 @@ class Broker:
                 self._deliver(sub, frames)
 
     def _deliver(
-        self, sub: Subscription, frames: dict[tuple[frozenset[str] | None, int], tuple[bytes, int, int] | None]
+        self,
+        sub: Subscription,
+        frames: dict[tuple[frozenset[str] | None, int, int], tuple[bytes, int, int, int] | None],
     ) -> None:
-        writer = sub._writer
-        # Only a subscriber parked in next_events, with nothing unread and no end condition, is written to here;
-        # any other is woken and reads from its cursor, which covers a stream that ends, lags or resumes.
-        if writer is None or sub._waiter is None or sub._woken or sub.done or sub.end_with_job is not None:
+        # Only a parked subscriber is written to here; any other is woken and reads from its cursor, which covers
+        # a stream that ends, lags or resumes.
+        if not sub.parked:
             sub.wake()
             return
-        key = (sub.jobs, sub.cursor)
+        # Subscribers synced at different times differ only in which removals they are told of (_collect); one
+        # not synced yet is told of none, and takes the floor of the sync it is written.
+        fresh = sub.cursor < 0
+        floor = 0 if fresh else self._floors.get(sub, 0)
+        if floor and next(iter(self.store.removed_since(sub.cursor)), None) is None:
+            floor = 0
+        key = (sub.jobs, sub.cursor, floor)
         if key not in frames:
             try:
                 events = self._collect(sub)
@@ -630,19 +790,17 @@ class Broker:
                 # it meets it again in next_events, and the other subscribers are still served.
                 sub.wake()
                 return
-            frames[key] = (b"".join(event.encode() for event in events), events[-1].id, len(events)) if events else None
+            # (frame, its last id, its events, the removal floor of a first sync)
+            frames[key] = (
+                (b"".join(event.encode() for event in events), events[-1].id, len(events), self._floors.get(sub, 0))
+                if events
+                else None
+            )
         found = frames[key]
-        if found is None:
-            return  # none of its jobs changed since its cursor
-        try:
-            written = writer(found[0])
-        except Exception:  # a writer must not raise; if it does, that subscriber takes the usual path
-            written = False
-        if written:
-            sub.cursor = found[1]
+        if found is not None and sub.try_write(found[0], found[1]):  # None: none of its jobs changed
             self.metrics.events_delivered += found[2]
-        else:
-            sub.wake()
+            if fresh:
+                self._floors[sub] = found[3]
 
     def close(self) -> None:
         """End every subscription (server shutdown): their streams finish instead of hanging."""
@@ -658,11 +816,41 @@ class Broker:
 
     def _collect(self, sub: Subscription) -> list[Event]:
         cursor = sub.cursor
-        if sub.jobs is None:
-            entries: Iterable[JobEntry] = self.store.changed_since(cursor)
+        if cursor < 0:
+            return self._sync(sub, reset=cursor == _RESET)
+        if sub.jobs is None and sub.syncing:
+            # The rest of a sync read in turns, not a resume from its middle: the unfinished jobs and the finished
+            # ones from its floor on (older finished ones it left out are not pulled in, and no reset follows).
+            sync_floor = self._floors.get(sub, 0)
+            entries = [e for e in self.store.changed_since(cursor) if not e.job.terminal or e.seq >= sync_floor]
+        elif sub.jobs is None:
+            entries = list(itertools.islice(self.store.changed_since(cursor), _RESUME_LIMIT + 1))
+            if len(entries) > _RESUME_LIMIT:
+                return self._sync(sub, reset=True)
         else:
             found = (self.store.get(job_id) for job_id in sub.jobs)
             entries = [e for e in found if e is not None and e.change_seq > cursor]
+        items = self._items(entries, cursor)
+        floor = self._floors.get(sub, 0)
+        for seq, job_id, final in self.store.removed_since(cursor):
+            if isinstance(final, Event) and final.id < floor:
+                continue  # a finished job its sync left out, unchanged since: never sent, so never removed
+            if sub.jobs is None or job_id in sub.jobs:
+                if isinstance(final, Event) and final.id > cursor:
+                    items.append((final.id, 4, job_id, final))
+                items.append((seq, 3, job_id, None))
+        seq = self.store.current_seq
+        if not items:
+            # the end of a sync read in turns: a bare id, as a sync in one read ends (see _sync)
+            return [Event(seq, "", "", self.store.epoch)] if sub.syncing and cursor < seq else []
+        items.sort(key=lambda item: item[0])
+        events = self._events(sub, items)
+        if sub.syncing and events and events[-1].id < seq:
+            events.append(Event(seq, "", "", self.store.epoch))
+        return events
+
+    @staticmethod
+    def _items(entries: Iterable[JobEntry], cursor: int) -> list[tuple[int, int, str, Any]]:
         # (seq, kind, job id, payload): one item per snapshot, log line, drop mark and removal, in seq order.
         items: list[tuple[int, int, str, Any]] = []
         for entry in entries:
@@ -675,18 +863,103 @@ class Broker:
                 items.append((seq, 1, job_id, line))
             if entry.last_dropped_seq > cursor:
                 items.append((entry.last_dropped_seq, 2, job_id, None))
-        for seq, job_id, final in self.store.removed_since(cursor):
-            if sub.jobs is None or job_id in sub.jobs:
-                if isinstance(final, Event) and final.id > cursor:
-                    items.append((final.id, 4, job_id, final))
-                items.append((seq, 3, job_id, None))
-        if not items:
-            return []
-        items.sort(key=lambda item: item[0])
-        return self._events(sub, items)
+        return items
+
+    def _sync(self, sub: Subscription, *, reset: bool) -> list[Event]:
+        """A subscriber's first events: what it needs to know now, bounded whatever the history's size.
+
+        Every job of a filtered subscription (they are named, so few), with its retained lines and its removal if it
+        was removed; for every job: the unfinished ones and the ``sync_finished_jobs`` most recently changed
+        finished ones, and no removals (it never saw the removed jobs). ``reset`` puts a ``reset`` event first. It
+        ends at the store's current seq (a bare ``id:`` if the last event is older), so a reconnect resumes from
+        there and never hears of older jobs the sync left out, nor of their removal. (A filtered subscription's
+        sync leaves nothing out, so a resume from any of its events is exact.)
+        """
+        store = self.store
+        seq = store.current_seq
+        if sub.jobs is not None:
+            cursor, sub.cursor = sub.cursor, 0
+            try:
+                events = self._collect(sub)
+            finally:
+                sub.cursor = cursor
+        else:
+            self._refresh_indexes()
+            chosen: dict[str, JobEntry] = {}
+            for job_id in self._unfinished:
+                entry = store.get(job_id)
+                if entry is not None:
+                    chosen[job_id] = entry
+            wanted = self.sync_finished_jobs
+            # Removals the subscriber is told of from now on: of jobs it was sent, or that changed after this sync.
+            # All finished jobs sent: every one; none: only those changed later; some: from the oldest sent.
+            floor = seq + 1
+            if wanted:
+                floor = 0
+                oldest = seq + 1
+                for entry in store.changed_since(0):
+                    if entry.job.terminal:
+                        chosen[entry.job.id] = entry
+                        oldest = min(oldest, entry.seq)
+                        wanted -= 1
+                        if not wanted:
+                            floor = oldest  # there may be older finished jobs, left out
+                            break
+            self._floors[sub] = floor
+            items = self._items(chosen.values(), 0)
+            items.sort(key=lambda item: item[0])
+            events = self._events(sub, items) if items else []
+        if reset:
+            events.insert(0, Event(-1, RESET, _dumps({"epoch": store.epoch}), store.epoch))
+        if sub.jobs is None and events and events[-1].id < seq:
+            events.append(Event(seq, "", "", store.epoch))
+        return events
+
+    def _refresh_indexes(self) -> None:
+        """Bring the unfinished-job set and the by-creation list up to date with the store.
+
+        From the changes and removals since the last refresh (newest first, stopping at it), or from every entry
+        when the removals since are no longer all known (the store's horizon moved past the last refresh).
+        """
+        store = self.store
+        seq = store.current_seq
+        if seq == self._indexed_seq:
+            return
+        if self._indexed_seq < store.horizon or self._indexed_seq > seq:
+            entries = list(store.entries())
+            self._unfinished = {e.job.id for e in entries if not e.job.terminal}
+            self._created = {e.job.id: created_key(e.job.created) for e in entries}
+            self._by_created = sorted((created, job_id) for job_id, created in self._created.items())
+        else:
+            for entry in store.changed_since(self._indexed_seq):
+                job = entry.job
+                if job.terminal:
+                    self._unfinished.discard(job.id)
+                else:
+                    self._unfinished.add(job.id)
+                created = self._created.get(job.id)
+                key = created_key(job.created)
+                if created != key:
+                    if created is not None:  # removed and made again under the same id
+                        self._unlist(job.id, created)
+                    self._created[job.id] = key
+                    bisect.insort(self._by_created, (key, job.id))
+            for _seq, job_id, _final in store.removed_since(self._indexed_seq):
+                if store.get(job_id) is None:
+                    self._unfinished.discard(job_id)
+                    created = self._created.pop(job_id, None)
+                    if created is not None:
+                        self._unlist(job_id, created)
+        self._indexed_seq = seq
+
+    def _unlist(self, job_id: str, created: int) -> None:
+        index = bisect.bisect_left(self._by_created, (created, job_id))
+        if index < len(self._by_created) and self._by_created[index] == (created, job_id):
+            del self._by_created[index]
 
     def _events(self, sub: Subscription, items: list[tuple[int, int, str, Any]]) -> list[Event]:
         events: list[Event] = []
+        epoch = self.store.epoch
         ending = False
         i = 0
         while i < len(items):
@@ -703,7 +976,7 @@ class Broker:
                     ending = True
                 i += 1
             elif kind == 3:
-                events.append(Event(seq, "removed", _dumps({"job": job_id})))
+                events.append(Event(seq, "removed", _dumps({"job": job_id}), epoch))
                 if job_id == sub.end_with_job:
                     ending = True
                 i += 1
@@ -722,7 +995,7 @@ class Broker:
                 body: dict[str, Any] = {"job": job_id, "lines": lines}
                 if dropped:
                     body["dropped"] = True
-                events.append(Event(last, "log", _dumps(body)))
+                events.append(Event(last, "log", _dumps(body), epoch))
         if ending:
             sub.close()
         return events

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["encode_comment", "encode_event", "encode_retry"]
+__all__ = ["encode_comment", "encode_event", "encode_id", "encode_retry"]
 
 # The spec ends a line at CRLF, LF or CR; str.splitlines() would also split at \v, \f, \x1c, \u2028...
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -35,6 +35,13 @@ def encode_event(data: str, event: str | None = None, id: str | None = None) -> 
         parts.append(f"data: {data}\n")
     parts.append("\n")
     return "".join(parts).encode("utf-8")
+
+
+def encode_id(id: str) -> bytes:
+    """A message with only an ``id:``: it moves the client's last event id and dispatches no event (per the spec,
+    a message without data is not dispatched, but its id is kept)."""
+    _check_field("id", id)
+    return f"id: {id}\n\n".encode()
 
 
 def encode_comment(text: str = "") -> bytes:

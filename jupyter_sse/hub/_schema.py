@@ -35,9 +35,11 @@ class CancelReply(BaseModel):
 
 
 class JobList(BaseModel):
-    """``GET jobs``: newest first."""
+    """``GET jobs``: a page of jobs, newest first; how many match in all; the cursor of the next page."""
 
     jobs: list[Job]
+    total: int
+    next: str | None
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

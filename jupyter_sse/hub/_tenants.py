@@ -6,8 +6,10 @@ per user, a user's ids, streams, cancels, deletes, retention and resume position
 no route can reach another user's job by forgetting a check. Only an admin crosses brokers, explicitly: the
 list merges them, and a stream subscribes to each (and to those made later).
 
-Event ids stay comparable across brokers: their stores share one sequence, so an admin's merged stream is in
-one order and its Last-Event-ID means the same to every broker.
+Event ids stay comparable across brokers: their stores share one sequence and one epoch, so an admin's merged
+stream is in one order and its Last-Event-ID means the same to every broker. A user's store made later has
+missed nothing before it was made: its horizon is where the shared history began, so resuming an admin's
+stream never resets because a user appeared.
 """
 
 from __future__ import annotations
@@ -17,15 +19,18 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ..core import Broker, MemoryStore, ProtocolError
+from ..core import Broker, JobPage, MemoryStore, ProtocolError
 from ..core.broker import Event, Subscription
+from ..core.model import created_key, encode_page_cursor
 
-__all__ = ["MergedSubscription", "Tenants"]
+__all__ = ["MergedSubscription", "Tenants", "merge_pages"]
 
 
 class _Sequence:
     def __init__(self, start: int) -> None:
+        self.start = start
         self.value = start
+        self.epoch = MemoryStore().epoch
 
 
 class _SharedSeqStore(MemoryStore):
@@ -34,7 +39,7 @@ class _SharedSeqStore(MemoryStore):
     def __init__(self, seq: _Sequence) -> None:
         super().__init__()
         self._shared = seq
-        self._horizon = seq.value
+        self._horizon = seq.start
 
     def next_seq(self) -> int:
         self._shared.value += 1
@@ -43,6 +48,23 @@ class _SharedSeqStore(MemoryStore):
     @property
     def current_seq(self) -> int:
         return self._shared.value
+
+    @property
+    def epoch(self) -> str:
+        return self._shared.epoch
+
+
+def merge_pages(pages: list[JobPage], limit: int) -> JobPage:
+    """One page over several users' pages of the same query: the newest ``limit`` of them all. A cursor is a
+    place in the order (creation time, then id), which means the same in every user's list."""
+    jobs = sorted(
+        (job for page in pages for job in page.jobs), key=lambda job: (created_key(job.created), job.id), reverse=True
+    )
+    more = len(jobs) > limit or any(page.next is not None for page in pages)
+    jobs = jobs[:limit]
+    last = jobs[-1] if jobs else None
+    next_cursor = encode_page_cursor(created_key(last.created), last.id) if more and last is not None else None
+    return JobPage(jobs, sum(page.total for page in pages), next_cursor)
 
 
 class Tenants:

@@ -26,9 +26,13 @@ from starlette.types import Receive, Scope, Send
 
 from .._version import __version__
 from ..core import (
+    DEFAULT_PAGE_SIZE,
     MAX_BODY_BYTES,
+    MAX_PAGE_SIZE,
+    PAGE_CURSOR,
     STATES,
     Broker,
+    JobPage,
     MemoryStore,
     ProtocolError,
     Subscription,
@@ -45,7 +49,7 @@ from ._jupyterhub import JupyterHubService, ServicePrefix
 from ._metrics import add_metrics_route
 from ._notify import start_notifications
 from ._schema import CancelReply, JobList, errors, install_openapi, update_body
-from ._tenants import MergedSubscription, Tenants
+from ._tenants import MergedSubscription, Tenants, merge_pages
 from ._users import UsersFile
 
 __all__ = ["API_PREFIX", "create_app"]
@@ -59,7 +63,8 @@ assert set(StateFilter.__args__) == set(STATES)  # type: ignore[attr-defined]
 # The patterns are the core's rules, stated for the schema; a request that breaks one gets the same 400 as from
 # the core (see _errors.py), so stating them here changes no answer.
 _JOB_ID = r"^[A-Za-z0-9_-]{1,64}$"
-_EVENT_ID = r"^[0-9]{0,30}$"  # empty: no id (as if not given)
+# `<epoch>.<seq>`, or a bare seq (an id from before epochs: a reset follows); empty: no id (as if not given)
+_EVENT_ID = r"^(?:[A-Za-z0-9]{1,64}\.[0-9]{1,30}|[0-9]{0,30})$"
 JobIdPath = Annotated[str, Path(pattern=_JOB_ID, description="1 to 64 characters of [A-Za-z0-9_-]")]
 JobFilter = Annotated[
     list[Annotated[str, StringConstraints(pattern=_JOB_ID)]] | None,
@@ -73,7 +78,10 @@ LastEventIdQuery = Annotated[
     str | None, Query(pattern=_EVENT_ID, description="the same as the Last-Event-ID header, for a first connect")
 ]
 _SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {"description": "an SSE stream of `job`, `log` and `removed` events", "content": {"text/event-stream": {}}}
+    200: {
+        "description": "an SSE stream of `job`, `log`, `removed` and `reset` events",
+        "content": {"text/event-stream": {}},
+    }
 }
 # A subscription wakes on every change; between changes it only waits. The heartbeat is sse-starlette's ping,
 # so this wait is just an upper bound on how long a wake-up could go unnoticed.
@@ -126,6 +134,7 @@ def create_app(
     notify_urls: Sequence[str] | None = None,
     notify_min_duration: float = 60.0,
     notify_window: float = 30.0,
+    sync_finished_jobs: int = 100,
     users: str | os.PathLike[str] | UsersFile | None = None,
     identify: Sequence[Identify] = (),
     jupyterhub: JupyterHubService | None = None,
@@ -156,7 +165,13 @@ def create_app(
         ways.append(jupyterhub)
 
     def make_broker(store: MemoryStore, name: str) -> Broker:
-        return Broker(store, log_lines_kept=log_lines_kept, jobs_kept=jobs_kept, owner=name)
+        return Broker(
+            store,
+            log_lines_kept=log_lines_kept,
+            jobs_kept=jobs_kept,
+            owner=name,
+            sync_finished_jobs=sync_finished_jobs,
+        )
 
     tenants = Tenants(make_broker, owner)
     notifying: list[Callable[[], None]] = []
@@ -273,16 +288,26 @@ def create_app(
 
     @app.get(f"{API_PREFIX}/jobs", response_model=None, responses={200: {"model": JobList}, **errors(400)})
     async def list_jobs(
-        who: Caller, state: Annotated[StateFilter | None, Query()] = None, owner: OwnerQuery = None
+        who: Caller,
+        state: Annotated[StateFilter | None, Query()] = None,
+        limit: Annotated[
+            int | None, Query(ge=1, le=MAX_PAGE_SIZE, description=f"jobs a page (default {DEFAULT_PAGE_SIZE})")
+        ] = None,
+        cursor: Annotated[
+            str | None,
+            Query(pattern=f"^{PAGE_CURSOR.pattern}$", description="the `next` of the previous page: the page after it"),
+        ] = None,
+        owner: OwnerQuery = None,
     ) -> Response:
-        """The caller's jobs (an admin's: everyone's, or `owner`'s), newest first; `state` keeps those in that
-        state."""
+        """A page of the caller's jobs (an admin's: everyone's, or `owner`'s), newest first; `state` keeps those
+        in that state. `total` counts them all; `next` (null on the last page) is the `cursor` of the next page."""
+        size = DEFAULT_PAGE_SIZE if limit is None else limit
         if not who.admin:
-            jobs = own(who).list_jobs(state) if owner in (None, who.name) else []
-        else:
-            chosen = [b for b in tenants if owner is None or b.owner == owner]
-            jobs = sorted((j for b in chosen for j in b.list_jobs(state)), key=lambda j: j.created, reverse=True)
-        return _json({"jobs": [job.to_dict() for job in jobs]})
+            if owner not in (None, who.name):
+                return _json(JobPage([], 0, None).to_dict())
+            return _json(own(who).page_jobs(state, size, cursor or None).to_dict())
+        chosen = [b for b in tenants if owner is None or b.owner == owner]
+        return _json(merge_pages([b.page_jobs(state, size, cursor or None) for b in chosen], size).to_dict())
 
     @app.get(f"{API_PREFIX}/jobs/{{job_id}}", response_model=None, responses=errors(400, 404))
     async def get_job(who: Caller, job_id: JobIdPath, owner: OwnerQuery = None) -> Response:

@@ -39,7 +39,7 @@ class ActivityTracker:
     def has_unfinished_jobs(self) -> bool:
         # `pending` counts too: the publisher has the job and is about to run it. A job whose publisher went
         # silent stops counting when its lease runs out and it turns `lost`.
-        return any(not entry.job.terminal for entry in self.broker.store.entries())
+        return bool(self.broker.unfinished_entries())
 
     def refresh(self) -> None:
         if self.enabled and self.has_unfinished_jobs():

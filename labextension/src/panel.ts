@@ -5,11 +5,15 @@
  *
  * Rows are keyed by job id and updated in place (never rebuilt), so a click is not lost to a redraw while jobs
  * stream in; redraws are batched to one per animation frame.
+ *
+ * The stream brings the unfinished jobs and the most recent finished ones; "Older jobs" reads the rest from GET jobs,
+ * a page at a time (a server may keep 100,000 jobs). A `reset` of the stream drops the pages read, with the rest.
  */
 import { Widget } from '@lumino/widgets';
 
 import { formatDuration, formatNumber, formatRate } from './jobview';
 import { JobFilter, isActive, matchesFilter, orderJobs, TERMINAL } from './jobcenter';
+import { mergeJobs } from './jobcache';
 import { IJob, JobStream } from './stream';
 
 export const PANEL_ID = 'jupyter-sse-jobs';
@@ -188,7 +192,29 @@ export class JobsPanel extends Widget {
     this._clear.addEventListener('click', () => void this._removeFinished());
     this._empty = el('div', 'jp-sse-panel-empty', this.node);
     this._list = el('ul', 'jp-sse-panel-list', this.node);
-    this._unwatch = stream.watchAll(() => this._schedule());
+    const foot = el('div', 'jp-sse-panel-foot', this.node);
+    this._count = el('span', 'jp-sse-panel-count', foot);
+    this._more = el('button', 'jp-sse-panel-more jp-mod-styled', foot);
+    this._more.type = 'button';
+    this._more.textContent = 'Older jobs';
+    this._more.title = 'Read the next page of older jobs from the server';
+    this._more.addEventListener('click', () => void this._loadOlder());
+    const unwatchAll = stream.watchAll((jobId, snapshot) => {
+      if (snapshot.removed) {
+        this._older.delete(jobId);
+      }
+      this._schedule();
+    });
+    const unwatchReset = stream.onReset(() => {
+      this._older.clear();
+      this._next = undefined;
+      this._total = null;
+      this._schedule();
+    });
+    this._unwatch = () => {
+      unwatchAll();
+      unwatchReset();
+    };
     this._timer = setInterval(() => this._tick(), 1000);
     this._schedule();
   }
@@ -221,9 +247,32 @@ export class JobsPanel extends Widget {
     });
   }
 
+  /** The next page of older jobs (the first: the newest, most of which the stream already has). */
+  private async _loadOlder(): Promise<void> {
+    if (this._next === null || this._loading) {
+      return;
+    }
+    this._loading = true;
+    this._more.disabled = true;
+    try {
+      const page = await this.stream.page(this._next ?? null);
+      for (const job of page.jobs) {
+        this._older.set(job.id, job);
+      }
+      this._next = page.next;
+      this._total = page.total;
+    } catch (err) {
+      console.warn('jupyter-sse: reading older jobs failed', err);
+    } finally {
+      this._loading = false;
+      this._more.disabled = false;
+      this._schedule();
+    }
+  }
+
   private _render(): void {
     const stream = this.stream;
-    const all = stream.jobs();
+    const all = mergeJobs(stream.jobs(), this._older);
     const filter = this.filter;
     const ordered = orderJobs(all.filter(job => matchesFilter(job, filter)));
     const keep = new Set(ordered.map(o => o.job.id));
@@ -251,6 +300,8 @@ export class JobsPanel extends Widget {
     this._empty.textContent =
       ordered.length > 0 ? '' : all.length === 0 ? 'No jobs on this server yet.' : 'No jobs match this filter.';
     this._clear.disabled = !ordered.some(o => TERMINAL.has(o.job.state));
+    this._more.style.display = this._next === null ? 'none' : '';
+    this._count.textContent = this._total !== null ? `${all.length} of ${this._total} jobs` : `${all.length} jobs`;
   }
 
   private _tick(): void {
@@ -281,6 +332,13 @@ export class JobsPanel extends Widget {
   private readonly _empty: HTMLDivElement;
   private readonly _list: HTMLUListElement;
   private readonly _rows = new Map<string, JobRow>();
+  private readonly _count: HTMLSpanElement;
+  private readonly _more: HTMLButtonElement;
+  // older jobs read by page, and the cursor of the next page (undefined: none read yet; null: no more)
+  private readonly _older = new Map<string, IJob>();
+  private _next: string | null | undefined = undefined;
+  private _total: number | null = null;
+  private _loading = false;
   private readonly _unwatch: () => void;
   private readonly _timer: ReturnType<typeof setInterval>;
   private _frame: number | null = null;

@@ -11,6 +11,7 @@
  */
 import { ServerConnection } from '@jupyterlab/services';
 
+import { IJobPage, JobCache } from './jobcache';
 import { SSEParser } from './sse';
 
 /** A job as the server sends it (docs/protocol.md, "Job"). */
@@ -49,7 +50,6 @@ export type JobWatcher = (snapshot: IJobSnapshot) => void;
 export type AllJobsWatcher = (jobId: string, snapshot: IJobSnapshot) => void;
 
 export const TERMINAL_STATES = new Set(['succeeded', 'failed', 'cancelled', 'lost']);
-const LOG_LINES_KEPT = 5;
 // the key "all jobs" watchers hold in the watcher count (not a valid job id, so no job can have it)
 const ALL_JOBS = '*';
 const MIN_BACKOFF_MS = 500;
@@ -83,11 +83,12 @@ export class JobStream {
 
   /** The cached state of a job. */
   snapshot(jobId: string): IJobSnapshot {
+    const cache = this._cache;
     return {
-      job: this._jobs.get(jobId) ?? null,
-      logs: this._logs.get(jobId) ?? [],
-      receivedAt: this._receivedAt.get(jobId) ?? performance.now(),
-      removed: this._removed.has(jobId)
+      job: cache.jobs.get(jobId) ?? null,
+      logs: cache.logs.get(jobId) ?? [],
+      receivedAt: cache.receivedAt.get(jobId) ?? performance.now(),
+      removed: cache.removed.has(jobId)
     };
   }
 
@@ -104,7 +105,7 @@ export class JobStream {
       clearTimeout(this._idleTimer);
       this._idleTimer = null;
     }
-    if (this._jobs.has(jobId)) {
+    if (this._cache.jobs.has(jobId)) {
       watcher(this.snapshot(jobId));
     }
     this._start();
@@ -130,9 +131,31 @@ export class JobStream {
     };
   }
 
-  /** Every job the stream knows now (the server sends all of them on connect), in no particular order. */
+  /**
+   * Every job the stream knows now, in no particular order: on connect the server sends the unfinished jobs and the
+   * most recent finished ones; older ones are read by page (`page`).
+   */
   jobs(): IJob[] {
-    return Array.from(this._jobs.values());
+    return Array.from(this._cache.jobs.values());
+  }
+
+  /** Call `watcher` when the server resets the stream (what was known is forgotten); returns the unwatch function. */
+  onReset(watcher: () => void): () => void {
+    this._resetWatchers.add(watcher);
+    return () => this._resetWatchers.delete(watcher);
+  }
+
+  /** One page of GET jobs, newest first: pass the previous page's `next` as `cursor` for the following one. */
+  async page(cursor: string | null, limit = 100): Promise<IJobPage> {
+    const query = `jobs?limit=${limit}` + (cursor ? `&cursor=${encodeURIComponent(cursor)}` : '');
+    const response = await ServerConnection.makeRequest(apiUrl(this._settings, query), {}, this._settings);
+    if (!response.ok) {
+      throw new ServerConnection.ResponseError(response, `GET jobs failed: ${response.status}`);
+    }
+    const body = (await response.json()) as Partial<IJobPage>;
+    const jobs = Array.isArray(body.jobs) ? body.jobs : [];
+    // a server from before pages sends every job, with no total and no next
+    return { jobs, total: typeof body.total === 'number' ? body.total : jobs.length, next: body.next ?? null };
   }
 
   /**
@@ -247,29 +270,20 @@ export class JobStream {
     } catch {
       return;
     }
-    let jobId: string;
-    if (type === 'job') {
-      const job = payload as IJob;
-      jobId = job.id;
-      this._jobs.set(jobId, job);
-      this._receivedAt.set(jobId, performance.now());
-      this._removed.delete(jobId);
-    } else if (type === 'log') {
-      jobId = String(payload.job);
-      const lines = Array.isArray(payload.lines) ? (payload.lines as unknown[]).map(String) : [];
-      const kept = (this._logs.get(jobId) ?? []).concat(lines);
-      this._logs.set(jobId, kept.slice(-LOG_LINES_KEPT));
-    } else if (type === 'removed') {
-      jobId = String(payload.job);
-      this._jobs.delete(jobId);
-      this._logs.delete(jobId);
-      this._receivedAt.delete(jobId);
-      this._removed.add(jobId);
-    } else {
+    if (type === 'reset') {
+      this._reset();
       return;
     }
+    const jobId = this._cache.apply(type, payload, performance.now());
+    if (jobId === null) {
+      return; // an event this version does not know: ignored, as the protocol says
+    }
+    this._notify(jobId, type !== 'log');
+  }
+
+  private _notify(jobId: string, toAll: boolean): void {
     const watchers = this._watchers.get(jobId);
-    const all = type === 'log' ? [] : Array.from(this._allWatchers);
+    const all = toAll ? Array.from(this._allWatchers) : [];
     if (!watchers && all.length === 0) {
       return;
     }
@@ -290,6 +304,46 @@ export class JobStream {
     }
   }
 
+  /** The server no longer has the history we resumed from: forget it all, then take the sync that follows. */
+  private _reset(): void {
+    const known = this._cache.reset();
+    for (const watcher of Array.from(this._resetWatchers)) {
+      try {
+        watcher();
+      } catch (err) {
+        console.error('jupyter-sse: a reset watcher failed', err);
+      }
+    }
+    for (const jobId of known) {
+      this._notify(jobId, true);
+      if (this._watchers.has(jobId)) {
+        void this._confirm(jobId);
+      }
+    }
+  }
+
+  /** Ask the server about a job a view shows that the sync may have left out (an older finished one). */
+  private async _confirm(jobId: string): Promise<void> {
+    let job: IJob | null = null;
+    try {
+      const url = apiUrl(this._settings, 'jobs/' + encodeURIComponent(jobId));
+      const response = await ServerConnection.makeRequest(url, {}, this._settings);
+      if (response.status === 404) {
+        job = null;
+      } else if (response.ok) {
+        job = (await response.json()) as IJob;
+      } else {
+        return; // not known either way: the stream will tell
+      }
+    } catch (err) {
+      console.debug('jupyter-sse: checking a job after a reset failed', err);
+      return;
+    }
+    if (this._cache.confirm(jobId, job, performance.now())) {
+      this._notify(jobId, true);
+    }
+  }
+
   private readonly _settings: ServerConnection.ISettings;
   private readonly _parser = new SSEParser(
     event => this._onEvent(event.type, event.data),
@@ -299,10 +353,8 @@ export class JobStream {
   );
   private readonly _watchers = new Map<string, Set<JobWatcher>>();
   private readonly _allWatchers = new Set<AllJobsWatcher>();
-  private readonly _jobs = new Map<string, IJob>();
-  private readonly _logs = new Map<string, string[]>();
-  private readonly _receivedAt = new Map<string, number>();
-  private readonly _removed = new Set<string>();
+  private readonly _cache = new JobCache();
+  private readonly _resetWatchers = new Set<() => void>();
   private _watchCount = 0;
   private _idleTimer: ReturnType<typeof setTimeout> | null = null;
   private _running = false;

@@ -87,15 +87,18 @@ class Lab:
 
 
 @contextlib.contextmanager
-def running_jupyter(base: Path, app: str, app_args: list[str], *, base_url: str = "/") -> Iterator[Lab]:
-    """``python -m <app>`` (jupyterlab, notebook) on a free loopback port with a token and isolated Jupyter dirs,
-    its app settings overridden to stop the news pop-up; stopped (kernels too) when the block ends."""
+def running_jupyter(
+    base: Path, app: str, app_args: list[str], *, base_url: str = "/", port: int = 0, token: str = ""
+) -> Iterator[Lab]:
+    """``python -m <app>`` (jupyterlab, notebook) on a free loopback port (or ``port``) with a token (or ``token``)
+    and isolated Jupyter dirs, its app settings overridden to stop the news pop-up; stopped (kernels too) when the
+    block ends. The same ``base``, ``port`` and ``token`` again make a restart of the same server."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"no chromium at {CHROMIUM}: run scripts/ensure-chromium (make test does)", pytrace=False)
     root = base / "notebooks"
-    root.mkdir()
+    root.mkdir(exist_ok=True)
     settings = base / "app-settings"
-    settings.mkdir()
+    settings.mkdir(exist_ok=True)
     (settings / "overrides.json").write_text(json.dumps(OVERRIDES))
     env = dict(os.environ)
     env.update(
@@ -108,8 +111,8 @@ def running_jupyter(base: Path, app: str, app_args: list[str], *, base_url: str 
     )
     for name in ("JUPYTER_SSE_URL", "JUPYTER_SSE_TOKEN", "JUPYTER_TOKEN"):
         env.pop(name, None)
-    port = _free_port()
-    token = secrets.token_hex(16)
+    port = port or _free_port()
+    token = token or secrets.token_hex(16)
     cmd = [
         sys.executable,
         "-m",

@@ -29,7 +29,7 @@ def test_requests_and_errors(scripted_server):
             assert (info.value.status, info.value.error) == (409, "job_running")
 
     asyncio.run(main())
-    assert s.requests[0].query == {"state": ["running"]}
+    assert s.requests[0].query == {"state": ["running"], "limit": ["1000"]}
     assert {r.headers["authorization"] for r in s.requests} == {f"token {s.token}"}
 
 

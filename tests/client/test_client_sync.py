@@ -38,8 +38,8 @@ def test_requests_paths_auth_and_bodies(scripted_server, client):
         ("POST", "jobs/a/cancel"),
         ("DELETE", "jobs/b"),
     ]
-    assert s.requests[0].query == {}
-    assert s.requests[1].query == {"state": ["running"]}
+    assert s.requests[0].query == {"limit": ["1000"]}
+    assert s.requests[1].query == {"state": ["running"], "limit": ["1000"]}
     assert {r.headers["authorization"] for r in s.requests} == {f"token {s.token}"}
 
 

@@ -41,21 +41,25 @@ def test_finished_jobs_and_their_logs_survive_a_restart(tmp_path: Path) -> None:
     assert reopened.next_seq() > last_seq
 
 
-def test_a_resumed_subscriber_after_restart_gets_only_what_it_missed(tmp_path: Path) -> None:
+def test_a_resumed_subscriber_after_restart_is_reset_then_synced(tmp_path: Path) -> None:
     path = tmp_path / "jobs.sqlite3"
     broker = Broker(SQLiteStore(path))
     _apply(broker, {"jobs": [{"id": "a", "state": "succeeded"}, {"id": "b"}]})
-    cursor = broker.store.current_seq
+    cursor = broker.event_id(broker.store.current_seq)
     broker.store.close()
 
     broker = Broker(SQLiteStore(path))
     _apply(broker, {"jobs": [{"id": "b", "n": 7}]})
 
     async def read() -> list[Any]:
-        return await broker.subscribe(last_event_id=str(cursor)).next_events(1)
+        return await broker.subscribe(last_event_id=cursor).next_events(1)
 
-    events = asyncio.run(read())
-    assert [(e.name, json.loads(e.data)["id"], json.loads(e.data)["n"]) for e in events] == [("job", "b", 7)]
+    # The removals before the restart are not kept (the store's horizon is its start): the subscriber cannot be
+    # told exactly what it missed, so it is told to start over, and gets the state as it is.
+    events = [(e.name, json.loads(e.data)) for e in asyncio.run(read()) if e.name]
+    assert events[0][0] == "reset"
+    synced = [(body["id"], body["state"], body["n"]) for _, body in events[1:]]
+    assert synced == [("a", "succeeded", 0), ("b", "running", 7)]
 
 
 def test_updates_are_coalesced_until_flush_and_terminal_states_are_written_at_once(tmp_path: Path) -> None:

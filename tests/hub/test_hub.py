@@ -91,7 +91,7 @@ def test_loopback_may_go_without_a_token(host: str) -> None:
 
 def test_a_hub_without_a_token_serves_on_loopback() -> None:
     with BackgroundHub(None) as hub, httpx.Client(timeout=5) as client:
-        assert client.get(_api(hub) + "jobs").json() == {"jobs": []}
+        assert client.get(_api(hub) + "jobs").json() == {"jobs": [], "total": 0, "next": None}
 
 
 def test_shutdown_is_prompt_with_open_streams(hub: BackgroundHub) -> None:

@@ -24,6 +24,13 @@ async def _publish(server: SSEServer, body: Any, **kwargs: Any) -> httpx.Respons
         return await client.post(server.api + "updates", json=body, **kwargs)
 
 
+def _seq(event_id: str) -> int:
+    """The sequence number in an event id (``<epoch>.<seq>``); ids are opaque to clients, not to these tests."""
+    epoch, dot, seq = event_id.partition(".")
+    assert epoch.isalnum() and dot, event_id
+    return int(seq)
+
+
 _LINES: dict[int, Any] = {}
 
 
@@ -60,7 +67,7 @@ async def test_extension_is_enabled_and_lists_no_jobs(api_server: SSEServer) -> 
     async with httpx.AsyncClient(headers=api_server.auth) as client:
         response = await client.get(api_server.api + "jobs")
     assert response.status_code == 200
-    assert response.json() == {"jobs": []}
+    assert response.json() == {"jobs": [], "total": 0, "next": None}
 
 
 async def test_kernel_environment_points_at_this_server(sse_server: SSEServer) -> None:
@@ -84,7 +91,7 @@ async def test_publish_then_get_and_list(api_server: SSEServer) -> None:
     assert job["eta"] == pytest.approx(3.5)
     assert job["owner"]
     assert [j["id"] for j in listed["jobs"]] == ["job-1"]
-    assert none_done == {"jobs": []}
+    assert none_done == {"jobs": [], "total": 0, "next": None}
 
 
 async def test_list_is_newest_first(api_server: SSEServer) -> None:
@@ -156,7 +163,7 @@ async def test_event_stream_headers_and_live_events(api_server: SSEServer) -> No
             await _publish(api_server, _update("e1", n=n))
             (event,) = await _read_events(response, 1)
             assert json.loads(event["data"])["n"] == n
-            assert int(event["id"]) > int(first[0]["id"])
+            assert _seq(event["id"]) > _seq(first[0]["id"])
 
 
 async def test_stream_sends_heartbeat_comments(api_server: SSEServer) -> None:
@@ -223,7 +230,7 @@ async def test_resume_with_last_event_id_gets_latest_snapshot_and_missed_lines(a
     snapshots = [json.loads(e["data"]) for e in events if e["event"] == "job"]
     assert lines == ["line 1", "line 2", "line 3"]
     assert [s["n"] for s in snapshots] == [3]
-    ids = [int(e["id"]) for e in events]
+    ids = [_seq(e["id"]) for e in events]
     assert ids == sorted(ids)
 
 

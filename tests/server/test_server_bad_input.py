@@ -187,7 +187,8 @@ async def test_a_bad_job_filter_on_the_stream_is_400_invalid_query(api_server: S
     assert _check_error(response, 400, "invalid_query", None) is None, response.text
 
 
-BAD_EVENT_IDS: list[str | bytes] = ["abc", "-1", "1.5", "0x1f", "1" * 31, "1 2", b"\xb2", b"\xd9\xa1"]
+BAD_EVENT_IDS: list[str | bytes] = ["abc", "-1", "1.5.1", ".5", "a-b.1", "a.", "0x1f", "1" * 31, "1 2"]
+BAD_EVENT_IDS += [b"\xb2", b"\xd9\xa1"]
 
 
 @pytest.mark.parametrize("where", ["header", "query", "job-stream-header"])

@@ -83,7 +83,8 @@ async def _read_chunk(reader: asyncio.StreamReader) -> bytes:
 
 def _jobs_in(body: bytes) -> list[tuple[int, dict[str, Any]]]:
     """(id, job) of each ``job`` event in ``body``, read by the spec-following parser of test_sse."""
-    return [(int(e.last_event_id), json.loads(e.data)) for e in spec_parse(body).events if e.type == "job"]
+    events = spec_parse(body).events
+    return [(int(e.last_event_id.rpartition(".")[2]), json.loads(e.data)) for e in events if e.type == "job"]
 
 
 async def _publish(server: SSEServer, n: int) -> None:

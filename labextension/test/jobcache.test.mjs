@@ -1,0 +1,61 @@
+// The tab's job cache (lib/jobcache.js): events fill it, `reset` forgets it all, and a job a view still shows after
+// a reset is kept or removed by what the server says of it, never by a stale snapshot. Runs on the compiled lib/.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { JobCache, mergeJobs } from '../lib/jobcache.js';
+
+function job(fields) {
+  return {
+    id: 'j', name: 'job', state: 'running', n: 0, total: null, unit: 'it', message: '', created: 0, updated: 0,
+    finished: null, elapsed: 0, rate: null, eta: null, error: null, cancel_requested: false, ...fields
+  };
+}
+
+test('job, log and removed events fill and empty the cache; unknown events change nothing', () => {
+  const cache = new JobCache();
+  assert.equal(cache.apply('job', job({ id: 'a', n: 1 }), 10), 'a');
+  assert.equal(cache.apply('log', { job: 'a', lines: ['1', '2', '3', '4', '5', '6'] }, 11), 'a');
+  assert.deepEqual(cache.logs.get('a'), ['2', '3', '4', '5', '6']);
+  assert.equal(cache.apply('sync', { anything: true }, 12), null);
+  assert.equal(cache.apply('removed', { job: 'a' }, 13), 'a');
+  assert.equal(cache.jobs.has('a'), false);
+  assert.equal(cache.removed.has('a'), true);
+});
+
+test('reset forgets every job, so none of the old history stays running (no ghost)', () => {
+  const cache = new JobCache();
+  cache.apply('job', job({ id: 'ghost', state: 'running' }), 1);
+  cache.apply('job', job({ id: 'done', state: 'succeeded' }), 1);
+  cache.apply('removed', { job: 'gone' }, 1);
+  assert.deepEqual(cache.reset().sort(), ['done', 'ghost', 'gone']);
+  assert.equal(cache.jobs.size + cache.logs.size + cache.removed.size + cache.receivedAt.size, 0);
+  // the sync that follows: only what exists now
+  cache.apply('job', job({ id: 'new' }), 2);
+  assert.deepEqual(Array.from(cache.jobs.keys()), ['new']);
+});
+
+test('after a reset, the server says whether a job a view shows still exists; the stream wins over it', () => {
+  const cache = new JobCache();
+  cache.reset();
+  // an old finished job the bounded sync left out: GET jobs/{id} has it
+  assert.equal(cache.confirm('old', job({ id: 'old', state: 'succeeded' }), 5), true);
+  assert.equal(cache.jobs.get('old').state, 'succeeded');
+  // a job of the history that is gone: 404
+  assert.equal(cache.confirm('ghost', null, 5), true);
+  assert.equal(cache.removed.has('ghost'), true);
+  // the stream sent a newer snapshot before the answer came: the answer changes nothing
+  cache.apply('job', job({ id: 'live', n: 9 }), 6);
+  assert.equal(cache.confirm('live', job({ id: 'live', n: 1 }), 7), false);
+  assert.equal(cache.jobs.get('live').n, 9);
+  assert.equal(cache.confirm('live', null, 7), false);
+});
+
+test('the panel lists the live jobs and the older pages, a live snapshot before a paged one', () => {
+  const older = new Map([
+    ['a', job({ id: 'a', state: 'running' })],
+    ['b', job({ id: 'b', state: 'succeeded' })]
+  ]);
+  const merged = mergeJobs([job({ id: 'a', state: 'failed' }), job({ id: 'c' })], older);
+  assert.deepEqual(merged.map(j => [j.id, j.state]), [['a', 'failed'], ['c', 'running'], ['b', 'succeeded']]);
+});
