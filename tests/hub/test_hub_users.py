@@ -244,6 +244,7 @@ def test_isolation_over_every_route(team: tuple[BackgroundHub, dict[str, str]]) 
             headers={"Last-Event-ID": seen[-1][2]},
         )
         assert [d["name"] for e, d, _ in seen if e == "job"] == ["bob-after", "alice-after"]
+        before_carol = seen[-1][2]
         # a user who publishes after the admin's stream opened is in it too
         carol_token = UsersFile(hub_users(hub)).add("carol")
         with _client(hub, carol_token) as carol:
@@ -257,6 +258,12 @@ def test_isolation_over_every_route(team: tuple[BackgroundHub, dict[str, str]]) 
 
             seen = _events(root, "events", carol_seen)  # the snapshot comes at once, then carol publishes
             assert _jobs_named(seen, "carol-job")[0]["owner"] == "carol"
+        # resuming from before carol's first job: her job comes, and no reset (her history began with the rest)
+        seen = _events(
+            root, "events", lambda s: bool(_jobs_named(s, "carol-job")), headers={"Last-Event-ID": before_carol}
+        )
+        assert "reset" not in {event for event, _, _ in seen}
+        assert [d["name"] for e, d, _ in seen if e == "job"] == ["carol-job"]
         seen = _events(root, "jobs/j1/events", lambda s: bool(_jobs_named(s, "bob-after")), params={"owner": "bob"})
         assert {d["owner"] for e, d, _ in seen if e == "job"} == {"bob"}
 
