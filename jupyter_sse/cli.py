@@ -137,13 +137,28 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cancel)
 
     p = commands.add_parser("hub", help="serve a standalone hub (needs the asgi extra: jupyter-sse[asgi])")
-    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8765, help="the port to listen on (default: 8765)")
+    p.add_argument(
+        "--host", help="the address to listen on (default: 127.0.0.1, or $JUPYTERHUB_SERVICE_URL's as a service)"
+    )
+    p.add_argument(
+        "--port", type=int, help="the port to listen on (default: 8765, or $JUPYTERHUB_SERVICE_URL's as a service)"
+    )
     p.add_argument(
         "--token",
         default=os.environ.get("JUPYTER_SSE_HUB_TOKEN"),
-        help="the token every request must carry as `Authorization: Bearer` (default: $JUPYTER_SSE_HUB_TOKEN); "
-        "required unless the hub listens on loopback",
+        help="a token whose holder is the hub's one user, an admin, as `Authorization: Bearer` (default: "
+        "$JUPYTER_SSE_HUB_TOKEN)",
+    )
+    p.add_argument(
+        "--users",
+        metavar="FILE",
+        help="the users file (see `jupyter sse users add`): each user sees and acts on their own jobs, admins on all",
+    )
+    p.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve with no authentication at all (loopback only): without it, the hub refuses to start with no "
+        "users file, no token and no JupyterHub",
     )
     p.add_argument(
         "--notify-url",
@@ -153,6 +168,26 @@ def _parser() -> argparse.ArgumentParser:
         "needs jupyter-sse[notify])",
     )
     p.set_defaults(serve=_hub)
+
+    p = commands.add_parser("users", help="manage the users file of a hub (`jupyter sse hub --users FILE`)")
+    users = p.add_subparsers(title="users commands", metavar="COMMAND")
+    file_option = argparse.ArgumentParser(add_help=False)
+    file_option.add_argument("--file", required=True, metavar="FILE", help="the users file")
+    q = users.add_parser(
+        "add",
+        parents=[file_option],
+        help="add a user, or give one a new token; prints the token once",
+        description="Add a user (or replace a user's token) and print the new token: the file keeps only a salted "
+        "hash of it. A running hub reads the change at its next request.",
+    )
+    q.add_argument("name", help="the user's name (1 to 64 of [A-Za-z0-9._@-])")
+    q.add_argument("--admin", action="store_true", help="an admin sees and acts on every user's jobs")
+    q.set_defaults(serve=_users_add)
+    q = users.add_parser("remove", parents=[file_option], help="remove a user: their token stops working")
+    q.add_argument("name")
+    q.set_defaults(serve=_users_remove)
+    q = users.add_parser("list", parents=[file_option], help="list the users")
+    q.set_defaults(serve=_users_list)
     return parser
 
 
@@ -414,16 +449,71 @@ def _label(job: dict[str, Any]) -> str:
 def _hub(args: argparse.Namespace) -> int:
     try:  # only here: the rest of the CLI, and the server extension, do without FastAPI and uvicorn
         from .hub import HubConfigError, run
+        from .hub._jupyterhub import bind_from_environment, from_environment
     except ImportError as exc:
         return _fail(f"the hub needs the asgi extra: pip install 'jupyter-sse[asgi]' ({exc})")
     try:
-        run(args.host, args.port, args.token or None, notify_urls=args.notify_url)
+        options: dict[str, Any] = {"notify_urls": args.notify_url}
+        if args.users:
+            options["users"] = args.users
+        service = from_environment()  # run by JupyterHub as a service: its environment says so
+        if service is not None:
+            options["jupyterhub"] = service
+            bind = bind_from_environment()
+            if bind is not None:
+                args.host = bind[0] if args.host is None else args.host
+                args.port = bind[1] if args.port is None else args.port
+        args.host = "127.0.0.1" if args.host is None else args.host
+        args.port = 8765 if args.port is None else args.port
+        run(args.host, args.port, args.token or None, no_auth=args.no_auth, **options)
     except HubConfigError as exc:
         return _fail(str(exc))
     except OSError as exc:  # the port is taken, the address is not ours
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc}")
+    except ImportError as exc:  # run as a JupyterHub service without jupyterhub installed
+        return _fail(f"a hub run as a JupyterHub service needs jupyterhub installed ({exc})")
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+# ---- users ---------------------------------------------------------------------------------------------
+
+
+def _users_add(args: argparse.Namespace) -> int:
+    from .hub._users import UsersFile, UsersFileError
+
+    try:
+        token = UsersFile(args.file).add(args.name, admin=args.admin)
+    except UsersFileError as exc:
+        return _fail(str(exc))
+    print(token)
+    print(
+        f"user {args.name}{' (admin)' if args.admin else ''} added to {args.file}: the token above is shown once; "
+        "publishers take it as JUPYTER_SSE_TOKEN",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _users_remove(args: argparse.Namespace) -> int:
+    from .hub._users import UsersFile, UsersFileError
+
+    try:
+        UsersFile(args.file).remove(args.name)
+    except UsersFileError as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def _users_list(args: argparse.Namespace) -> int:
+    from .hub._users import UsersFile, UsersFileError
+
+    try:
+        for user in UsersFile(args.file).users():
+            print(f"{user.name}{'  admin' if user.admin else ''}")
+    except UsersFileError as exc:
+        return _fail(str(exc))
     return 0
 
 

@@ -12,10 +12,11 @@ import contextlib
 import getpass
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Header, Path, Query, Request
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from pydantic import StringConstraints
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from sse_starlette.sse import SendTimeoutError
@@ -31,6 +32,7 @@ from ..core import (
     PAGE_CURSOR,
     STATES,
     Broker,
+    JobPage,
     MemoryStore,
     ProtocolError,
     Subscription,
@@ -40,11 +42,15 @@ from ..core import (
     parse_update_batch,
 )
 from ..core.notify import NotifyRules
-from ._auth import TokenAuth
+from ..core.transitions import watch_state_changes
 from ._errors import install_error_handlers
+from ._identity import Authenticate, Identify, Identity, TokenIdentity, UsersIdentity, caller
+from ._jupyterhub import JupyterHubService, ServicePrefix
 from ._metrics import add_metrics_route
 from ._notify import start_notifications
 from ._schema import CancelReply, JobList, errors, install_openapi, update_body
+from ._tenants import MergedSubscription, Tenants, merge_pages
+from ._users import UsersFile
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -87,7 +93,14 @@ def _os_user() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # a container user with no passwd entry and no $USER
-        return ""
+        return f"uid-{os.getuid()}" if hasattr(os, "getuid") else "user"
+
+
+Caller = Annotated[Identity, Depends(caller)]
+OwnerQuery = Annotated[
+    str | None,
+    Query(max_length=128, description="an admin's choice of whose job it is (when several users have that id)"),
+]
 
 
 def _json(value: Any, status: int = 200) -> Response:
@@ -122,8 +135,16 @@ def create_app(
     notify_min_duration: float = 60.0,
     notify_window: float = 30.0,
     sync_finished_jobs: int = 100,
+    users: str | os.PathLike[str] | UsersFile | None = None,
+    identify: Sequence[Identify] = (),
+    jupyterhub: JupyterHubService | None = None,
 ) -> FastAPI:
-    """The hub as an ASGI app. ``token=None`` serves without auth (``run`` allows that on loopback only).
+    """The hub as an ASGI app. With no ``token``, ``users`` file or ``identify`` way, it serves without auth
+    (``run`` allows that on loopback only, and only when asked).
+
+    Every job belongs to the user who published it (``owner``); each user has a broker of their own (see
+    ``_tenants``). The single ``token``'s holder is ``owner`` (default: the OS user), an admin. ``jupyterhub``:
+    serve as that JupyterHub service (under its prefix, JupyterHub's tokens and OAuth login, its scopes).
 
     ``app.state.broker`` is the broker; ``broker.close()`` ends every stream (``HubServer`` calls it as soon as
     shutdown starts, so open streams never hold the server up). ``notify_urls``: the Apprise URLs told when jobs
@@ -131,26 +152,63 @@ def create_app(
     ValueError here.
     """
     NotifyRules(min_duration=notify_min_duration, window=notify_window)  # refuse bad rules now, not at startup
-    broker = Broker(
-        MemoryStore(),
-        log_lines_kept=log_lines_kept,
-        jobs_kept=jobs_kept,
-        owner=owner or getpass.getuser(),
-        sync_finished_jobs=sync_finished_jobs,
-    )
+    owner = owner or _os_user()
+    users_file = UsersFile(users) if users is not None and not isinstance(users, UsersFile) else users
+    ways: list[Identify] = []
+    if users_file is not None:
+        users_file.check()
+        ways.append(UsersIdentity(users_file))
+    if token:
+        ways.append(TokenIdentity(token, owner))
+    ways.extend(identify)
+    if jupyterhub is not None:
+        ways.append(jupyterhub)
+
+    def make_broker(store: MemoryStore, name: str) -> Broker:
+        return Broker(
+            store,
+            log_lines_kept=log_lines_kept,
+            jobs_kept=jobs_kept,
+            owner=name,
+            sync_finished_jobs=sync_finished_jobs,
+        )
+
+    tenants = Tenants(make_broker, owner)
+    notifying: list[Callable[[], None]] = []
+    started = False
+
+    found = tenants.get(owner)
+    assert found is not None
+    broker: Broker = found
+    metrics = broker.metrics
+
+    def on_new(new: Broker) -> None:
+        # Every user's broker counts into the one set of metrics, and is watched for notifications.
+        new.metrics = metrics
+        watch_state_changes(new, [metrics.observe_state_change])
+        if started:
+            notifying.append(
+                start_notifications(new, notify_urls, min_duration=notify_min_duration, window=notify_window)
+            )
+
+    tenants.on_new.append(on_new)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.ensure_future(_expire_leases(broker, publisher_lease))
+        nonlocal started
+        task = asyncio.ensure_future(_expire_leases(tenants, publisher_lease))
         # notify_urls None: APPRISE_URLS and Apprise's config files, as the extension reads them
-        stop_notifying = start_notifications(
-            broker, notify_urls, min_duration=notify_min_duration, window=notify_window
-        )
+        for one in tenants:
+            notifying.append(
+                start_notifications(one, notify_urls, min_duration=notify_min_duration, window=notify_window)
+            )
+        started = True
         try:
             yield
         finally:
-            broker.close()
-            stop_notifying()
+            tenants.close()
+            for stop_notifying in notifying:
+                stop_notifying()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -158,20 +216,46 @@ def create_app(
     app = FastAPI(
         title="jupyter-sse hub",
         version=__version__,
-        description="Live progress of jobs, protocol v1 (docs/protocol.md). Every route needs the hub's token "
-        "as `Authorization: Bearer <token>` (or `token <token>`).",
+        description="Live progress of jobs, protocol v1 (docs/protocol.md). Every route needs a token as "
+        "`Authorization: Bearer <token>` (or `token <token>`): a user's (from the users file), the hub's own, or "
+        "a JupyterHub token when the hub runs as a JupyterHub service. A user sees and acts on their own jobs "
+        "only; an admin on everyone's (`owner` says whose).",
         lifespan=lifespan,
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=None,  # a browser cannot send the bearer token to a docs page; the schema is what tools read
         redoc_url=None,
     )
-    app.state.broker = broker
+    app.state.broker = broker  # the hub's own user's (the single token's holder's)
+    app.state.tenants = tenants
+    app.state.users_file = users_file
     install_error_handlers(app)
     install_openapi(app)
-    app.add_middleware(TokenAuth, token=token)
-    add_metrics_route(app, broker)  # /metrics, behind the token like every route
+    app.add_middleware(
+        Authenticate,
+        ways=ways,
+        anonymous=Identity(owner, admin=True) if not ways else None,
+        refuse=jupyterhub.refuse if jupyterhub is not None else None,
+    )
+    if jupyterhub is not None:
+        app.add_middleware(ServicePrefix, service=jupyterhub)  # added last: it runs first
+    add_metrics_route(app, broker, tenants)  # /metrics: admins only, over every user
 
-    def stream(sub: Subscription) -> EventSourceResponse:
+    def own(who: Identity) -> Broker:
+        found = tenants.get(who.name)
+        assert found is not None
+        return found
+
+    def holding(who: Identity, job_id: str, owner: str | None) -> Broker:
+        """The broker with the job the caller names: their own; for an admin, any user's."""
+        if who.admin:
+            return tenants.find(job_id, owner)
+        if owner is not None and owner != who.name:
+            raise ProtocolError(404, "not_found", f"no job {job_id!r}")  # the same answer as for a made-up id
+        mine = own(who)
+        mine.get(job_id)
+        return mine
+
+    def stream(sub: Subscription | MergedSubscription) -> EventSourceResponse:
         async def frames() -> AsyncIterator[bytes]:
             try:
                 # Bytes at once, so proxies and clients see a live stream before the first event.
@@ -204,6 +288,7 @@ def create_app(
 
     @app.get(f"{API_PREFIX}/jobs", response_model=None, responses={200: {"model": JobList}, **errors(400)})
     async def list_jobs(
+        who: Caller,
         state: Annotated[StateFilter | None, Query()] = None,
         limit: Annotated[
             int | None, Query(ge=1, le=MAX_PAGE_SIZE, description=f"jobs a page (default {DEFAULT_PAGE_SIZE})")
@@ -212,16 +297,22 @@ def create_app(
             str | None,
             Query(pattern=f"^{PAGE_CURSOR.pattern}$", description="the `next` of the previous page: the page after it"),
         ] = None,
+        owner: OwnerQuery = None,
     ) -> Response:
-        """A page of jobs, newest first; `state` keeps those in that state. `total` counts them all; `next`
-        (null on the last page) is the `cursor` of the next page."""
-        page = broker.page_jobs(state, DEFAULT_PAGE_SIZE if limit is None else limit, cursor or None)
-        return _json(page.to_dict())
+        """A page of the caller's jobs (an admin's: everyone's, or `owner`'s), newest first; `state` keeps those
+        in that state. `total` counts them all; `next` (null on the last page) is the `cursor` of the next page."""
+        size = DEFAULT_PAGE_SIZE if limit is None else limit
+        if not who.admin:
+            if owner not in (None, who.name):
+                return _json(JobPage([], 0, None).to_dict())
+            return _json(own(who).page_jobs(state, size, cursor or None).to_dict())
+        chosen = [b for b in tenants if owner is None or b.owner == owner]
+        return _json(merge_pages([b.page_jobs(state, size, cursor or None) for b in chosen], size).to_dict())
 
     @app.get(f"{API_PREFIX}/jobs/{{job_id}}", response_model=None, responses=errors(400, 404))
-    async def get_job(job_id: JobIdPath) -> Response:
+    async def get_job(who: Caller, job_id: JobIdPath, owner: OwnerQuery = None) -> Response:
         """One job."""
-        return _json(broker.get(job_id).to_dict())
+        return _json(holding(who, job_id, owner).get(job_id).to_dict())
 
     @app.delete(
         f"{API_PREFIX}/jobs/{{job_id}}",
@@ -229,9 +320,9 @@ def create_app(
         response_model=None,
         responses={204: {"description": "forgotten"}, **errors(400, 404, 409)},
     )
-    async def delete_job(job_id: JobIdPath) -> Response:
+    async def delete_job(who: Caller, job_id: JobIdPath, owner: OwnerQuery = None) -> Response:
         """Forget a finished job (409 `job_running` while it runs); subscribers get a `removed` event."""
-        broker.delete(job_id)
+        holding(who, job_id, owner).delete(job_id)
         return Response(status_code=204)
 
     @app.post(
@@ -240,9 +331,9 @@ def create_app(
         response_model=None,
         responses={200: {"description": "the job had already ended"}, **errors(400, 404)},
     )
-    async def cancel_job(job_id: JobIdPath) -> Response:
+    async def cancel_job(who: Caller, job_id: JobIdPath, owner: OwnerQuery = None) -> Response:
         """Ask for a job's cancellation: 202 with the job; a finished job is returned unchanged with 200."""
-        job, asked = broker.request_cancel(job_id)
+        job, asked = holding(who, job_id, owner).request_cancel(job_id)
         return _json(job.to_dict(), status=202 if asked else 200)
 
     @app.post(
@@ -251,10 +342,10 @@ def create_app(
         responses={200: {"model": CancelReply}, **errors(400, 404, 409, 413)},
         openapi_extra=update_body(),
     )
-    async def post_updates(request: Request) -> Response:
-        """What publishers report: upserts every job of the batch, whole or not at all."""
+    async def post_updates(who: Caller, request: Request) -> Response:
+        """What publishers report: upserts every job of the batch, whole or not at all, as the caller's jobs."""
         try:
-            cancel = broker.apply(parse_update_batch(await _read_body(request)))
+            cancel = own(who).apply(parse_update_batch(await _read_body(request)))
         except ProtocolError as exc:
             broker.metrics.refused(exc.error)
             raise
@@ -262,7 +353,9 @@ def create_app(
 
     @app.get(f"{API_PREFIX}/events", response_model=None, responses={**_SSE_RESPONSE, **errors(400)})
     async def events(
+        who: Caller,
         job: JobFilter = None,
+        owner: OwnerQuery = None,
         last_event_id: LastEventIdQuery = None,
         last_event_id_header: LastEventIdHeader = None,
     ) -> Response:
@@ -270,17 +363,29 @@ def create_app(
         bad = [one for one in job or () if not is_valid_job_id(one)]
         if bad:
             raise ProtocolError(400, "invalid_query", f"job must be a job id (1 to 64 of [A-Za-z0-9_-]): {bad[0]!r}")
-        return stream(broker.subscribe(job or None, last_event_id_header or last_event_id))
+        resume = last_event_id_header or last_event_id
+        if who.admin and owner is None:
+            return stream(tenants.subscribe_all(job or None, resume))
+        if owner is not None and owner != who.name and not who.admin:
+            raise ProtocolError(404, "not_found", f"no user {owner!r}")
+        chosen = tenants.get(owner or who.name, create=not who.admin)
+        if chosen is None:
+            raise ProtocolError(404, "not_found", f"no jobs of {owner!r}")
+        return stream(chosen.subscribe(job or None, resume))
 
     @app.get(
         f"{API_PREFIX}/jobs/{{job_id}}/events", response_model=None, responses={**_SSE_RESPONSE, **errors(400, 404)}
     )
     async def job_events(
-        job_id: JobIdPath, last_event_id: LastEventIdQuery = None, last_event_id_header: LastEventIdHeader = None
+        who: Caller,
+        job_id: JobIdPath,
+        owner: OwnerQuery = None,
+        last_event_id: LastEventIdQuery = None,
+        last_event_id_header: LastEventIdHeader = None,
     ) -> Response:
         """The SSE stream of one job; it ends after the job's terminal state was sent."""
-        broker.get(job_id)  # 404 before the stream starts
-        return stream(broker.subscribe([job_id], last_event_id_header or last_event_id, end_with_job=job_id))
+        holder = holding(who, job_id, owner)  # 404 before the stream starts
+        return stream(holder.subscribe([job_id], last_event_id_header or last_event_id, end_with_job=job_id))
 
     return app
 
@@ -301,9 +406,10 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-async def _expire_leases(broker: Broker, lease: float) -> None:
+async def _expire_leases(tenants: Tenants, lease: float) -> None:
     # As the extension does: a job whose publisher went silent past the lease becomes `lost`.
     period = max(0.5, min(5.0, lease / 4))
     while True:
         await asyncio.sleep(period)
-        broker.expire_leases(lease)
+        for broker in tenants:
+            broker.expire_leases(lease)

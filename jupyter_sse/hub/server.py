@@ -23,15 +23,17 @@ import uvicorn
 from fastapi import FastAPI
 
 from ..core import Broker
+from ._tenants import Tenants
+from ._users import UsersFileError
 from .app import create_app
 
-__all__ = ["BackgroundHub", "HubConfigError", "HubServer", "check_bind", "run"]
+__all__ = ["BackgroundHub", "HubConfigError", "HubServer", "check_auth", "check_bind", "run"]
 
 _GRACEFUL_SHUTDOWN = 2  # seconds (uvicorn takes an int)
 
 
 class HubConfigError(ValueError):
-    """A hub that must not start as asked (a non-loopback address without a token)."""
+    """A hub that must not start as asked (no way to authenticate, or none on a non-loopback address)."""
 
 
 def _is_loopback(host: str) -> bool:
@@ -43,13 +45,27 @@ def _is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
-def check_bind(host: str, token: str | None) -> None:
-    """Refuse to serve without a token anywhere but loopback: anyone who can reach it could read every job."""
-    if not token and not _is_loopback(host):
+def check_bind(host: str, token: str | None, *, authenticated: bool = False) -> None:
+    """Refuse to serve without auth anywhere but loopback: anyone who can reach it could read every job.
+    ``authenticated``: another way than the token is configured (a users file, JupyterHub)."""
+    if not token and not authenticated and not _is_loopback(host):
         raise HubConfigError(
-            f"refusing to serve on {host} without a token: give --token (or JUPYTER_SSE_HUB_TOKEN), "
-            "or listen on 127.0.0.1"
+            f"refusing to serve on {host} without a way to authenticate: give --users FILE or --token (or "
+            "JUPYTER_SSE_HUB_TOKEN), run it as a JupyterHub service, or listen on 127.0.0.1"
         )
+
+
+def check_auth(
+    host: str, token: str | None, *, users: object = None, jupyterhub: bool = False, no_auth: bool = False
+) -> None:
+    """What ``jupyter sse hub`` insists on: a way to authenticate, or ``--no-auth`` on loopback."""
+    configured = bool(token) or users is not None or jupyterhub
+    if not configured and not no_auth:
+        raise HubConfigError(
+            "no way to authenticate: give --users FILE (see `jupyter sse users add`), --token, run the hub as a "
+            "JupyterHub service, or --no-auth (loopback only: every local user then has full access)"
+        )
+    check_bind(host, token, authenticated=configured)
 
 
 class HubServer(uvicorn.Server):
@@ -59,9 +75,12 @@ class HubServer(uvicorn.Server):
         super().__init__(config)
         app = config.app
         self.broker: Broker | None = app.state.broker if isinstance(app, FastAPI) else None
+        self._tenants: Tenants | None = app.state.tenants if isinstance(app, FastAPI) else None
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        if self.broker is not None:
+        if self._tenants is not None:
+            self._tenants.close()  # every user's broker, and the admins' merged streams
+        elif self.broker is not None:
             self.broker.close()
         await super().shutdown(sockets)
 
@@ -78,15 +97,30 @@ def _config(app: FastAPI, host: str, port: int, log_level: str) -> uvicorn.Confi
     )
 
 
-def run(host: str = "127.0.0.1", port: int = 8765, token: str | None = None, **options: Any) -> None:
-    """Serve the hub until interrupted; ``options`` go to ``create_app``. Raises ``HubConfigError``."""
-    check_bind(host, token)
+def run(
+    host: str = "127.0.0.1", port: int = 8765, token: str | None = None, *, no_auth: bool = False, **options: Any
+) -> None:
+    """Serve the hub until interrupted; ``options`` go to ``create_app``. Raises ``HubConfigError`` when there is
+    no way to authenticate (unless ``no_auth``, on loopback only) or the users file is not valid."""
+    jupyterhub = options.get("jupyterhub") is not None or bool(options.get("identify"))
+    check_auth(host, token, users=options.get("users"), jupyterhub=jupyterhub, no_auth=no_auth)
     log_level = options.pop("log_level", "info")
-    app = create_app(token, **options)
+    try:
+        app = create_app(token, **options)
+    except UsersFileError as exc:
+        raise HubConfigError(str(exc)) from None
     shown = f"[{host}]" if ":" in host else host
+    auth = (
+        " with JUPYTER_SSE_TOKEN set to a JupyterHub token (their server's)"
+        if options.get("jupyterhub") is not None
+        else " with JUPYTER_SSE_TOKEN set to a user's token"
+        if options.get("users") is not None
+        else " with JUPYTER_SSE_TOKEN set to the hub's token"
+        if token
+        else " (no auth: loopback only)"
+    )
     print(
-        f"jupyter-sse hub: publishers use JUPYTER_SSE_URL=http://{shown}:{port}/"
-        + (" with JUPYTER_SSE_TOKEN set to the hub's token" if token else " (no token: loopback only)"),
+        f"jupyter-sse hub: publishers use JUPYTER_SSE_URL=http://{shown}:{port}/" + auth,
         file=sys.stderr,
         flush=True,
     )
@@ -101,7 +135,8 @@ class BackgroundHub:
     """
 
     def __init__(self, token: str | None = None, *, host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
-        check_bind(host, token)
+        authenticated = any(options.get(k) for k in ("users", "identify", "jupyterhub"))
+        check_bind(host, token, authenticated=authenticated)
         self.token = token
         self.host = host
         self._port = port

@@ -13,6 +13,7 @@ CHP_VERSION = "5.3.0"
 NODE_CACHE = Path(__file__).parent / ".node" / f"configurable-http-proxy-{CHP_VERSION}"
 HARNESS_TOKEN = "jupyter-sse-hub-harness-token"  # a service token with admin scopes, to drive the hub's API
 USERS = ("alice", "bob")
+SERVICE = "jupyter-sse"  # the jupyter-sse hub, run by JupyterHub as a managed service
 HEARTBEAT = 1.0  # seconds, the single-user servers' SSEExtension.heartbeat_interval
 ACTIVITY_INTERVAL = 2  # seconds: how often single-user servers report activity, and the hub polls the proxy
 

@@ -31,6 +31,7 @@ from tests.jupyterhub._hub import (
     HARNESS_TOKEN,
     HEARTBEAT,
     NODE_CACHE,
+    SERVICE,
     USERS,
     Hub,
 )
@@ -59,7 +60,9 @@ def _install_chp() -> Path:
     return binary
 
 
-def _config(root: Path, chp: Path, port: int, hub_port: int, proxy_api_port: int, proxy_token: str) -> str:
+def _config(
+    root: Path, chp: Path, port: int, hub_port: int, proxy_api_port: int, proxy_token: str, sse_port: int
+) -> str:
     singleuser = Path(sys.executable).with_name("jupyterhub-singleuser")
     return textwrap.dedent(f"""
         c = get_config()  # noqa
@@ -93,6 +96,23 @@ def _config(root: Path, chp: Path, port: int, hub_port: int, proxy_api_port: int
             {{"name": "harness", "services": ["harness"],
               "scopes": ["admin:users", "admin:servers", "tokens", "read:users:activity"]}},
         ]
+        # The jupyter-sse hub as a managed service (README, "A hub for a team"): users may use it, the admin
+        # role's custom scope sees everyone's jobs, and a user's server token (their kernels') may publish to it.
+        c.JupyterHub.services.append({{
+            "name": {SERVICE!r}, "url": "http://127.0.0.1:{sse_port}", "oauth_no_confirm": True,
+            "command": [{sys.executable!r}, "-m", "jupyter_sse.cli", "hub"],
+        }})
+        c.JupyterHub.custom_scopes = {{
+            "custom:jupyter-sse:admin": {{"description": "see and act on every user's jobs in jupyter-sse"}},
+        }}
+        c.JupyterHub.load_roles += [
+            {{"name": "user", "scopes": ["self", "access:services!service={SERVICE}"]}},
+            {{"name": "jupyter-sse-admin", "users": ["admin"],
+              "scopes": ["custom:jupyter-sse:admin", "access:services!service={SERVICE}"]}},
+        ]
+        c.Spawner.server_token_scopes = [
+            "access:servers!server", "users:activity!user", "access:services!service={SERVICE}",
+        ]
     """)
 
 
@@ -100,9 +120,11 @@ def _config(root: Path, chp: Path, port: int, hub_port: int, proxy_api_port: int
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     chp = _install_chp()
     root = tmp_path_factory.mktemp("jupyterhub")
-    port, hub_port, proxy_api_port = free_port(), free_port(), free_port()
+    port, hub_port, proxy_api_port, sse_port = free_port(), free_port(), free_port(), free_port()
     proxy_token = "jupyter-sse-proxy-token"
-    (root / "jupyterhub_config.py").write_text(_config(root, chp, port, hub_port, proxy_api_port, proxy_token))
+    (root / "jupyterhub_config.py").write_text(
+        _config(root, chp, port, hub_port, proxy_api_port, proxy_token, sse_port)
+    )
     for name in (*USERS, "admin"):
         (root / "home" / name).mkdir(parents=True)
     env = {key: value for key, value in os.environ.items() if not key.startswith(("JUPYTER_SSE_", "JUPYTERHUB_"))}

@@ -1,0 +1,197 @@
+"""One broker per user: how the hub keeps users' jobs apart.
+
+Why a broker each rather than one broker with an owner check: job ids are the publisher's, so two users may
+well pick the same one, and ids must be per user (bob publishing alice's id makes his own job). With a broker
+per user, a user's ids, streams, cancels, deletes, retention and resume positions are separate by construction:
+no route can reach another user's job by forgetting a check. Only an admin crosses brokers, explicitly: the
+list merges them, and a stream subscribes to each (and to those made later).
+
+Event ids stay comparable across brokers: their stores share one sequence and one epoch, so an admin's merged
+stream is in one order and its Last-Event-ID means the same to every broker. A user's store made later has
+missed nothing before it was made: its horizon is where the shared history began, so resuming an admin's
+stream never resets because a user appeared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from ..core import Broker, JobPage, MemoryStore, ProtocolError
+from ..core.broker import Event, Subscription
+from ..core.model import created_key, encode_page_cursor
+
+__all__ = ["MergedSubscription", "Tenants", "merge_pages"]
+
+
+class _Sequence:
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.value = start
+        self.epoch = MemoryStore().epoch
+
+
+class _SharedSeqStore(MemoryStore):
+    """A memory store whose sequence numbers come from a counter shared by every user's store."""
+
+    def __init__(self, seq: _Sequence) -> None:
+        super().__init__()
+        self._shared = seq
+        self._horizon = seq.start
+
+    def next_seq(self) -> int:
+        self._shared.value += 1
+        return self._shared.value
+
+    @property
+    def current_seq(self) -> int:
+        return self._shared.value
+
+    @property
+    def epoch(self) -> str:
+        return self._shared.epoch
+
+
+def merge_pages(pages: list[JobPage], limit: int) -> JobPage:
+    """One page over several users' pages of the same query: the newest ``limit`` of them all. A cursor is a
+    place in the order (creation time, then id), which means the same in every user's list."""
+    jobs = sorted(
+        (job for page in pages for job in page.jobs), key=lambda job: (created_key(job.created), job.id), reverse=True
+    )
+    more = len(jobs) > limit or any(page.next is not None for page in pages)
+    jobs = jobs[:limit]
+    last = jobs[-1] if jobs else None
+    next_cursor = encode_page_cursor(created_key(last.created), last.id) if more and last is not None else None
+    return JobPage(jobs, sum(page.total for page in pages), next_cursor)
+
+
+class Tenants:
+    """The brokers by owner, made on first use. ``on_new(broker)`` runs for each new one (metrics, notify)."""
+
+    def __init__(self, make: Callable[[Any, str], Broker], default_owner: str) -> None:
+        self._make = make
+        self._seq: _Sequence | None = None
+        self._brokers: dict[str, Broker] = {}
+        self._merged: set[MergedSubscription] = set()
+        self.on_new: list[Callable[[Broker], None]] = []
+        self.default_owner = default_owner
+        self.closed = False
+
+    def store(self) -> MemoryStore:
+        """A store for a new broker, on the shared sequence."""
+        if self._seq is None:
+            self._seq = _Sequence(MemoryStore().current_seq)
+        return _SharedSeqStore(self._seq)
+
+    def get(self, owner: str, *, create: bool = True) -> Broker | None:
+        broker = self._brokers.get(owner)
+        if broker is None and create:
+            if self.closed:
+                raise ProtocolError(503, "closing", "the server is shutting down")
+            broker = self._brokers[owner] = self._make(self.store(), owner)
+            for hook in self.on_new:
+                hook(broker)
+            for merged in list(self._merged):
+                merged.add(broker)
+        return broker
+
+    def __iter__(self) -> Iterator[Broker]:
+        return iter(list(self._brokers.values()))
+
+    def owners(self) -> list[str]:
+        return list(self._brokers)
+
+    def find(self, job_id: str, owner: str | None) -> Broker:
+        """The broker holding ``job_id`` for an admin: the owner's if given, else the one broker that has it."""
+        if owner is not None:
+            broker = self._brokers.get(owner)
+            if broker is None:
+                raise ProtocolError(404, "not_found", f"no job {job_id!r} of {owner!r}")
+            broker.get(job_id)
+            return broker
+        found = [b for b in self._brokers.values() if b.store.get(job_id) is not None]
+        if not found:
+            raise ProtocolError(404, "not_found", f"no job {job_id!r}")
+        if len(found) > 1:
+            owners = sorted(b.owner for b in found)
+            raise ProtocolError(409, "ambiguous_job", f"job {job_id!r} exists for several users {owners}: add ?owner=")
+        return found[0]
+
+    def subscribe_all(
+        self, jobs: Iterable[str] | None, last_event_id: str | None, end_with_job: str | None = None
+    ) -> MergedSubscription:
+        if self.closed:
+            raise ProtocolError(503, "closing", "the server is shutting down")
+        job_list = list(jobs) if jobs is not None else None
+        merged = MergedSubscription(self, job_list, last_event_id)
+        for broker in self:
+            merged.add(broker)
+        self._merged.add(merged)
+        return merged
+
+    def _forget(self, merged: MergedSubscription) -> None:
+        self._merged.discard(merged)
+
+    def close(self) -> None:
+        self.closed = True
+        for broker in self:
+            broker.close()
+        for merged in list(self._merged):
+            merged.close()
+
+
+class MergedSubscription:
+    """An admin's subscription to every user's broker, with the same ``next_events``/``done``/``close`` as one."""
+
+    def __init__(self, tenants: Tenants, jobs: list[str] | None, last_event_id: str | None) -> None:
+        self._tenants = tenants
+        self._jobs = jobs
+        self._last_event_id = last_event_id
+        self._subs: list[Subscription] = []
+        self._added: asyncio.Future[None] | None = None
+        self.done = False
+
+    def add(self, broker: Broker) -> None:
+        if self.done:
+            return
+        self._subs.append(broker.subscribe(self._jobs, self._last_event_id))
+        if self._added is not None and not self._added.done():
+            self._added.set_result(None)
+
+    async def next_events(self, timeout: float) -> list[Event]:
+        if self.done:
+            return []
+        added = self._added = asyncio.get_running_loop().create_future()
+        waits = {asyncio.ensure_future(sub.next_events(timeout)): sub for sub in self._subs if not sub.done}
+        try:
+            await asyncio.wait([*waits, added], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._added = None
+            for task in waits:
+                task.cancel()  # a task cancelled while woken keeps its wake-up: its events are read below
+            for task in waits:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        events: list[Event] = []
+        read: set[Subscription] = set()
+        for task, sub in waits.items():
+            if not task.cancelled():
+                events.extend(task.result())
+                read.add(sub)
+        # What the others have ready too: one read in one id order leaves no gap behind the Last-Event-ID.
+        for sub in self._subs:
+            if sub not in read and not sub.done and sub._woken:
+                events.extend(await sub.next_events(0.0))
+        events.sort(key=lambda event: event.id)
+        return events
+
+    def close(self) -> None:
+        if not self.done:
+            self.done = True
+            for sub in self._subs:
+                sub.close()
+            self._tenants._forget(self)
+            if self._added is not None and not self._added.done():
+                self._added.set_result(None)
