@@ -9,6 +9,7 @@ followed once something waits for it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,17 @@ if TYPE_CHECKING:
 __all__ = ["install", "uninstall"]
 
 _patches = Patches()
+# The graph ``Client.get`` (``dask.compute``) is waiting for. The scheduler's progress feed counts its tasks, but a
+# graph that ends before the feed's first message (a quick one, a busy machine) would otherwise be counted by its
+# result futures only; such a graph is small, so counting its tasks then is cheap (never done for a long one).
+_graph: contextvars.ContextVar[Any] = contextvars.ContextVar("jupyter_sse_dask_graph", default=None)
+
+
+def _tasks_in(dsk: Any) -> int:
+    with contextlib.suppress(Exception):
+        # dask >= 2025 hands an expression; its graph is what the scheduler runs
+        return len(dsk.__dask_graph__() if hasattr(dsk, "__dask_graph__") else dsk)
+    return 0
 
 
 def _bar_class() -> Any:
@@ -90,8 +102,9 @@ def _patch(module: ModuleType) -> None:
             if bar is not None:
                 self.loop.add_callback(bar.stop)
         total = bar.total if bar is not None and bar.total is not None else job.total
-        if total is None:
-            total = len(found)
+        if total is None or total <= len(found):
+            # no feed in time, or one that saw only the result tasks: the graph's own count is the better one
+            total = max(total or 0, _tasks_in(_graph.get())) or len(found)
         set_total(job, total)
         advance(job, total, check=False)
         end(job)
@@ -99,6 +112,17 @@ def _patch(module: ModuleType) -> None:
 
     gather_.__wrapped__ = gather  # type: ignore[attr-defined]
     _patches.set(client_cls, "gather", gather_)
+    get = client_cls.get
+
+    def get_(self: Any, dsk: Any, *args: Any, **kwargs: Any) -> Any:
+        token = _graph.set(dsk)
+        try:
+            return get(self, dsk, *args, **kwargs)
+        finally:
+            _graph.reset(token)
+
+    get_.__wrapped__ = get  # type: ignore[attr-defined]
+    _patches.set(client_cls, "get", get_)
 
 
 def install() -> None:

@@ -201,10 +201,16 @@ def test_jobwidget_in_an_ipywidgets_layout_shares_the_stream(lab: Any, notebook_
     )
     nb = notebook_page(name)
     nb.run_all()
-    nb.page.wait_for_function("() => document.querySelectorAll('.jp-sse-job').length === 2", timeout=30_000)
+    # one view in the box, one for the cell's own output; while the final update replaces that output, the old
+    # and the new one may both be in the page for a moment
+    nb.page.wait_for_function(
+        "() => document.querySelectorAll('.widget-vbox .jp-sse-job').length === 1"
+        " && document.querySelectorAll('.jp-sse-job.jp-sse-rendered').length === 1"
+        " && document.querySelectorAll('.jp-sse-job').length === 2",
+        timeout=30_000,
+    )
     boxed = nb.page.locator(".widget-vbox .jp-sse-job")
     rendered = nb.page.locator(".jp-sse-job.jp-sse-rendered")
-    assert boxed.count() == 1 and rendered.count() == 1
     assert boxed.get_attribute("data-job-id") == rendered.get_attribute("data-job-id")
     for view in (boxed, rendered):
         _wait_state(view, "succeeded")

@@ -79,7 +79,13 @@ def _churn(client: httpx.Client, api: str) -> Iterator[None]:
 
 
 def test_subscribers_that_never_read_cost_bounded_memory_and_give_it_back(server_process: ServerProcess) -> None:
-    server_process.start(f"--SSEExtension.jobs_kept={JOBS}", "--SSEExtension.send_timeout=600")
+    # Every finished job in a new subscriber's first sync (the default sends the 100 most recent): the bound must
+    # hold whatever a sync holds, so this one is made large on purpose.
+    server_process.start(
+        f"--SSEExtension.jobs_kept={JOBS}",
+        f"--SSEExtension.sync_finished_jobs={JOBS}",
+        "--SSEExtension.send_timeout=600",
+    )
     assert server_process.proc is not None
     proc = psutil.Process(server_process.proc.pid)
     api = server_process.url + "jupyter-sse/api/"
