@@ -147,6 +147,14 @@ def _parser() -> argparse.ArgumentParser:
         help="an Apprise URL told when jobs end (repeatable; default: $APPRISE_URLS and Apprise's config files; "
         "needs jupyter-sse[notify])",
     )
+    p.add_argument(
+        "--store",
+        metavar="redis://HOST:PORT/DB",
+        default=os.environ.get("JUPYTER_SSE_HUB_STORE"),
+        help="keep the jobs in Redis: every hub started with the same URL serves the same jobs, so several can run "
+        "behind a load balancer (default: $JUPYTER_SSE_HUB_STORE, or this process's memory; needs "
+        "jupyter-sse[redis])",
+    )
     p.set_defaults(serve=_hub)
     return parser
 
@@ -377,13 +385,16 @@ def _label(job: dict[str, Any]) -> str:
 
 def _hub(args: argparse.Namespace) -> int:
     try:  # only here: the rest of the CLI, and the server extension, do without FastAPI and uvicorn
+        from .core import ProtocolError
         from .hub import HubConfigError, run
     except ImportError as exc:
         return _fail(f"the hub needs the asgi extra: pip install 'jupyter-sse[asgi]' ({exc})")
     try:
-        run(args.host, args.port, args.token or None, notify_urls=args.notify_url)
-    except HubConfigError as exc:
+        run(args.host, args.port, args.token or None, notify_urls=args.notify_url, store=args.store or None)
+    except (HubConfigError, ValueError) as exc:
         return _fail(str(exc))
+    except ProtocolError as exc:  # the store cannot be reached
+        return _fail(f"cannot start the hub: {exc.detail}")
     except OSError as exc:  # the port is taken, the address is not ours
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc}")
     except KeyboardInterrupt:

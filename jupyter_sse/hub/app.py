@@ -13,7 +13,7 @@ import getpass
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import FastAPI, Header, Path, Query, Request
 from pydantic import StringConstraints
@@ -37,11 +37,15 @@ from ..core import (
     parse_update_batch,
 )
 from ..core.notify import NotifyRules
+from ..core.store import StoreUnavailable
 from ._auth import TokenAuth
 from ._errors import install_error_handlers
 from ._metrics import add_metrics_route
 from ._notify import start_notifications
 from ._schema import CancelReply, JobList, errors, install_openapi, update_body
+
+if TYPE_CHECKING:
+    from ..core.store_redis import RedisStore
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -114,20 +118,31 @@ def create_app(
     notify_urls: Sequence[str] | None = None,
     notify_min_duration: float = 60.0,
     notify_window: float = 30.0,
+    store: str | None = None,
 ) -> FastAPI:
     """The hub as an ASGI app. ``token=None`` serves without auth (``run`` allows that on loopback only).
 
     ``app.state.broker`` is the broker; ``broker.close()`` ends every stream (``HubServer`` calls it as soon as
     shutdown starts, so open streams never hold the server up). ``notify_urls``: the Apprise URLs told when jobs
     end, by the extension's rules (``None``: ``APPRISE_URLS`` and Apprise's config files); bad rules raise
-    ValueError here.
+    ValueError here. ``store``: ``redis://HOST:PORT/DB`` keeps the jobs in Redis, shared by every hub started
+    on the same URL (needs the redis extra); None keeps them in this process's memory.
     """
     NotifyRules(min_duration=notify_min_duration, window=notify_window)  # refuse bad rules now, not at startup
-    broker = Broker(MemoryStore(), log_lines_kept=log_lines_kept, jobs_kept=jobs_kept, owner=owner or getpass.getuser())
+    shared = _open_store(store, log_lines_kept)
+    broker = Broker(
+        shared if shared is not None else MemoryStore(),
+        log_lines_kept=log_lines_kept,
+        jobs_kept=jobs_kept,
+        owner=owner or _os_user(),
+    )
+    if shared is not None:
+        shared.on_remote = broker.changed_elsewhere
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         task = asyncio.ensure_future(_expire_leases(broker, publisher_lease))
+        listening = asyncio.ensure_future(shared.listen()) if shared is not None else None
         # notify_urls None: APPRISE_URLS and Apprise's config files, as the extension reads them
         stop_notifying = start_notifications(
             broker, notify_urls, min_duration=notify_min_duration, window=notify_window
@@ -140,6 +155,11 @@ def create_app(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            if listening is not None and shared is not None:
+                listening.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listening
+                shared.close()
 
     app = FastAPI(
         title="jupyter-sse hub",
@@ -260,6 +280,20 @@ def create_app(
     return app
 
 
+def _open_store(url: str | None, log_lines_kept: int) -> RedisStore | None:
+    """The shared store ``url`` names, or None for memory. Raises ValueError for a URL it cannot use, and
+    StoreUnavailable when Redis cannot be reached."""
+    if url is None:
+        return None
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"--store must be a Redis URL (redis://HOST:PORT/DB), not {url!r}")
+    try:
+        from ..core.store_redis import RedisStore
+    except ImportError as exc:
+        raise ValueError(f"a Redis store needs the redis extra: pip install 'jupyter-sse[redis]' ({exc})") from exc
+    return RedisStore(url, log_lines_kept=log_lines_kept)
+
+
 async def _read_body(request: Request) -> bytes:
     """The body, refused with 413 as soon as it is known to be over 1 MiB (before it is all read)."""
     too_large = ProtocolError(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
@@ -281,4 +315,5 @@ async def _expire_leases(broker: Broker, lease: float) -> None:
     period = max(0.5, min(5.0, lease / 4))
     while True:
         await asyncio.sleep(period)
-        broker.expire_leases(lease)
+        with contextlib.suppress(StoreUnavailable):  # the store is away: the next round marks them
+            broker.expire_leases(lease)

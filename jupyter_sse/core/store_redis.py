@@ -1,0 +1,408 @@
+"""Jobs in Redis, so that any number of hub processes on one Redis act as one hub.
+
+Each process keeps every entry in memory, as ``MemoryStore`` does, and reads only from there; Redis holds the
+truth that all of them share:
+
+- ``{prefix}jobs``: a hash of every job's latest snapshot (with its sequence numbers), ``{prefix}log:{id}`` its
+  retained log lines; a process that starts loads them.
+- ``{prefix}events``: a Redis Stream with one entry per change (a snapshot and its new log lines, or a removal
+  with the job's final snapshot), capped at ``stream_kept`` entries. Every process follows it and applies the
+  other processes' changes to its memory, then wakes its own subscribers (``on_remote``).
+- ``{prefix}seq``: the counter every event id comes from (``INCR``), so ids are global: a client that resumes
+  with ``Last-Event-ID`` on another process resumes from the same history. ``{prefix}epoch`` names it.
+- ``{prefix}lock``: held by a process from the first id of a change until that change is written (with a
+  timeout, for a process that dies holding it). It makes the stream's order the ids' order: a process takes
+  it, reads the stream up to its end (so it knows every change with a smaller id), then hands out ids and
+  writes. Without it, a change with id 100 could reach another process after one with id 101, and a subscriber
+  already at 101 would never be sent it.
+
+Every change is written before the next one starts, so what one process's subscribers see, the others' see
+within a stream read. A write that fails raises ``StoreUnavailable`` where the change promises something (the
+broker undoes it and the client gets 503), and is retried every second otherwise.
+
+"Acknowledged means stored" holds as far as Redis keeps what it acknowledged: run it with ``appendonly yes`` and
+``appendfsync always`` (every write on disk before Redis answers). With the default ``appendfsync everysec`` a
+crash of Redis (not of a hub) may lose the last second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from .broker import Event
+from .model import Job
+from .store import JobEntry, MemoryStore, StoreUnavailable
+
+__all__ = ["RedisStore"]
+
+_log = logging.getLogger("jupyter_sse")
+_FIELDS = tuple(Job.__dataclass_fields__)
+
+# Take the lock if it is free, and then hand back the stream after the given id: one round trip.
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    return redis.call('XRANGE', KEYS[2], '(' .. ARGV[3], '+')
+end
+return false
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def _stream_id(text: str) -> tuple[int, int]:
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _pairs(flat: list[Any]) -> dict[str, str]:
+    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+class RedisStore(MemoryStore):
+    """``MemoryStore`` shared through Redis with every other process on the same ``url`` and ``prefix``.
+
+    Raises ``StoreUnavailable`` when Redis cannot be reached at start. ``listen()`` must run on the broker's
+    loop for the other processes' changes to arrive; ``on_remote`` is told of them.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        log_lines_kept: int = 1000,
+        tombstones_kept: int = 2000,
+        stream_kept: int = 10_000,
+        prefix: str = "jupyter-sse:",
+        lock_timeout: float = 5.0,
+        socket_timeout: float = 2.0,
+    ) -> None:
+        super().__init__(tombstones_kept=tombstones_kept)
+        self.url = url
+        self.replica = secrets.token_hex(8)
+        self.fault: str | None = None  # why the last write failed; None once one succeeds again
+        # Told, on the broker's loop, of the entries another process changed (removed ones included).
+        self.on_remote: Callable[[dict[str, JobEntry]], None] | None = None
+        # Any: redis-py's annotations cover every protocol and decoding at once, which no caller can use.
+        self._redis: Any = redis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
+        )
+        self._socket_timeout = socket_timeout
+        self._log_lines_kept = log_lines_kept
+        self._stream_kept = stream_kept
+        self._lock_timeout = lock_timeout
+        self._k_jobs = prefix + "jobs"
+        self._k_log = prefix + "log:"
+        self._k_events = prefix + "events"
+        self._k_seq = prefix + "seq"
+        self._k_epoch = prefix + "epoch"
+        self._k_lock = prefix + "lock"
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._release = self._redis.register_script(_RELEASE)
+        self._held_until = 0.0  # monotonic time until which this process may count on holding the lock
+        self._pos = "0-0"  # the last stream entry applied
+        self._dirty: set[str] = set()
+        self._removed: list[tuple[str, int, str]] = []  # (job, seq, final snapshot) not yet written
+        self._written_log_seq: dict[str, int] = {}
+        try:
+            self._load()
+        except redis.RedisError as exc:
+            self._redis.close()
+            raise self._failed(exc) from exc
+
+    # ---- loading -------------------------------------------------------------------------------------------
+    def _load(self) -> None:
+        r: Any = self._redis
+        r.set(self._k_epoch, secrets.token_hex(4), nx=True)
+        self._lock()  # a consistent picture: nobody writes while it is read
+        try:
+            self._epoch = str(r.get(self._k_epoch))
+            self._seq = int(r.get(self._k_seq) or 0)
+            last = r.xrevrange(self._k_events, count=1)
+            self._pos = last[0][0] if last else "0-0"
+            rows = [json.loads(value) for value in r.hgetall(self._k_jobs).values()]
+            rows.sort(key=lambda row: row["change_seq"])
+            for row in rows:
+                entry = self._entry(row)
+                lines = r.lrange(self._k_log + entry.job.id, -self._log_lines_kept, -1)
+                entry.logs.extend((int(seq), line) for seq, line in map(json.loads, lines))
+                self._written_log_seq[entry.job.id] = entry.logs[-1][0] if entry.logs else 0
+                self._entries[entry.job.id] = entry
+            # Removals are known as far back as the stream goes: a cursor older than its first entry may have
+            # missed some (when the stream was ever trimmed).
+            info = r.xinfo_stream(self._k_events) if last else None
+            self._horizon = 0
+            if info is not None and int(info.get("entries-added", 0)) > int(info.get("length", 0)):
+                first = info["first-entry"]
+                self._horizon = int(first[1]["s"])
+            for _, fields in r.xrange(self._k_events, "-", "+") if last else ():
+                if fields.get("k") == "rm":
+                    self._tombstones.append((int(fields["s"]), fields["j"], self._final(fields["d"])))
+        finally:
+            self._unlock()
+
+    def _entry(self, row: dict[str, Any]) -> JobEntry:
+        entry = JobEntry(Job(**row["job"]), int(row["seq"]), self._log_lines_kept)
+        entry.change_seq = int(row["change_seq"])
+        entry.last_dropped_seq = int(row["dropped"])
+        entry.cancel_asked_at = row.get("cancel_at")
+        return entry
+
+    @staticmethod
+    def _final(data: str) -> Event:
+        row = json.loads(data)
+        return Event(int(row["seq"]), "job", _dumps(row["job"]))
+
+    # ---- the lock ------------------------------------------------------------------------------------------
+    def _lock(self) -> None:
+        """Hold the write lock, and apply every change written before it was taken."""
+        if time.monotonic() < self._held_until:
+            return
+        deadline = time.monotonic() + self._lock_timeout
+        while True:
+            try:
+                found = self._acquire(
+                    keys=[self._k_lock, self._k_events],
+                    args=[self.replica, int(self._lock_timeout * 1000), self._pos],
+                )
+            except redis.RedisError as exc:
+                raise self._failed(exc) from exc
+            if found is not None:
+                # Half the timeout: past that, another process may have taken it over, and this one asks again.
+                self._held_until = time.monotonic() + self._lock_timeout / 2
+                self._apply_remote([(str(item[0]), _pairs(item[1])) for item in found])
+                return
+            if time.monotonic() > deadline:
+                raise StoreUnavailable(f"the Redis store's write lock was not free within {self._lock_timeout:g} s")
+            time.sleep(0.0005)
+
+    def _unlock(self) -> None:
+        if self._held_until:
+            self._held_until = 0.0
+            with contextlib.suppress(redis.RedisError):
+                self._release(keys=[self._k_lock], args=[self.replica])
+
+    # ---- the Store calls -----------------------------------------------------------------------------------
+    def next_seq(self) -> int:
+        self._lock()
+        try:
+            seq = int(self._redis.incr(self._k_seq))
+        except redis.RedisError as exc:
+            self._unlock()
+            raise self._failed(exc) from exc
+        self._seq = max(self._seq, seq)
+        return seq
+
+    def put(self, entry: JobEntry) -> None:
+        super().put(entry)
+        self._dirty.add(entry.job.id)
+
+    def discard(self, job_id: str) -> None:
+        super().discard(job_id)
+        self._dirty.discard(job_id)
+
+    def remove(self, job_id: str, seq: int, final: object = None) -> None:
+        entry = self._entries.get(job_id)
+        super().remove(job_id, seq, final)
+        self._dirty.discard(job_id)
+        if entry is not None:
+            data = final.data if isinstance(final, Event) else _dumps(entry.job.to_dict())
+            final_id = final.id if isinstance(final, Event) else entry.seq
+            self._removed.append((job_id, seq, f'{{"seq":{final_id},"job":{data}}}'))
+
+    def sync(self, *, removing: Iterable[str] = ()) -> None:
+        gone = [job_id for job_id in removing if job_id in self._entries]
+        if gone:
+            self._lock()
+            try:
+                pipe = self._redis.pipeline(transaction=True)
+                pipe.hdel(self._k_jobs, *gone)
+                pipe.delete(*(self._k_log + job_id for job_id in gone))
+                pipe.execute()
+            except redis.RedisError as exc:
+                self._unlock()
+                raise self._failed(exc) from exc
+            return  # the removal's tombstone follows, with the change that removes it (the lock is still held)
+        if self._dirty or self._removed:
+            self._write()
+
+    def commit(self) -> None:
+        if self._dirty or self._removed:
+            with contextlib.suppress(StoreUnavailable):
+                self._write()
+        self._unlock()
+
+    def flush(self) -> None:
+        """Write what an earlier write could not (Redis was away), with new ids: subscribers elsewhere may be
+        past the old ones by now."""
+        if not (self._dirty or self._removed):
+            return
+        self._lock()
+        retried = set(self._dirty)
+        try:
+            for job_id in retried:
+                entry = self._entries.get(job_id)
+                if entry is not None:
+                    entry.seq = entry.change_seq = int(self._redis.incr(self._k_seq))
+                    self._seq = max(self._seq, entry.seq)
+                    entry.event = None
+                    self._place(entry)
+        except redis.RedisError as exc:
+            self._unlock()
+            raise self._failed(exc) from exc
+        self._write()
+        if self.on_remote is not None:  # this process's own subscribers hear of the new snapshots too
+            self.on_remote({job_id: e for job_id in retried if (e := self._entries.get(job_id)) is not None})
+
+    def _write(self) -> None:
+        """Write every pending change in one transaction, then let go of the lock."""
+        dirty = [job_id for job_id in self._dirty if job_id in self._entries]
+        removed = list(self._removed)
+        pipe: Any = self._redis.pipeline(transaction=True)
+        new_logs: dict[str, int] = {}
+        for job_id in dirty:
+            entry = self._entries[job_id]
+            row = (
+                f'{{"seq":{entry.seq},"change_seq":{entry.change_seq},"dropped":{entry.last_dropped_seq},'
+                f'"cancel_at":{_dumps(entry.cancel_asked_at)},"job":{_dumps(entry.job.to_dict())}}}'
+            )
+            done = self._written_log_seq.get(job_id, 0)
+            lines = [(seq, line) for seq, line in entry.logs if seq > done]
+            pipe.hset(self._k_jobs, job_id, row)
+            if lines:
+                key = self._k_log + job_id
+                pipe.rpush(key, *(_dumps(line) for line in lines))
+                pipe.ltrim(key, -self._log_lines_kept, -1)
+                new_logs[job_id] = lines[-1][0]
+            fields = {"r": self.replica, "k": "job", "j": job_id, "s": entry.change_seq, "d": row, "l": _dumps(lines)}
+            pipe.xadd(self._k_events, fields, maxlen=self._stream_kept, approximate=True)
+        for job_id, seq, final in removed:
+            pipe.hdel(self._k_jobs, job_id)
+            pipe.delete(self._k_log + job_id)
+            fields = {"r": self.replica, "k": "rm", "j": job_id, "s": seq, "d": final}
+            pipe.xadd(self._k_events, fields, maxlen=self._stream_kept, approximate=True)
+        try:
+            results = pipe.execute()
+        except redis.RedisError as exc:
+            self._unlock()
+            raise self._failed(exc) from exc
+        self.fault = None
+        if self._held_until and time.monotonic() < self._held_until:
+            # Nobody wrote since this process read the stream (it held the lock): its own entries are the last.
+            ids = [result for result in results if isinstance(result, str) and "-" in result]
+            if ids:
+                self._pos = ids[-1]
+        self._unlock()
+        self._dirty.difference_update(dirty)
+        del self._removed[: len(removed)]
+        self._written_log_seq.update(new_logs)
+        for job_id, _, _ in removed:
+            self._written_log_seq.pop(job_id, None)
+
+    def close(self) -> None:
+        """Write what is pending, if Redis takes it, and let go of the connection."""
+        try:
+            with contextlib.suppress(StoreUnavailable):
+                self.flush()
+        finally:
+            self._redis.close()
+
+    def _failed(self, exc: Exception) -> StoreUnavailable:
+        self.fault = f"{type(exc).__name__}: {exc}"
+        return StoreUnavailable(f"the Redis store at {self.url} cannot be reached ({exc}); nothing was changed")
+
+    # ---- the other processes' changes ----------------------------------------------------------------------
+    def _place(self, entry: JobEntry) -> None:
+        """Put an entry where its ``change_seq`` belongs: ``changed_since`` relies on that order."""
+        entries = self._entries
+        entries[entry.job.id] = entry
+        entries.move_to_end(entry.job.id)
+        newest_first = reversed(entries.values())
+        next(newest_first)
+        before = next(newest_first, None)
+        if before is not None and before.change_seq > entry.change_seq:  # rare: a write retried after a fault
+            ordered = sorted(entries.values(), key=lambda e: e.change_seq)
+            entries.clear()
+            entries.update((e.job.id, e) for e in ordered)
+
+    def _apply_remote(self, items: list[tuple[str, dict[str, str]]]) -> None:
+        touched: dict[str, JobEntry] = {}
+        pos = _stream_id(self._pos)
+        for stream_id, fields in items:
+            here = _stream_id(stream_id)
+            if here <= pos:
+                continue  # read twice: by the lock and by the listener
+            pos = here
+            self._pos = stream_id
+            if fields.get("r") == self.replica:
+                continue
+            job_id = fields["j"]
+            seq = int(fields["s"])
+            self._seq = max(self._seq, seq)
+            entry = self._entries.get(job_id)
+            if fields["k"] == "rm":
+                if entry is not None:
+                    MemoryStore.remove(self, job_id, seq, self._final(fields["d"]))
+                    self._dirty.discard(job_id)
+                    self._written_log_seq.pop(job_id, None)
+                    touched[job_id] = entry
+                continue
+            row = json.loads(fields["d"])
+            if entry is not None and entry.change_seq >= int(row["change_seq"]):
+                continue
+            fresh = self._entry(row)
+            if entry is None:
+                entry = fresh
+            else:
+                # In place: the broker may hold this entry (never across a change, but across an await).
+                for name in _FIELDS:
+                    setattr(entry.job, name, getattr(fresh.job, name))
+                entry.seq, entry.change_seq = fresh.seq, fresh.change_seq
+                entry.last_dropped_seq, entry.cancel_asked_at = fresh.last_dropped_seq, fresh.cancel_asked_at
+            entry.event = None
+            entry.heard = time.time()  # its publisher reported, to another process: the lease starts again
+            last = entry.logs[-1][0] if entry.logs else 0
+            for line_seq, line in json.loads(fields["l"]):
+                if line_seq > last:
+                    entry.logs.append((int(line_seq), str(line)))
+            self._written_log_seq[job_id] = entry.logs[-1][0] if entry.logs else 0
+            self._place(entry)
+            touched[job_id] = entry
+        if touched and self.on_remote is not None:
+            self.on_remote(touched)
+
+    async def listen(self, *, block_ms: int = 1000) -> None:
+        """Apply the other processes' changes as they are written, and retry failed writes, until cancelled."""
+        client: Any = aioredis.Redis.from_url(
+            self.url, decode_responses=True, socket_connect_timeout=self._socket_timeout
+        )
+        try:
+            while True:
+                try:
+                    found = await client.xread({self._k_events: self._pos}, count=1000, block=block_ms)
+                except (redis.RedisError, OSError):
+                    # Redis is away: subscribers keep their streams, publishers get 503 until it is back.
+                    await asyncio.sleep(0.5)
+                    found = []
+                for _, items in found or ():
+                    self._apply_remote([(str(stream_id), fields) for stream_id, fields in items])
+                if self._dirty or self._removed:
+                    with contextlib.suppress(StoreUnavailable):
+                        self.flush()
+        finally:
+            await client.aclose()
