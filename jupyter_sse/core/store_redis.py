@@ -48,14 +48,21 @@ __all__ = ["RedisStore"]
 _log = logging.getLogger("jupyter_sse")
 _FIELDS = tuple(Job.__dataclass_fields__)
 
-# Take the lock if it is free, and then hand back the stream after the given id: one round trip.
+# Take the lock if it is free, reserve a block of ids, and hand back the stream after the given id: one round trip.
+# None of it goes to the append-only file (REPL_NONE): with appendfsync always, a write there costs an fsync, and
+# this one needs none. The lock is gone after a restart of Redis, as it should be; the counter is written with the
+# change that uses its ids (``SET seq``, in the change's transaction), and ids nobody wrote may be handed out again.
 _ACQUIRE = """
+redis.set_repl(redis.REPL_NONE)
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-    return redis.call('XRANGE', KEYS[2], '(' .. ARGV[3], '+')
+    local top = redis.call('INCRBY', KEYS[3], ARGV[4])
+    return {top, redis.call('XRANGE', KEYS[2], '(' .. ARGV[3], '+')}
 end
 return false
 """
+_ID_BLOCK = 32  # ids reserved per change; the unused rest of a block is a gap, and ids only need to increase
 _RELEASE = """
+redis.set_repl(redis.REPL_NONE)
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
@@ -115,6 +122,7 @@ class RedisStore(MemoryStore):
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._release = self._redis.register_script(_RELEASE)
         self._held_until = 0.0  # monotonic time until which this process may count on holding the lock
+        self._next_id = self._top_id = 0  # the ids reserved while the lock is held: _next_id up to _top_id
         self._pos = "0-0"  # the last stream entry applied
         self._dirty: set[str] = set()
         self._removed: list[tuple[str, int, str]] = []  # (job, seq, final snapshot) not yet written
@@ -129,8 +137,12 @@ class RedisStore(MemoryStore):
     def _load(self) -> None:
         r: Any = self._redis
         r.set(self._k_epoch, secrets.token_hex(4), nx=True)
+        newest = r.xrevrange(self._k_events, count=1)
+        self._pos = newest[0][0] if newest else "0-0"  # so that taking the lock does not read the whole stream
         self._lock()  # a consistent picture: nobody writes while it is read
         try:
+            self._entries.clear()  # what taking the lock applied is read again below
+            self._tombstones.clear()
             self._epoch = str(r.get(self._k_epoch))
             self._seq = int(r.get(self._k_seq) or 0)
             last = r.xrevrange(self._k_events, count=1)
@@ -177,15 +189,17 @@ class RedisStore(MemoryStore):
         while True:
             try:
                 found = self._acquire(
-                    keys=[self._k_lock, self._k_events],
-                    args=[self.replica, int(self._lock_timeout * 1000), self._pos],
+                    keys=[self._k_lock, self._k_events, self._k_seq],
+                    args=[self.replica, int(self._lock_timeout * 1000), self._pos, _ID_BLOCK],
                 )
             except redis.RedisError as exc:
                 raise self._failed(exc) from exc
             if found is not None:
                 # Half the timeout: past that, another process may have taken it over, and this one asks again.
                 self._held_until = time.monotonic() + self._lock_timeout / 2
-                self._apply_remote([(str(item[0]), _pairs(item[1])) for item in found])
+                self._top_id = int(found[0])
+                self._next_id = self._top_id - _ID_BLOCK + 1
+                self._apply_remote([(str(item[0]), _pairs(item[1])) for item in found[1]])
                 return
             if time.monotonic() > deadline:
                 raise StoreUnavailable(f"the Redis store's write lock was not free within {self._lock_timeout:g} s")
@@ -193,18 +207,24 @@ class RedisStore(MemoryStore):
 
     def _unlock(self) -> None:
         if self._held_until:
+            # The ids left of the block are given up: handed out later, they could come after other processes'.
             self._held_until = 0.0
+            self._next_id = self._top_id = 0
             with contextlib.suppress(redis.RedisError):
                 self._release(keys=[self._k_lock], args=[self.replica])
 
     # ---- the Store calls -----------------------------------------------------------------------------------
     def next_seq(self) -> int:
         self._lock()
-        try:
-            seq = int(self._redis.incr(self._k_seq))
-        except redis.RedisError as exc:
-            self._unlock()
-            raise self._failed(exc) from exc
+        if self._next_id > self._top_id:  # a change with many lines: another block, still under the lock
+            try:
+                self._top_id = int(self._redis.incrby(self._k_seq, _ID_BLOCK))
+            except redis.RedisError as exc:
+                self._unlock()
+                raise self._failed(exc) from exc
+            self._next_id = self._top_id - _ID_BLOCK + 1
+        seq = self._next_id
+        self._next_id += 1
         self._seq = max(self._seq, seq)
         return seq
 
@@ -258,13 +278,12 @@ class RedisStore(MemoryStore):
             for job_id in retried:
                 entry = self._entries.get(job_id)
                 if entry is not None:
-                    entry.seq = entry.change_seq = int(self._redis.incr(self._k_seq))
-                    self._seq = max(self._seq, entry.seq)
+                    entry.seq = entry.change_seq = self.next_seq()
                     entry.event = None
                     self._place(entry)
-        except redis.RedisError as exc:
+        except StoreUnavailable:
             self._unlock()
-            raise self._failed(exc) from exc
+            raise
         self._write()
         if self.on_remote is not None:  # this process's own subscribers hear of the new snapshots too
             self.on_remote({job_id: e for job_id in retried if (e := self._entries.get(job_id)) is not None})
@@ -296,18 +315,24 @@ class RedisStore(MemoryStore):
             pipe.delete(self._k_log + job_id)
             fields = {"r": self.replica, "k": "rm", "j": job_id, "s": seq, "d": final}
             pipe.xadd(self._k_events, fields, maxlen=self._stream_kept, approximate=True)
+        held = bool(self._held_until) and time.monotonic() < self._held_until
+        if held and self._top_id:  # only while the lock is surely ours: nobody else moved the counter
+            pipe.set(self._k_seq, self._top_id)  # the ids this change used, on disk with it (see _ACQUIRE)
+        if self._held_until:
+            self._release(keys=[self._k_lock], args=[self.replica], client=pipe)  # in the same transaction
         try:
             results = pipe.execute()
         except redis.RedisError as exc:
             self._unlock()
             raise self._failed(exc) from exc
         self.fault = None
-        if self._held_until and time.monotonic() < self._held_until:
+        if held:
             # Nobody wrote since this process read the stream (it held the lock): its own entries are the last.
             ids = [result for result in results if isinstance(result, str) and "-" in result]
             if ids:
                 self._pos = ids[-1]
-        self._unlock()
+        self._held_until = 0.0
+        self._next_id = self._top_id = 0
         self._dirty.difference_update(dirty)
         del self._removed[: len(removed)]
         self._written_log_seq.update(new_logs)
