@@ -60,7 +60,10 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
 end
 return false
 """
-_ID_BLOCK = 32  # ids reserved per change; the unused rest of a block is a gap, and ids only need to increase
+_BATCH_WINDOW = 0.005  # seconds progress may wait for the changes that follow it, to share their write
+_ID_BLOCK = (
+    256  # ids reserved per taking of the lock; the unused rest of a block is a gap, and ids only need to increase
+)
 _RELEASE = """
 redis.set_repl(redis.REPL_NONE)
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -125,6 +128,9 @@ class RedisStore(MemoryStore):
         self._next_id = self._top_id = 0  # the ids reserved while the lock is held: _next_id up to _top_id
         self._pos = "0-0"  # the last stream entry applied
         self._dirty: set[str] = set()
+        self._urgent: set[str] = set()  # changed in a way an answer promises (see sync)
+        self._saved: dict[str, tuple[str, bool]] = {}  # (state, cancel_requested) as last written
+        self._batch: asyncio.TimerHandle | None = None  # the write of progress held back, lock still held
         self._removed: list[tuple[str, int, str]] = []  # (job, seq, final snapshot) not yet written
         self._written_log_seq: dict[str, int] = {}
         try:
@@ -154,6 +160,7 @@ class RedisStore(MemoryStore):
                 lines = r.lrange(self._k_log + entry.job.id, -self._log_lines_kept, -1)
                 entry.logs.extend((int(seq), line) for seq, line in map(json.loads, lines))
                 self._written_log_seq[entry.job.id] = entry.logs[-1][0] if entry.logs else 0
+                self._saved[entry.job.id] = (entry.job.state, entry.job.cancel_requested)
                 self._entries[entry.job.id] = entry
             # Removals are known as far back as the stream goes: a cursor older than its first entry may have
             # missed some (when the stream was ever trimmed).
@@ -206,6 +213,9 @@ class RedisStore(MemoryStore):
             time.sleep(0.0005)
 
     def _unlock(self) -> None:
+        if self._batch is not None:
+            self._batch.cancel()
+            self._batch = None
         if self._held_until:
             # The ids left of the block are given up: handed out later, they could come after other processes'.
             self._held_until = 0.0
@@ -230,16 +240,30 @@ class RedisStore(MemoryStore):
 
     def put(self, entry: JobEntry) -> None:
         super().put(entry)
-        self._dirty.add(entry.job.id)
+        job = entry.job
+        self._dirty.add(job.id)
+        saved = self._saved.get(job.id)
+        if (
+            saved is None
+            or saved[0] != job.state
+            or saved[1] != job.cancel_requested
+            or (entry.logs and entry.logs[-1][0] > self._written_log_seq.get(job.id, 0))
+        ):
+            self._urgent.add(job.id)
+        else:
+            self._urgent.discard(job.id)
 
     def discard(self, job_id: str) -> None:
         super().discard(job_id)
         self._dirty.discard(job_id)
+        self._urgent.discard(job_id)
 
     def remove(self, job_id: str, seq: int, final: object = None) -> None:
         entry = self._entries.get(job_id)
         super().remove(job_id, seq, final)
         self._dirty.discard(job_id)
+        self._urgent.discard(job_id)
+        self._saved.pop(job_id, None)
         if entry is not None:
             data = final.data if isinstance(final, Event) else _dumps(entry.job.to_dict())
             final_id = final.id if isinstance(final, Event) else entry.seq
@@ -258,19 +282,43 @@ class RedisStore(MemoryStore):
                 self._unlock()
                 raise self._failed(exc) from exc
             return  # the removal's tombstone follows, with the change that removes it (the lock is still held)
-        if self._dirty or self._removed:
+        if self._urgent or self._removed:
             self._write()
 
     def commit(self) -> None:
-        if self._dirty or self._removed:
+        if self._urgent or self._removed:
             with contextlib.suppress(StoreUnavailable):
                 self._write()
+        elif self._dirty and self._held_until:
+            # Progress alone (as the SQLite store writes it behind): written a moment later with whatever
+            # follows, the lock held meanwhile so that ids stay in the stream's order. With publishers posting
+            # hundreds of times a second, one write then carries several changes.
+            if self._batch is None:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:  # no loop: a synchronous caller
+                    with contextlib.suppress(StoreUnavailable):
+                        self._write()
+                    return
+                self._batch = loop.call_later(_BATCH_WINDOW, self._write_batch)
+            return
         self._unlock()
+
+    def _write_batch(self) -> None:
+        self._batch = None
+        if self._held_until and (self._dirty or self._removed):
+            with contextlib.suppress(StoreUnavailable):  # left pending: flush() retries it
+                self._write()
+        else:
+            self._unlock()
 
     def flush(self) -> None:
         """Write what an earlier write could not (Redis was away), with new ids: subscribers elsewhere may be
         past the old ones by now."""
         if not (self._dirty or self._removed):
+            return
+        if self._batch is not None:  # a write held back, not failed: its ids are still in order
+            self._write_batch()
             return
         self._lock()
         retried = set(self._dirty)
@@ -333,7 +381,14 @@ class RedisStore(MemoryStore):
                 self._pos = ids[-1]
         self._held_until = 0.0
         self._next_id = self._top_id = 0
+        if self._batch is not None:
+            self._batch.cancel()
+            self._batch = None
         self._dirty.difference_update(dirty)
+        self._urgent.difference_update(dirty)
+        for job_id in dirty:
+            job = self._entries[job_id].job
+            self._saved[job_id] = (job.state, job.cancel_requested)
         del self._removed[: len(removed)]
         self._written_log_seq.update(new_logs)
         for job_id, _, _ in removed:
@@ -384,6 +439,8 @@ class RedisStore(MemoryStore):
                 if entry is not None:
                     MemoryStore.remove(self, job_id, seq, self._final(fields["d"]))
                     self._dirty.discard(job_id)
+                    self._urgent.discard(job_id)
+                    self._saved.pop(job_id, None)
                     self._written_log_seq.pop(job_id, None)
                     touched[job_id] = entry
                 continue
@@ -406,6 +463,7 @@ class RedisStore(MemoryStore):
                 if line_seq > last:
                     entry.logs.append((int(line_seq), str(line)))
             self._written_log_seq[job_id] = entry.logs[-1][0] if entry.logs else 0
+            self._saved[job_id] = (entry.job.state, entry.job.cancel_requested)
             self._place(entry)
             touched[job_id] = entry
         if touched and self.on_remote is not None:
@@ -426,7 +484,7 @@ class RedisStore(MemoryStore):
                     found = []
                 for _, items in found or ():
                     self._apply_remote([(str(stream_id), fields) for stream_id, fields in items])
-                if self._dirty or self._removed:
+                if (self._dirty or self._removed) and self._batch is None:
                     with contextlib.suppress(StoreUnavailable):
                         self.flush()
         finally:
