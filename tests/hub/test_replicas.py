@@ -3,7 +3,10 @@ lost when a replica or Redis goes away. Real redis-server, real hubs (uvicorn), 
 
 from __future__ import annotations
 
+import asyncio
+import json
 import statistics
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from jupyter_sse.core import Broker, parse_update_batch
 from jupyter_sse.core.store import StoreUnavailable
 from jupyter_sse.core.store_redis import RedisStore
 from jupyter_sse.hub import BackgroundHub
@@ -187,3 +191,60 @@ def test_cross_replica_latency(hubs: list[BackgroundHub]) -> None:
 def test_the_hub_refuses_a_store_it_cannot_use(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="Redis URL"):
         BackgroundHub(TOKEN, store=f"sqlite:///{tmp_path}/x").start()
+
+
+def test_concurrent_publishers_on_two_replicas_are_seen_whole_and_in_order_on_a_third(store_url: str) -> None:
+    """The write lock keeps the stream in id order: a subscriber on a third replica, whose cursor moves with every
+    event, never skips a change written concurrently through the other two."""
+    with (
+        BackgroundHub(TOKEN, store=store_url) as a,
+        BackgroundHub(TOKEN, store=store_url) as b,
+        BackgroundHub(TOKEN, store=store_url) as c,
+    ):
+        reader = StreamReader(c.url)
+        acked: dict[str, list[str]] = {"on-a": [], "on-b": []}
+
+        def publish(hub: BackgroundHub, job: str) -> None:
+            with httpx.Client(headers=AUTH, timeout=10) as client:
+                for n in range(40):
+                    body = {"jobs": [{"id": job, "n": n}], "logs": [{"job": job, "lines": [f"{job} {n}"]}]}
+                    if client.post(hub.url + "jupyter-sse/api/updates", json=body).status_code == 200:
+                        acked[job].append(f"{job} {n}")
+
+        try:
+            assert reader.connected.wait(10)
+            threads = [threading.Thread(target=publish, args=(hub, job)) for hub, job in ((a, "on-a"), (b, "on-b"))]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+            assert [len(lines) for lines in acked.values()] == [40, 40]
+            for job, lines in acked.items():
+                wait_for(lambda job=job: any(d["n"] == 39 for d in reader.jobs(job)), what=f"the end of {job} on C")
+                got = [x for _, name, d, _ in reader.events if name == "log" and d["job"] == job for x in d["lines"]]
+                assert got == lines
+            ids = [int(event_id) for event_id, *_ in reader.events]
+            assert ids == sorted(ids) and len(set(ids)) == len(ids)
+        finally:
+            reader.close()
+
+
+def test_a_change_first_applies_the_earlier_changes_of_other_replicas(store_url: str) -> None:
+    """No listener runs here: only taking the write lock brings replica A's change to B, before B's own."""
+
+    async def main() -> None:
+        store_a, store_b = RedisStore(store_url), RedisStore(store_url)
+        a, b = Broker(store_a), Broker(store_b)
+        store_b.on_remote = b.changed_elsewhere
+        sub = b.subscribe()
+        assert await sub.next_events(1) == []
+        a.apply(parse_update_batch(b'{"jobs": [{"id": "x", "n": 1}]}'))
+        b.apply(parse_update_batch(b'{"jobs": [{"id": "y", "n": 1}]}'))
+        events = await sub.next_events(1)
+        assert [(e.name, json.loads(e.data)["id"]) for e in events] == [("job", "x"), ("job", "y")]
+        assert events[0].id < events[1].id
+        assert store_a.epoch == store_b.epoch
+        store_a.close()
+        store_b.close()
+
+    asyncio.run(main())
