@@ -54,7 +54,11 @@ _FIELDS = tuple(Job.__dataclass_fields__)
 # change that uses its ids (``SET seq``, in the change's transaction), and ids nobody wrote may be handed out again.
 _ACQUIRE = """
 redis.set_repl(redis.REPL_NONE)
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+local mine = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+if not mine and redis.call('GET', KEYS[1]) == ARGV[1] then
+    mine = redis.call('PEXPIRE', KEYS[1], ARGV[2]) == 1  -- still ours: a process slower than it thought
+end
+if mine then
     local top = redis.call('INCRBY', KEYS[3], ARGV[4])
     return {top, redis.call('XRANGE', KEYS[2], '(' .. ARGV[3], '+')}
 end
@@ -99,7 +103,7 @@ class RedisStore(MemoryStore):
         tombstones_kept: int = 2000,
         stream_kept: int = 10_000,
         prefix: str = "jupyter-sse:",
-        lock_timeout: float = 5.0,
+        lock_timeout: float = 2.0,
         socket_timeout: float = 2.0,
     ) -> None:
         super().__init__(tombstones_kept=tombstones_kept)
