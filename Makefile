@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Jupyter refuses to run as root unless told; CI and containers run as root.
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: install demo test lint typecheck pytest bench bench-smoke
+.PHONY: install install-integrations demo test lint typecheck pytest bench bench-smoke
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
+# The libraries whose bars the capture tests drive (torch CPU, transformers, keras, lightning...): about 1.3 GB,
+# so only the tests install them, not the demo. torch's pin is in the same pip command as everything else, or
+# a later resolve could pull a CUDA build.
+$(VENV)/.integrations: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[test,integrations]"
+	touch $@
+
 install: $(VENV)/.installed
+
+install-integrations: $(VENV)/.integrations
 
 demo: install
 	cd notebooks && $(abspath $(BIN))/jupyter lab $(ROOT_FLAG) demo.ipynb
@@ -28,7 +37,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+pytest: install-integrations
 	scripts/ensure-chromium
 	scripts/ensure-redis
 	scripts/ensure-nginx

@@ -1,6 +1,8 @@
 """4. Memory of the Jupyter server with jupyter-sse: RSS growth per finished job kept (10,000 finished jobs, with
 ``jobs_kept`` raised so all are kept, one subscriber connected so the cached events exist too), and per running
-job fed 10,000 log lines (bounded by ``log_lines_kept``, default 1000). Per idle subscriber: see fanout.
+job fed 10,000 log lines (bounded by ``log_lines_kept``, default 1000), and per subscriber that never reads
+(raw sockets with a 4 KiB receive buffer, 5,000 jobs kept: a first sync of about 12 MB each), then after they
+closed. Per idle subscriber: see fanout.
 """
 
 from __future__ import annotations
@@ -20,9 +22,8 @@ def drain(srv: Server, stop: threading.Event) -> threading.Thread:
 
     def run() -> None:
         s = socket.create_connection((u.hostname, u.port))
-        s.sendall(
-            f"GET /jupyter-sse/api/events HTTP/1.1\r\nHost: x\r\nAuthorization: token {srv.token}\r\n\r\n".encode()
-        )
+        head = f"GET /jupyter-sse/api/events HTTP/1.1\r\nHost: {u.netloc}\r\nAuthorization: token {srv.token}\r\n\r\n"
+        s.sendall(head.encode())
         s.settimeout(0.2)
         while not stop.is_set():
             try:
@@ -116,6 +117,60 @@ def log_jobs(srv: Server, jobs: int, lines: int, kept_setting: int = 1000) -> di
         }
 
 
+def stalled_subscribers(srv: Server, jobs: int, subscribers: int) -> dict[str, Any]:
+    """Subscribers that never read, while 20 jobs change 10 times a second: RSS with them and after they close."""
+    u = urlsplit(srv.base)
+    for start in range(0, jobs, 250):
+        srv.request(
+            "POST",
+            "jupyter-sse/api/updates",
+            {
+                "jobs": [
+                    {"id": f"done-{i:06d}", "state": "succeeded", "message": f"{i} " + "x" * 2000}
+                    for i in range(start, min(start + 250, jobs))
+                ]
+            },
+        )
+    stop = threading.Event()
+
+    def churn() -> None:
+        n = 0
+        while not stop.is_set():
+            body = {"jobs": [{"id": f"run-{j}", "n": n, "total": 10**6} for j in range(20)]}
+            srv.request("POST", "jupyter-sse/api/updates", body)
+            n += 1
+            stop.wait(0.1)
+
+    churner = threading.Thread(target=churn, daemon=True)
+    churner.start()
+    drain(srv, stop)  # one reader, so that the snapshots all streams share are encoded before the baseline
+    rss0 = settle(srv)
+    socks = []
+    head = f"GET /jupyter-sse/api/events HTTP/1.1\r\nHost: {u.netloc}\r\nAuthorization: token {srv.token}\r\n\r\n"
+    for _ in range(subscribers):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect((u.hostname, u.port))
+        s.sendall(head.encode())
+        socks.append(s)
+    time.sleep(5 * SETTLE[0] + 2)  # the first syncs fill the kernel's buffers
+    rss1 = settle(srv)
+    for s in socks:
+        s.close()
+    time.sleep(3 + SETTLE[0])  # the heap is trimmed 2 s after the last close
+    rss2 = settle(srv)
+    stop.set()
+    churner.join()
+    return {
+        "jobs_kept": jobs,
+        "subscribers": subscribers,
+        "kib_per_stalled_subscriber": (rss1 - rss0) / 1024 / subscribers,
+        "rss_before_mib": rss0 / 2**20,
+        "rss_with_mib": rss1 / 2**20,
+        "rss_after_close_mib": rss2 / 2**20,
+    }
+
+
 def run(quick: bool) -> dict[str, Any]:
     SETTLE[0] = 0.3 if quick else 0.8
     n = 1000 if quick else 10_000
@@ -127,6 +182,8 @@ def run(quick: bool) -> dict[str, Any]:
             finished = finished_jobs(srv, n)
         with Server("jupyter") as srv:
             res = {"finished": finished, "logs": log_jobs(srv, 20, 10_000)}
+    with Server("jupyter", extra=["--SSEExtension.jobs_kept=5000", "--SSEExtension.send_timeout=600"]) as srv:
+        res["stalled"] = stalled_subscribers(srv, 5000, 50 if quick else 200)
     print(f"  memory: {res}", flush=True)
     return res
 

@@ -298,6 +298,15 @@ def markdown(r: dict[str, Any]) -> str:
             f"{f.get('finished_updates_per_s', 0):,.0f} jobs/s) | {f['kib_per_job']:.2f} KiB | "
             f"< 4 KiB | {verdict(f['kib_per_job'] < 4)} |"
         )
+        st = mem.get("stalled")
+        if isinstance(st, dict):
+            back = st["rss_after_close_mib"] <= 1.1 * st["rss_before_mib"]
+            lines.append(
+                f"| per subscriber that never reads ({st['subscribers']:,}, {st['jobs_kept']:,} jobs kept) | "
+                f"{st['kib_per_stalled_subscriber']:.0f} KiB; RSS {st['rss_before_mib']:.0f} → "
+                f"{st['rss_with_mib']:.0f} → {st['rss_after_close_mib']:.0f} MiB after they close | "
+                f"< 64 KiB, back within 10% | {verdict(st['kib_per_stalled_subscriber'] < 64 and back)} |"
+            )
         bounded = lg["kib_per_job_at_end"] <= 1.5 * lg["kib_per_job_at_kept"] + 16
         lines.append(
             f"| per running job, {lg['lines_per_job']:,} log lines (log_lines_kept={lg['log_lines_kept']}) | "

@@ -15,7 +15,19 @@ if TYPE_CHECKING:
     from .kernel import JobCancelled, Progress, job, progress, submit, tqdm, trange
     from .widget import JobWidget
 
-__all__ = ["JobCancelled", "JobWidget", "Progress", "__version__", "job", "progress", "submit", "tqdm", "trange"]
+__all__ = [
+    "JobCancelled",
+    "JobWidget",
+    "Progress",
+    "__version__",
+    "job",
+    "load_ipython_extension",
+    "progress",
+    "submit",
+    "tqdm",
+    "trange",
+    "unload_ipython_extension",
+]
 
 _LAZY = {name: ".kernel" for name in ("JobCancelled", "Progress", "job", "progress", "submit", "tqdm", "trange")}
 _LAZY["JobWidget"] = ".widget"
@@ -30,6 +42,20 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value
+
+
+def load_ipython_extension(shell: Any) -> None:
+    """``%load_ext jupyter_sse``: the progress bars libraries draw (tqdm, Trainer, Keras...) become jobs."""
+    from .capture import load_ipython_extension as load
+
+    load(shell)
+
+
+def unload_ipython_extension(shell: Any) -> None:
+    """``%unload_ext jupyter_sse``: every library's bars are drawn as before."""
+    from .capture import unload_ipython_extension as unload
+
+    unload(shell)
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from tests._servers import ServerProcess, free_port
 
 pytest_plugins = ("pytest_jupyter.jupyter_server", "tests._scripted_server", "tests._notify_targets")
 
-_ENV = ("JUPYTER_SSE_URL", "JUPYTER_SSE_TOKEN")
+_ENV = ("JUPYTER_SSE_URL", "JUPYTER_SSE_TOKEN", "JUPYTER_SSE_CAPTURE")
 
 
 @pytest.fixture(autouse=True)

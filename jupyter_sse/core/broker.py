@@ -31,10 +31,12 @@ from .model import FINAL_STATES, TERMINAL_STATES, Job, JobUpdate, UpdateBatch, c
 from .sse import encode_event
 from .store import JobEntry, MemoryStore, Store, StoreUnavailable
 
-__all__ = ["Broker", "Event", "Subscription"]
+__all__ = ["MAX_EVENTS_PER_READ", "Broker", "Event", "Subscription"]
 
 _EVENT_ID = re.compile(r"[0-9]{1,30}")  # not str.isdigit(): that accepts "²" and other non-ASCII digits
 _WINDOW_PER_PASS = 2.0  # see Broker._timed_wake
+# The most events one read hands a subscriber (2 KiB of references); a longer backlog is read in turns.
+MAX_EVENTS_PER_READ = 256
 _NULLABLE = frozenset({"total", "rate", "error", "kernel_id", "cell_id", "path", "parent"})
 _log = logging.getLogger("jupyter_sse")
 
@@ -157,10 +159,47 @@ class Subscription:
         if self.done:
             return []
         events = self._broker._collect(self)
+        if len(events) > MAX_EVENTS_PER_READ and not self.done:
+            # A newcomer to a large history: the rest is read again from the cursor once these are sent, so what
+            # a subscriber holds between reads stays bounded whatever the number of jobs kept. Events go out in
+            # id order, so the cursor still means "everything up to here". (A subscription that ended in this
+            # read is one job's stream, a handful of events: it is never cut.)
+            del events[MAX_EVENTS_PER_READ:]
+            self._woken = True
         if events:
             self.cursor = events[-1].id
             self._broker.metrics.events_delivered += len(events)
         return events
+
+    @property
+    def parked(self) -> bool:
+        """Waiting in ``next_events`` with nothing unread, a writer set and no end condition: the broker may
+        then write its new events itself (``try_write``) instead of waking it."""
+        return (
+            self._writer is not None
+            and self._waiter is not None
+            and not self._woken
+            and not self.done
+            and self.end_with_job is None
+        )
+
+    def try_write(self, frame: bytes, last_id: int) -> bool:
+        """Hand ``frame`` (the events up to ``last_id``) to the writer; on refusal, wake the subscriber instead.
+
+        The writer refuses, without raising, when it cannot take the frame at once (a socket still sending, a
+        closed stream, a frame over its bound); the subscriber then reads from its cursor the usual way, which
+        conflates whatever it missed into the latest snapshots.
+        """
+        writer = self._writer
+        try:
+            written = writer is not None and writer(frame)
+        except Exception:  # a writer must not raise; if it does, this subscriber takes the usual path
+            written = False
+        if written:
+            self.cursor = last_id
+        else:
+            self.wake()
+        return written
 
     def close(self) -> None:
         if not self.done:
@@ -622,10 +661,9 @@ class Broker:
     def _deliver(
         self, sub: Subscription, frames: dict[tuple[frozenset[str] | None, int], tuple[bytes, int, int] | None]
     ) -> None:
-        writer = sub._writer
-        # Only a subscriber parked in next_events, with nothing unread and no end condition, is written to here;
-        # any other is woken and reads from its cursor, which covers a stream that ends, lags or resumes.
-        if writer is None or sub._waiter is None or sub._woken or sub.done or sub.end_with_job is not None:
+        # Only a parked subscriber is written to here; any other is woken and reads from its cursor, which covers
+        # a stream that ends, lags or resumes.
+        if not sub.parked:
             sub.wake()
             return
         key = (sub.jobs, sub.cursor)
@@ -639,17 +677,8 @@ class Broker:
                 return
             frames[key] = (b"".join(event.encode() for event in events), events[-1].id, len(events)) if events else None
         found = frames[key]
-        if found is None:
-            return  # none of its jobs changed since its cursor
-        try:
-            written = writer(found[0])
-        except Exception:  # a writer must not raise; if it does, that subscriber takes the usual path
-            written = False
-        if written:
-            sub.cursor = found[1]
+        if found is not None and sub.try_write(found[0], found[1]):  # None: none of its jobs changed
             self.metrics.events_delivered += found[2]
-        else:
-            sub.wake()
 
     def close(self) -> None:
         """End every subscription (server shutdown): their streams finish instead of hanging."""

@@ -8,6 +8,7 @@ subclass, so they import tqdm) load on first use.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
 
 from ._errors import JobCancelled
@@ -17,6 +18,12 @@ from .submit import SubmittedJob, submit
 
 if TYPE_CHECKING:
     from ._tqdm import tqdm, trange
+
+# A process started by a kernel that captures the libraries' bars (a worker) captures them too.
+if os.environ.get("JUPYTER_SSE_CAPTURE") == "1":
+    from ..capture import enable as _enable_capture
+
+    _enable_capture()
 
 __all__ = ["JobCancelled", "JobHandle", "Progress", "SubmittedJob", "job", "progress", "submit", "tqdm", "trange"]
 

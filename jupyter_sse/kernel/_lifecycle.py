@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 from typing import Any
 
-from . import context
+from . import _fork, _propagate, context
 from ._errors import JobCancelled
 from ._state import END_LOCK, TERMINAL, JobState
 from .display import make_display
@@ -38,18 +39,24 @@ def start_job(job: JobState) -> None:
         job.kernel_id = context.kernel_id()
         job.cell_id = context.cell_id()
         job.path = context.notebook_path()
-        job.parent = context.current_parent()
+        _propagate.install()
+        outer = context.current_job()
+        job.outer = outer
+        job.parent = None if outer is None else outer.id
         job.stack = context.push_job(job)
         job.thread = threading.get_ident()
         shell = context.ipython_shell()
-        if shell is not None and threading.current_thread() is threading.main_thread():
+        # a forked child runs no cells: no post_run_cell will come to settle its loops
+        if shell is not None and threading.current_thread() is threading.main_thread() and not _fork.forked():
             job.exec_count = getattr(shell, "execution_count", None)
             context.on_post_run_cell(shell, _post_run_cell)
-        display = make_display(job)
-        try:
-            display.start(job)
-        except Exception:
-            _log.debug("jupyter-sse: display start failed", exc_info=True)
+        # a forked child of a kernel shares the kernel's output channels, which only the kernel may use
+        display = None if _fork.forked_kernel_child() else make_display(job)
+        if display is not None:
+            try:
+                display.start(job)
+            except Exception:
+                _log.debug("jupyter-sse: display start failed", exc_info=True)
         job.display = display
         get_publisher().add(job)
     except Exception:
@@ -76,6 +83,8 @@ def end_job(
             job.message = message
         job.stopping = False
         job.end = time.monotonic()
+        # an ended job points at a running one: a chain of ended jobs (bars closed out of order) is never kept
+        job.outer = context.live(job.outer)
     if job.pid != os.getpid():
         return True
     try:
@@ -89,8 +98,9 @@ def end_job(
                 _log.debug("jupyter-sse: display finish failed", exc_info=True)
         pub = job.publisher
         if pub is not None:
-            # only the outermost job waits: an inner loop that ends a thousand times must not wait each time
-            pub.job_ended(job, wait=wait and job.parent is None)
+            # only the outermost job of this process waits: an inner loop that ends a thousand times must not
+            # wait each time, but a child process's job must (the process may end with os._exit right after)
+            pub.job_ended(job, wait=wait and not _nested_here(job))
     except Exception:
         _log.debug("jupyter-sse: ending job %s failed", job.id, exc_info=True)
     return True
@@ -105,6 +115,17 @@ def end_early(job: JobState) -> None:
         total = job.total
         reached = _fmt(job.count) + (f"/{_fmt(total)}" if total is not None else "")
     end_job(job, "succeeded", message=f"stopped early at {reached}")
+
+
+def _nested_here(job: JobState) -> bool:
+    """True if an enclosing job of this same process is still running (it will wait for the flush)."""
+    outer = job.outer
+    pid = job.pid
+    while outer is not None:
+        if outer.pid == pid and not outer.ended:
+            return True
+        outer = outer.outer
+    return False
 
 
 def _fmt(x: float) -> str:
@@ -134,12 +155,20 @@ def left_by_exception(job: JobState) -> None:
         job,
         "failed",
         error={"type": "Exception", "message": "the loop exited by an exception"},
-        wait=False,
+        # a forked child may leave with os._exit right after: send it first (bounded), as any child's job ends
+        wait=_fork.forked(),
     )
+
+
+def _after_fork_in_child() -> None:
+    # the parent's loops waiting for post_run_cell are not the child's to settle
+    _stopping.clear()
 
 
 def _post_run_cell(result: Any) -> None:
     """IPython's post_run_cell: settle the jobs of the cell that ended."""
+    # the cell is over: a bar it left open is not the parent of later cells' work (cells share one context)
+    context.clear_current()
     try:
         exc = getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec", None)
         count = getattr(result, "execution_count", None)
@@ -167,3 +196,8 @@ def _post_run_cell(result: Any) -> None:
                     end_job(job, state, error=cell_error)
     except Exception:
         _log.debug("jupyter-sse: post_run_cell failed", exc_info=True)
+
+
+# child processes started before the first job (a cluster made in an early cell) inherit the kernel id too
+with contextlib.suppress(Exception):
+    context.export_kernel_id()

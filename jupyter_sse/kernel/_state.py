@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+# re-made in a forked child (``_fork``): another thread may hold it at fork time and never release the copy
 END_LOCK = threading.RLock()
 # fields compared to decide whether a job changed; elapsed and rate ride along with any update
 CORE_FIELDS = (
@@ -142,6 +143,7 @@ class JobState:
         "metadata",
         "name",
         "options",
+        "outer",
         "parent",
         "path",
         "pid",
@@ -184,6 +186,7 @@ class JobState:
         self.cell_id: str | None = None
         self.path: str | None = None
         self.parent: str | None = None
+        self.outer: Any = None  # the enclosing job where this one started (JobState, RemoteParent or None)
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.cancel_requested = False
         self.stopping = False  # left by an exception, waiting to learn which (IPython's post_run_cell)
@@ -207,7 +210,7 @@ class JobState:
         self.display: Any = None
         self.display_at = 0.0
         self.publisher: Any = None
-        self.stack: list[Any] | None = None
+        self.stack: Any = None  # the handle context.push_job gave, to pop it at the end
         self.thread = threading.get_ident()
         self.pid = os.getpid()  # a forked child (DataLoader worker) must not display or report our jobs
         self.exec_count: int | None = None
@@ -267,6 +270,21 @@ class JobState:
                     self.rate = self._ema_dn() / self._ema_dt()
         return n
 
+    def stalled_rate(self, now: float) -> float | None:
+        """The rate to report now: the moving average, or less once no step came for two steps' time.
+
+        The average only moves when n does, so a loop stuck in one step would go on reporting its old speed
+        (every lease renewal re-sends it). Past two steps' worth of silence, the rate is at most one step per
+        quiet time, falling towards 0 as the silence lasts.
+        """
+        rate = self.rate
+        if rate is None or rate <= 0:
+            return rate
+        quiet = now - self._last_t
+        if quiet * rate > 2:
+            return min(rate, 1 / quiet)
+        return rate
+
     def final_rate(self) -> float | None:
         """The summary rate of an ended job: the average over its whole run."""
         elapsed = self.elapsed()
@@ -325,7 +343,7 @@ class JobState:
         """Every JobUpdate field but ``id``, sanitized (finite numbers >= 0, bounded strings)."""
         ended = self.state in TERMINAL
         n = self.count if ended else self.sample(now)
-        rate = self.final_rate() if ended else self.rate
+        rate = self.final_rate() if ended else self.stalled_rate(now)
         return {
             "name": self.name,
             "state": self.state if ended else "running",

@@ -18,17 +18,16 @@ import atexit
 import contextlib
 import json
 import logging
-import os
 import random
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
+from . import _fork  # noqa: F401  # registers the at-fork reset of this module too
 from ._state import CORE_FIELDS, END_LOCK, TERMINAL, JobState
+from ._transport import HTTPTransport, Transport
 from .discovery import ServerInfo, discover, flush_timeout
-
-if TYPE_CHECKING:
-    import http.client
 
 __all__ = ["Publisher", "PublisherStats", "configure", "get_publisher"]
 
@@ -55,6 +54,16 @@ class PublisherStats:
         return f"PublisherStats({self.__dict__})"
 
 
+class _NoTransport:
+    """The transport of a publisher with no server: it never sends."""
+
+    def post(self, path: str, body: bytes, headers: Any) -> tuple[int, bytes]:
+        raise ConnectionError("no server to publish to")
+
+    def close(self) -> None:
+        pass
+
+
 class Publisher:
     """Owns the jobs of this process. ``server=None``: no publishing, the thread only redraws displays."""
 
@@ -67,7 +76,12 @@ class Publisher:
         flush_timeout: float = 2.0,
         timeout: float = 5.0,
         max_backoff: float = 5.0,
+        transport: Transport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        threaded: bool = True,
     ) -> None:
+        """``transport``: how requests are sent (default: HTTP to ``server``); ``clock`` and ``threaded=False``
+        (no thread: the caller drives ``tick``) let tests examine the publisher's decisions step by step."""
         self.server = server
         self.interval = interval
         self.lease = lease
@@ -87,7 +101,11 @@ class Publisher:
         self._warned = False
         self._closed = False
         self._thread: threading.Thread | None = None
-        self._conn: http.client.HTTPConnection | None = None
+        self._threaded = threaded
+        self._clock = clock
+        if transport is None and server is not None:
+            transport = HTTPTransport(server.scheme, server.host, server.port, timeout=timeout)
+        self.transport: Transport = transport if transport is not None else _NoTransport()
 
     # -- called from user threads ---------------------------------------------------------------------------
 
@@ -96,7 +114,7 @@ class Publisher:
         job.publisher = self
         with self._cond:
             self._jobs[job.id] = job
-            if self._thread is None and not self._closed:
+            if self._thread is None and not self._closed and self._threaded:
                 needed = self.server is not None or (job.display is not None and job.display.live_interval)
                 if needed:
                     self._start_thread()
@@ -204,7 +222,7 @@ class Publisher:
 
     def tick(self, *, force: bool = False) -> None:
         """One round: sample every job, redraw live displays, send what changed (if it is time)."""
-        now = time.monotonic()
+        now = self._clock()
         jobs = self.jobs()
         for job in jobs:
             if job.state in TERMINAL:
@@ -343,7 +361,7 @@ class Publisher:
         self._last_ok = False
         delay = min(self.max_backoff, 0.1 * 2 ** (self._failures - 1))
         delay *= random.uniform(0.75, 1.25)  # jitter: kernels of one server do not retry in step
-        self._next_send = time.monotonic() + min(delay, self.max_backoff)
+        self._next_send = self._clock() + min(delay, self.max_backoff)
         _log.debug("jupyter-sse: sending updates failed (%s); retry in %.2fs", error, delay)
 
     def _apply_reply(self, reply: bytes) -> None:
@@ -359,47 +377,24 @@ class Publisher:
     # -- HTTP -------------------------------------------------------------------------------------------------
 
     def _close_conn(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
+        with contextlib.suppress(Exception):
+            self.transport.close()
 
     def _post(self, data: bytes) -> tuple[int, bytes]:
-        import http.client  # not at import time: a kernel that never publishes never loads it
-
         server = self.server
         assert server is not None
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if server.token:
             headers["Authorization"] = f"Bearer {server.token}"
-        for attempt in (0, 1):
-            reused = self._conn is not None
-            if self._conn is None:
-                cls = http.client.HTTPSConnection if server.scheme == "https" else http.client.HTTPConnection
-                self._conn = cls(server.host, server.port, timeout=self.timeout)
-            conn = self._conn
-            try:
-                conn.request("POST", server.updates_path, body=data, headers=headers)
-                resp = conn.getresponse()
-                reply = resp.read()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                self._close_conn()
-                if reused and attempt == 0:
-                    continue  # the server closed an idle keep-alive connection: one fresh try
-                raise
-            except Exception:
-                self._close_conn()
-                raise
-            if resp.will_close:
-                self._close_conn()
-            return resp.status, reply
-        raise ConnectionError("unreachable")  # pragma: no cover
+        return self.transport.post(server.updates_path, data, headers)
 
 
 # -- the process's publisher ----------------------------------------------------------------------------------
 
 _publisher: Publisher | None = None
 _publisher_lock = threading.Lock()
+# what configure() last set (server and options): a forked child makes its own publisher from it
+_settings: tuple[ServerInfo | None, dict[str, Any]] | None = None
 
 
 def get_publisher() -> Publisher:
@@ -409,7 +404,10 @@ def get_publisher() -> Publisher:
     if pub is None:
         with _publisher_lock:
             if _publisher is None:
-                _publisher = Publisher(discover(), flush_timeout=flush_timeout())
+                if _settings is None:
+                    _publisher = Publisher(discover(), flush_timeout=flush_timeout())
+                else:
+                    _publisher = Publisher(_settings[0], **_settings[1])
             pub = _publisher
     return pub
 
@@ -419,12 +417,13 @@ def configure(url: str | None = None, token: str | None = None, *, environ: bool
 
     Jobs that are running keep reporting to the publisher they started with.
     """
-    global _publisher
+    global _publisher, _settings
     server = discover() if environ else (ServerInfo.from_url(url, token) if url else None)
     options.setdefault("flush_timeout", flush_timeout())
     with _publisher_lock:
         old = _publisher
         pub = _publisher = Publisher(server, **options)
+        _settings = (server, options)
     if old is not None and not old.jobs():
         with contextlib.suppress(Exception):
             old.close(timeout=0.5)
@@ -432,10 +431,8 @@ def configure(url: str | None = None, token: str | None = None, *, environ: bool
 
 
 def _after_fork_in_child() -> None:
-    # the thread did not survive the fork, and the parent's jobs are not the child's to report
+    # called by _fork: the thread did not survive the fork, the connection is the parent's, and the parent's
+    # jobs are not the child's to report; the child publishes where the parent did, with a publisher of its own
     global _publisher
+    _publisher_lock._at_fork_reinit()  # type: ignore[attr-defined]
     _publisher = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -2,7 +2,7 @@
 
 The job is started from the caller's thread (so it records the running cell, the notebook path and the
 enclosing job, and its output lands in the cell that submitted it), then handed to a daemon thread that runs
-``fn``. In that thread the job is the bottom of the per-thread parent stack, so a ``progress()`` or ``job()``
+``fn``. In that thread the job is the current job (a context variable), so a ``progress()`` or ``job()``
 inside ``fn`` reports as its child. A cancel (``handle.cancel()``, the API, the Cancel button) is passed down to
 those children, so ``fn`` sees :class:`JobCancelled` at its next progress step.
 """
@@ -146,7 +146,7 @@ class SubmittedJob:
 
     def _run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         state = self._state
-        # this thread's parent stack starts from the submitted job: progress() inside fn becomes its child
+        # in this thread the submitted job is the current one: progress() inside fn becomes its child
         state.stack = context.push_job(state)
         state.thread = threading.get_ident()
         try:

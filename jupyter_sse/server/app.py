@@ -13,12 +13,15 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
+from tornado.ioloop import IOLoop
 from traitlets import Bool, Float, Int, List, Unicode, validate
 
 from .._version import __version__
+from ..capture import CAPTURE_ENV  # a name only: the capture's modules load in kernels, not here
 from ..core import Broker, MemoryStore
 from ..core.store import StoreUnavailable
 from ..core.store_sqlite import SQLiteStore, open_store
+from ._limits import StreamLimits, default_stream_limit, guard_accepts
 from ._monitor import Monitor
 from ._status import StatusHandler
 from .activity import ActivityTracker
@@ -98,6 +101,34 @@ class SSEExtension(ExtensionApp):
         help="Count an unfinished job as activity of the server (its last_activity, which JupyterHub's idle "
         "culler reads), so a long job that prints nothing is not culled as idle. Open event streams and their "
         "heartbeats never count as activity.",
+    )
+
+    # --- connection limits ---
+    max_event_streams = Int(
+        0,
+        config=True,
+        help="Event streams the server holds at once, in all; beyond it a new one is answered 503 with "
+        "Retry-After. 0: the process's open-file limit less a quarter of it (at least 256), which is kept for "
+        "kernels, files and API requests.",
+    )
+    max_event_streams_per_user = Int(
+        0,
+        config=True,
+        help="Event streams one user may hold at once (0: as many as max_event_streams). A browser tab holds one.",
+    )
+
+    @validate("max_event_streams", "max_event_streams_per_user")
+    def _check_stream_caps(self, proposal: Any) -> int:
+        if proposal["value"] < 0:
+            raise ValueError(f"{proposal['trait'].name} must be at least 0 (0: the default)")
+        return int(proposal["value"])
+
+    capture_progress = Bool(
+        False,
+        config=True,
+        help="Turn the progress bars libraries draw (tqdm in every form, transformers' Trainer, Keras, Lightning, "
+        "joblib, Dask) into jobs in every IPython kernel this server starts, as `%load_ext jupyter_sse` does in "
+        "one. Off by default: it changes how third-party code displays in kernels whose users did not ask for it.",
     )
 
     # --- notifications, metrics and the event bus (see _monitor.py) ---
@@ -228,7 +259,9 @@ class SSEExtension(ExtensionApp):
                     "heartbeat_interval": self.heartbeat_interval,
                     "send_timeout": self.send_timeout,
                     "retry_ms": self.retry_ms,
+                    "retry_after": max(1, -(-self.retry_ms // 1000)),
                 },
+                "jupyter_sse_stream_limits": self._stream_limits(),
             }
         )
         # The web app's own settings, which last_activity() reads: self.settings is only copied into them once.
@@ -244,6 +277,12 @@ class SSEExtension(ExtensionApp):
             asyncio.get_running_loop()
             self._start_tasks()
         self._ready = True
+
+    def _stream_limits(self) -> StreamLimits:
+        total = self.max_event_streams or default_stream_limit()
+        per_user = min(self.max_event_streams_per_user or total, total)
+        self.log.info("jupyter-sse: at most %d event streams (%d per user)", total, per_user)
+        return StreamLimits(total, per_user)
 
     def _make_store(self) -> MemoryStore:
         self._store_problem: str | None = None
@@ -345,6 +384,33 @@ class SSEExtension(ExtensionApp):
         # Kernels are started with a copy of the server's environment: this is how they find us.
         os.environ["JUPYTER_SSE_URL"] = self.kernel_url()
         os.environ["JUPYTER_SSE_TOKEN"] = self.publish_token
+        if self.capture_progress:
+            os.environ[CAPTURE_ENV] = "1"
+            self._load_extension_in_kernels()
+
+    def _load_extension_in_kernels(self) -> None:
+        # IPython reads no configuration from the environment, and the user's profile is theirs: the extension is
+        # named on the command line of the IPython kernels this server starts (``--ext``, IPython's
+        # ``extra_extensions``, which adds to the profile's extensions instead of replacing them). The kernel
+        # manager keeps the arguments for restarts.
+        manager = self.serverapp.kernel_manager if self.serverapp is not None else None
+        if manager is None or getattr(manager, "_jupyter_sse_capture", False):
+            return
+        start = manager.start_kernel
+        specs = self.serverapp.kernel_spec_manager if self.serverapp is not None else None
+
+        def start_kernel(*args: Any, **kwargs: Any) -> Any:
+            try:
+                name = kwargs.get("kernel_name") or manager.default_kernel_name
+                argv = specs.get_kernel_spec(name).argv if specs is not None else []
+                if any("ipykernel" in str(arg) for arg in argv):
+                    kwargs["extra_arguments"] = [*kwargs.get("extra_arguments", ()), "--ext=jupyter_sse"]
+            except Exception:  # an unknown kernel spec: the kernel manager reports it as it always does
+                pass
+            return start(*args, **kwargs)
+
+        manager.start_kernel = start_kernel  # type: ignore[method-assign]
+        setattr(manager, "_jupyter_sse_capture", True)  # noqa: B010  # not an attribute the class declares
 
     def kernel_url(self) -> str:
         """The base URL a kernel on this machine uses to reach the server (loopback when listening widely)."""
@@ -365,6 +431,8 @@ class SSEExtension(ExtensionApp):
             return  # it did not start (logged): no URL for kernels, no tasks over nothing
         self._export_environment()  # the port is final now (port retries)
         self._start_tasks()
+        # Out of descriptors, pause accepting rather than spin and log per attempt (see _limits.py).
+        guard_accepts(getattr(serverapp, "http_server", None), IOLoop.current(), self.log)
 
     async def stop_extension(self) -> None:
         # Also after a failed start, and whatever fails here: the server must stop within seconds of SIGTERM.

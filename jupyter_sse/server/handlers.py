@@ -8,7 +8,7 @@ import functools
 import hmac
 import json
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from http.client import responses
 from typing import Any, TypeVar, cast
 
@@ -23,6 +23,7 @@ from ..core import (
     MAX_BODY_BYTES,
     STATES,
     Broker,
+    Event,
     ProtocolError,
     Subscription,
     UpdateBatch,
@@ -31,6 +32,8 @@ from ..core import (
     is_valid_job_id,
     parse_update_batch,
 )
+from ._limits import StreamLimits
+from ._memory import TrimScheduler
 
 __all__ = ["handlers"]
 
@@ -191,7 +194,15 @@ def _relative_paths(batch: UpdateBatch, root_dir: str) -> UpdateBatch:
     return batch.model_copy(update={"jobs": jobs})
 
 
+# The most bytes of events a stream hands to the socket at once (or one event, if larger): what a client that
+# stops reading can make this process hold for it (beyond the kernel's socket buffer) until the send timeout.
+SEND_PIECE_BYTES = 8 * 1024
+# The largest frame the broadcast path writes; a larger one goes the loop's way, in pieces. What the socket does
+# not take of it stays queued as a view of the one frame every subscriber of that pass shares.
+BROADCAST_FRAME_BYTES = 64 * 1024
+
 _last_chunk: tuple[bytes, bytes] = (b"", b"")
+_trimmer = TrimScheduler()
 
 
 def _chunk(frame: bytes) -> bytes:
@@ -202,10 +213,30 @@ def _chunk(frame: bytes) -> bytes:
     return _last_chunk[1]
 
 
+def _pieces(events: list[Event], size: int) -> Iterator[bytes]:
+    """The events' frames in pieces of whole events, each at most ``size`` bytes unless one event alone is larger.
+
+    Whole events, so that every chunk on the wire ends at an event's end (what proxies and simple clients expect).
+    """
+    frames: list[bytes] = []
+    length = 0
+    for event in events:
+        frame = event.encode()
+        if frames and length + len(frame) > size:
+            yield b"".join(frames)
+            frames.clear()
+            length = 0
+        frames.append(frame)
+        length += len(frame)
+    if frames:
+        yield b"".join(frames)
+
+
 class EventsHandler(_Handler):
     """``GET events`` and ``GET jobs/{id}/events``: the SSE streams."""
 
     _subscription: Subscription | None = None
+    _refused = False
     # issue 8: an open stream (and its end, hours later) is not activity, or a forgotten tab would keep the
     # server from being culled; running jobs count through activity.py.
     _track_activity = False
@@ -214,6 +245,47 @@ class EventsHandler(_Handler):
     @authorized
     @_protocol_errors
     async def get(self, job_id: str | None = None) -> None:
+        limits = cast(StreamLimits, self.settings["jupyter_sse_stream_limits"])
+        user = self._stream_holder()
+        refusal = limits.refusal(user)
+        if refusal is not None:
+            self._refuse(refusal, limits)
+            return
+        limits.opened(user)
+        try:
+            await self._stream(job_id)
+        finally:
+            limits.closed(user)
+
+    def _refuse(self, refusal: str, limits: StreamLimits) -> None:
+        """503 with Retry-After; logged at a bounded rate, since clients at the cap come back again and again."""
+        self._refused = True
+        if limits.count_refusal():
+            self.log.warning(
+                "jupyter-sse refused event streams (%d since the last report): %s", limits.refused, refusal
+            )
+            limits.refused = 0
+        self.set_status(503)
+        self.set_header("Retry-After", str(self.settings["jupyter_sse_config"]["retry_after"]))
+        self.set_header("Content-Type", "application/json")
+        # Closed after the answer (tornado's own flag for it): a refused client kept alive would hold the
+        # descriptor the cap is there to save.
+        cast(Any, self.request.connection)._disconnect_on_finish = True
+        self.finish(json.dumps(ProtocolError(503, "too_many_streams", refusal).body()))
+
+    def _log(self) -> None:
+        # jupyter_server logs every 5xx at ERROR with the request's headers: for a refusal, logged above instead.
+        if not self._refused:
+            super()._log()
+
+    def _stream_holder(self) -> str:
+        """Whom a stream counts against: the user, except that requests with the server's token count as one
+        (jupyter_server names each of them a new anonymous user)."""
+        if self.identity_provider.is_token_authenticated(self):
+            return "\0token"
+        return str(getattr(self.current_user, "username", ""))
+
+    async def _stream(self, job_id: str | None) -> None:
         broker = self.broker
         last_event_id = self.request.headers.get("Last-Event-ID") or self.get_argument("last_event_id", None)
         if job_id is not None:
@@ -241,8 +313,19 @@ class EventsHandler(_Handler):
             while not sub.done:
                 events = await sub.next_events(config["heartbeat_interval"])
                 if events:
-                    self.write(b"".join(event.encode() for event in events))
-                elif not sub.done:
+                    # In pieces, each sent before the next is made: a large first sync to a client that does not
+                    # read never sits whole in this process, only the piece the kernel has not taken yet.
+                    for piece in _pieces(events, SEND_PIECE_BYTES):
+                        self.write(piece)
+                        del piece  # tornado keeps its own chunked copy until sent; ours would double it meanwhile
+                        await self._send(config["send_timeout"])
+                        # Let the loop run between pieces even when the socket took each at once: every write
+                        # leaves a resolved future and its callbacks queued on the loop, and thousands of them
+                        # (a first sync of thousands of jobs) were the peak of the process's memory. It also
+                        # lets other streams and requests in during a long first sync.
+                        await asyncio.sleep(0)
+                    continue
+                if not sub.done:
                     self.write(b": ping\n\n")
                 await self._send(config["send_timeout"])
         except (StreamClosedError, TimeoutError):
@@ -250,6 +333,7 @@ class EventsHandler(_Handler):
         finally:
             sub.set_writer(None)
             sub.close()
+            _trimmer.closed_one()
         if not self._finished:
             with contextlib.suppress(StreamClosedError):
                 self.finish()
@@ -262,8 +346,8 @@ class EventsHandler(_Handler):
         """
         connection = cast(HTTP1Connection, self.request.connection)
         stream = connection.stream
-        if self._finished or stream.closed() or stream.writing():
-            return False
+        if self._finished or stream.closed() or stream.writing() or len(frame) > BROADCAST_FRAME_BYTES:
+            return False  # a frame over the bound goes the loop's way, in pieces
         # Below tornado's HTTP layer: measured at 1,000 subscribers, its write path (RequestHandler.flush,
         # HTTP1Connection.write, two futures and IOStream's buffer per call) took about a third of the server's
         # time, more than the send itself. This is sound only because nothing is queued before it (checked above),
@@ -280,7 +364,9 @@ class EventsHandler(_Handler):
         else:
             sent = 0  # TLS: a write the SSL layer could not finish must be repeated as it was; SSLIOStream does that
         if sent < len(data):
-            stream.write(data[sent:])  # tries the socket again at once; what it does not take stays queued
+            # A view, not a copy: the frame is shared by every subscriber of this pass. Tries the socket again at
+            # once; what it does not take stays queued (at most one frame: the next is refused while it is).
+            stream.write(memoryview(data)[sent:])
         if stream.writing() and self._subscription is not None:
             # The client is not keeping up: wake the loop above, which waits for these bytes within send_timeout.
             self._subscription.wake()

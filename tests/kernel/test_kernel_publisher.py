@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -17,81 +17,9 @@ from jupyter_sse.kernel import JobCancelled, job, progress
 from jupyter_sse.kernel import publisher as publisher_mod
 from jupyter_sse.kernel._state import JobState
 from jupyter_sse.kernel.discovery import ServerInfo, discover
+from tests.kernel._recorder import Recorder, server
 
-
-class Recorder:
-    """What the fake server saw and how it answers."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-        self.paths: list[str] = []
-        self.fail_next = 0  # answer 500 to this many requests
-        self.status = 200
-        self.cancel: set[str] = set()
-        self.cancel_all = False
-        self.lock = threading.Lock()
-
-    def updates(self, job_id: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [u for b in self.bodies for u in b["jobs"] if u["id"] == job_id]
-
-    def merged(self, job_id: str) -> dict[str, Any]:
-        """The job as the server would hold it: every update applied in order."""
-        out: dict[str, Any] = {}
-        for update in self.updates(job_id):
-            out.update(update)
-        return out
-
-    def last_state(self, job_id: str) -> str | None:
-        states = [u["state"] for u in self.updates(job_id) if "state" in u]
-        return states[-1] if states else None
-
-    def lines(self, job_id: str) -> list[str]:
-        with self.lock:
-            return [
-                line for b in self.bodies for entry in b["logs"] if entry["job"] == job_id for line in entry["lines"]
-            ]
-
-
-@pytest.fixture
-def server() -> Iterator[tuple[Recorder, str]]:
-    rec = Recorder()
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            with rec.lock:
-                rec.paths.append(self.path)
-                rec.headers.append(dict(self.headers))
-                if rec.fail_next > 0:
-                    rec.fail_next -= 1
-                    status: int = 500
-                else:
-                    status = rec.status
-                    if status == 200:
-                        rec.bodies.append(json.loads(body))
-                ids = [u["id"] for u in json.loads(body)["jobs"]]
-                cancel = [i for i in ids if rec.cancel_all or i in rec.cancel]
-            reply = json.dumps({"cancel": cancel} if status == 200 else {"error": "invalid_update"}).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield rec, f"http://127.0.0.1:{httpd.server_address[1]}/base/"
-    httpd.shutdown()
-    httpd.server_close()
+__all__ = ["server"]  # the fixture, re-exported for pytest
 
 
 @pytest.fixture
@@ -333,3 +261,278 @@ def test_an_unchanged_running_job_is_resent_as_a_lease(server: tuple[Recorder, s
     finally:
         pub.close()
         publisher_mod.configure(None)
+
+
+# -- the publisher's decisions, through an injected transport: no sockets, no sleeps ----------------------------
+
+
+class ScriptedTransport:
+    """Records each request; answers from ``replies`` in order (the last one repeats); an exception raises."""
+
+    def __init__(self, *replies: tuple[int, bytes] | Exception) -> None:
+        self.replies: list[tuple[int, bytes] | Exception] = list(replies) or [(200, b'{"cancel": []}')]
+        self.requests: list[tuple[str, dict[str, Any], dict[str, str]]] = []
+        self.closed = 0
+
+    def post(self, path: str, body: bytes, headers: Any) -> tuple[int, bytes]:
+        self.requests.append((path, json.loads(body), dict(headers)))
+        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def close(self) -> None:
+        self.closed += 1
+
+    def jobs(self, i: int = -1) -> list[dict[str, Any]]:
+        return list(self.requests[i][1]["jobs"])
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def stepped(transport: ScriptedTransport, **options: Any) -> tuple[publisher_mod.Publisher, Clock]:
+    clock = Clock()
+    server = ServerInfo.from_url("http://127.0.0.1:9/base/", "tok")
+    pub = publisher_mod.Publisher(server, transport=transport, clock=clock, threaded=False, **options)
+    return pub, clock
+
+
+def running(pub: publisher_mod.Publisher, name: str = "j", total: float | None = 10) -> JobState:
+    state = JobState(name, total)
+    state.state = "running"
+    pub.add(state)
+    return state
+
+
+def test_one_request_carries_every_changed_job_then_only_what_changed() -> None:
+    transport = ScriptedTransport()
+    pub, clock = stepped(transport)
+    a, b, c = (running(pub, name) for name in "abc")
+    pub.tick()
+    assert len(transport.requests) == 1
+    path, body, headers = transport.requests[0]
+    assert path == "/base/jupyter-sse/api/updates"
+    assert headers["Authorization"] == "Bearer tok"
+    assert [u["id"] for u in body["jobs"]] == [a.id, b.id, c.id]
+    assert body["jobs"][0]["name"] == "a" and body["jobs"][0]["total"] == 10
+    pub.tick()
+    assert len(transport.requests) == 1  # nothing changed: nothing sent
+    b.count = 4
+    clock.now += 0.1
+    pub.tick()
+    (update,) = transport.jobs()
+    assert update["id"] == b.id and update["n"] == 4
+    assert set(update) == {"id", "n", "elapsed", "rate"}
+
+
+def test_more_jobs_than_one_request_may_carry_go_in_several() -> None:
+    transport = ScriptedTransport()
+    pub, _ = stepped(transport)
+    for i in range(publisher_mod.MAX_JOBS_PER_REQUEST + 5):
+        running(pub, f"j{i}")
+    pub.tick()
+    assert len(transport.jobs()) == publisher_mod.MAX_JOBS_PER_REQUEST
+    assert pub._wake  # asked to go again at once
+    pub.tick()
+    assert len(transport.jobs()) == 5
+
+
+def test_failures_back_off_exponentially_then_resend_the_latest_state() -> None:
+    transport = ScriptedTransport((500, b""), (503, b""), ConnectionRefusedError("refused"), (200, b"{}"))
+    pub, clock = stepped(transport)
+    j = running(pub)
+    delays = []
+    for _ in range(3):
+        pub.tick()
+        sent = len(transport.requests)
+        delay = pub._next_send - clock.now
+        delays.append(delay)
+        pub.tick()  # before the backoff delay: no request
+        assert len(transport.requests) == sent
+        clock.now += delay + 0.001
+    assert delays[0] < delays[1] < delays[2] <= pub.max_backoff
+    assert pub.stats.failed == 3 and pub.stats.last_error == "ConnectionRefusedError: refused"
+    j.count = 7
+    pub.tick()
+    assert pub.stats.succeeded == 1
+    assert transport.jobs()[0]["n"] == 7  # the latest state, not a queue of the failed ones
+    assert pub._next_send == 0.0
+
+
+def test_a_rejected_batch_is_dropped_and_a_retryable_status_is_not() -> None:
+    transport = ScriptedTransport((429, b""), (400, b'{"error": "invalid_update"}'), (200, b"{}"))
+    pub, clock = stepped(transport)
+    j = running(pub)
+    pub.tick()
+    assert pub.stats.failed == 1  # 429: retried
+    clock.now = pub._next_send
+    pub.tick()
+    assert pub.stats.rejected == 1  # 400: dropped, never retried
+    clock.now += 1
+    pub.tick()
+    assert len(transport.requests) == 2
+    j.count = 1
+    pub.tick()  # a later change is sent as usual
+    assert len(transport.requests) == 3
+
+
+def test_a_running_job_that_does_not_change_is_resent_each_lease() -> None:
+    transport = ScriptedTransport()
+    pub, clock = stepped(transport, lease=10.0)
+    j = running(pub)
+    pub.tick()
+    clock.now += 9.9
+    pub.tick()
+    assert len(transport.requests) == 1
+    clock.now += 0.2
+    pub.tick()
+    (lease,) = transport.jobs()
+    assert lease["id"] == j.id and set(lease) == {"id", "elapsed", "rate"}
+
+
+def test_the_final_state_is_sent_then_the_job_is_forgotten() -> None:
+    transport = ScriptedTransport((500, b""), (200, b"{}"))
+    pub, clock = stepped(transport)
+    j = running(pub)
+    j.count = 10
+    j.state = "succeeded"
+    pub.tick()
+    assert pub.get(j.id) is j  # not acknowledged: kept, to retry
+    clock.now = pub._next_send
+    pub.tick()
+    assert transport.jobs()[0]["state"] == "succeeded"
+    assert pub.get(j.id) is None
+
+
+def test_the_reply_asks_for_cancellation() -> None:
+    pub, _ = stepped(ScriptedTransport((200, b"")))
+    j = running(pub)
+    pub.transport = ScriptedTransport((200, json.dumps({"cancel": [j.id, "unknown"]}).encode()))
+    pub.tick()
+    assert j.cancel_requested
+
+
+def test_an_ending_loop_waits_for_its_final_state_through_the_transport() -> None:
+    transport = ScriptedTransport()
+    pub = publisher_mod.configure("http://127.0.0.1:9/", None, transport=transport, interval=0.02)
+    try:
+        p = quiet(range(20), desc="flushed")
+        for _ in p:
+            pass
+        # the loop's end waited: the final state went out before the loop returned
+        final = [u for _, body, _ in transport.requests for u in body["jobs"] if u["id"] == p.job_id]
+        assert final[-1]["state"] == "succeeded" and final[-1]["n"] == 20
+    finally:
+        pub.close()
+        publisher_mod.configure(None)
+    assert transport.closed >= 1
+
+
+# -- the default transport, over real sockets ---------------------------------------------------------------------
+
+
+class _OneShotServer:
+    """A raw HTTP/1.1 server: each connection answers ``per_connection`` requests, then is closed by the server
+    without saying so (as a server closes an idle keep-alive connection)."""
+
+    def __init__(self, per_connection: int) -> None:
+        self.per_connection = per_connection
+        self.connections = 0
+        self.requests = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            # the file made from the socket keeps it open: close both to really close the connection
+            with conn, conn.makefile("rb") as reader:
+                for _ in range(self.per_connection):
+                    head = b""
+                    while not head.endswith(b"\r\n\r\n"):
+                        line = reader.readline()
+                        if not line:
+                            break
+                        head += line
+                    if not head:
+                        break
+                    length = next(
+                        int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")
+                    )
+                    reader.read(length)
+                    self.requests += 1
+                    body = b'{"cancel": []}'
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                        + body
+                    )
+
+    def close(self) -> None:
+        # shutdown wakes the accept() blocked in the thread; close alone would leave the port listening
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(5)
+
+
+def test_http_transport_reuses_its_connection() -> None:
+    from jupyter_sse.kernel._transport import HTTPTransport
+
+    srv = _OneShotServer(per_connection=100)
+    transport = HTTPTransport("http", "127.0.0.1", srv.port, timeout=5)
+    try:
+        for _ in range(3):
+            assert transport.post("/x", b"{}", {"Content-Type": "application/json"}) == (200, b'{"cancel": []}')
+        assert (srv.connections, srv.requests) == (1, 3)
+    finally:
+        transport.close()
+        srv.close()
+
+
+def test_http_transport_retries_once_on_a_connection_the_server_closed() -> None:
+    from jupyter_sse.kernel._transport import HTTPTransport
+
+    srv = _OneShotServer(per_connection=1)
+    transport = HTTPTransport("http", "127.0.0.1", srv.port, timeout=5)
+    try:
+        for _ in range(3):
+            assert transport.post("/x", b"{}", {})[0] == 200
+        assert (srv.connections, srv.requests) == (3, 3)  # each reused one was found closed: a fresh one
+    finally:
+        transport.close()
+        srv.close()
+    with pytest.raises(OSError):
+        transport.post("/x", b"{}", {})  # nothing listens any more: the error reaches the publisher
+
+
+def test_a_stuck_loop_reports_a_falling_rate_not_its_old_speed() -> None:
+    job = JobState("stuck", 100)
+    job.state = "running"
+    t0 = job.start
+    for i in range(1, 11):  # 10 steps a second
+        job.count = i
+        job.sample(t0 + i * 0.1)
+    steady = job.wire_fields(t0 + 1.0)["rate"]
+    assert steady == pytest.approx(10, rel=0.01)
+    assert job.wire_fields(t0 + 1.15)["rate"] == steady  # one late step is not a stall
+    assert job.wire_fields(t0 + 6.0)["rate"] == pytest.approx(1 / 5.0)  # quiet 5 s: at most a step per 5 s
+    assert job.wire_fields(t0 + 61.0)["rate"] == pytest.approx(1 / 60.0)
+    job.count = 11  # the loop moves again: the rate is its moving average again (the long step included)
+    moved = job.wire_fields(t0 + 61.1)["rate"]
+    assert moved == job.rate
+    assert moved > 1 / 60.0

@@ -75,6 +75,17 @@ def _follow(run: NotebookRun) -> None:
     assert "to the end: succeeded 20/20, last log line 'step 19 done'" in _outputs(run)
 
 
+def _zero_code_change(run: NotebookRun) -> None:
+    # the Trainer's own bar, captured by %load_ext: 2 epochs of 4 steps, with the epoch and metrics as message
+    train = run.job("Trainer.train")
+    assert (train["state"], train["n"], train["total"], train["unit"]) == ("succeeded", 8, 8, "steps")
+    assert train["message"].startswith("epoch 2/2"), train["message"]
+    evaluations = [job for job in run.jobs if job.get("name") == "Trainer.evaluate"]
+    assert [(e["state"], e["parent"]) for e in evaluations] == [("succeeded", train["id"])] * 2, evaluations
+    html = [o for c in run.notebook.cells for o in c.get("outputs", ()) if "text/html" in o.get("data", {})]
+    assert html == [], "the Trainer's HTML bar is not shown"
+
+
 CHECKS: dict[str, Callable[[NotebookRun], None]] = {
     "01-basic-loop.ipynb": _basic_loop,
     "02-nested-bars.ipynb": _nested_bars,
@@ -82,6 +93,7 @@ CHECKS: dict[str, Callable[[NotebookRun], None]] = {
     "04-failure.ipynb": _failure,
     "05-cancellation.ipynb": _cancellation,
     "06-follow.ipynb": _follow,
+    "07-zero-code-change.ipynb": _zero_code_change,
 }
 
 

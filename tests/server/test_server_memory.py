@@ -1,0 +1,123 @@
+"""Subscribers that never read, against a real `jupyter server` process: each costs the server a bounded amount of
+memory whatever the number of jobs kept, and the memory comes back once they are gone (RSS read with psutil)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import psutil
+import pytest
+
+from tests._servers import TOKEN, ServerProcess
+
+pytestmark = pytest.mark.timeout(240)
+
+JOBS = 5000  # about 12 MB of snapshots: a first sync three times what the kernel's socket buffer takes
+SUBSCRIBERS = 200
+# Per subscriber, beyond the kernel's socket buffers. Measured: about 30 KiB, where a stream that holds its whole
+# first sync costs about 12 MiB (what the kernel does not take of 12 MB, and a copy).
+BUDGET = 64 * 1024
+
+
+def _raw_stream(port: int, receive_buffer: int = 4096) -> socket.socket:
+    """``GET events`` on a socket with a tiny receive buffer, that the test never reads."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.connect(("127.0.0.1", port))
+    head = f"GET /jupyter-sse/api/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: token {TOKEN}\r\n\r\n"
+    sock.sendall(head.encode())
+    return sock
+
+
+def _unsent_bytes(port: int) -> int:
+    """What the kernel holds unsent on the server's side of its connections (ss's Send-Q)."""
+    import subprocess
+
+    out = subprocess.run(["ss", "-tnH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    return sum(int(line.split()[2]) for line in out.splitlines() if line.strip())
+
+
+def _settled_rss(proc: psutil.Process, client: httpx.Client, url: str) -> int:
+    """RSS once the server has gone quiet: two reads 0.5 s apart that agree within 1%."""
+    last = -1
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        client.get(url)  # one round trip: whatever was scheduled before it has run
+        rss = int(proc.memory_info().rss)
+        if last > 0 and abs(rss - last) <= last // 100:
+            return rss
+        last = rss
+        time.sleep(0.5)
+    return last
+
+
+@contextmanager
+def _churn(client: httpx.Client, api: str) -> Iterator[None]:
+    """20 running jobs updated 10 times a second, for as long as the block runs."""
+    stop = threading.Event()
+
+    def run() -> None:
+        n = 0
+        while not stop.is_set():
+            body = {"jobs": [{"id": f"run{j}", "n": n, "total": 10**6, "message": f"step {n}"} for j in range(20)]}
+            assert client.post(api + "updates", json=body).status_code == 200
+            n += 1
+            stop.wait(0.1)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_subscribers_that_never_read_cost_bounded_memory_and_give_it_back(server_process: ServerProcess) -> None:
+    server_process.start(f"--SSEExtension.jobs_kept={JOBS}", "--SSEExtension.send_timeout=600")
+    assert server_process.proc is not None
+    proc = psutil.Process(server_process.proc.pid)
+    api = server_process.url + "jupyter-sse/api/"
+    with httpx.Client(headers=server_process.auth, timeout=90) as client:  # a loaded machine: slow, not broken
+        for start in range(0, JOBS, 250):
+            jobs = [
+                {"id": f"done{i}", "name": f"run {i}", "state": "succeeded", "message": f"{i} " + "x" * 2000}
+                for i in range(start, start + 250)
+            ]
+            assert client.post(api + "updates", json={"jobs": jobs}).status_code == 200
+        # One subscriber that reads everything, so that the snapshots every stream shares are encoded already.
+        with client.stream("GET", api + "events") as live:
+            received = 0
+            for chunk in live.iter_bytes():
+                received += len(chunk)
+                if received > JOBS * 2000:
+                    break
+        status = server_process.url + "api/status"
+        with _churn(client, api):
+            before = _settled_rss(proc, client, status)
+            socks = [_raw_stream(server_process.port) for _ in range(SUBSCRIBERS)]
+            try:
+                deadline = time.monotonic() + 60
+                while _unsent_bytes(server_process.port) < SUBSCRIBERS * 1_000_000:  # every first sync under way
+                    assert time.monotonic() < deadline, "the streams did not start"
+                    time.sleep(0.5)
+                during = _settled_rss(proc, client, status)
+            finally:
+                for sock in socks:
+                    sock.close()
+            deadline = time.monotonic() + 30
+            while len(proc.net_connections()) > 10 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            after = _settled_rss(proc, client, status)
+            unsent_after = _unsent_bytes(server_process.port)
+    per_subscriber = (during - before) / SUBSCRIBERS
+    print(f"RSS before {before >> 20} MiB, with {SUBSCRIBERS} {during >> 20} MiB, after {after >> 20} MiB")
+    assert per_subscriber < BUDGET, f"{per_subscriber / 1024:.0f} KiB per subscriber that does not read"
+    # What closed streams leave behind: nothing queued for them anywhere, and the memory given back.
+    assert unsent_after < 1_000_000, unsent_after
+    assert after < before * 1.10, f"RSS {before >> 20} MiB before, {after >> 20} MiB after they closed"
