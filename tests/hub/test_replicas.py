@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from jupyter_sse.cli import main
 from jupyter_sse.core import Broker, parse_update_batch
 from jupyter_sse.core.store import StoreUnavailable
 from jupyter_sse.core.store_redis import RedisStore
@@ -248,3 +249,14 @@ def test_a_change_first_applies_the_earlier_changes_of_other_replicas(store_url:
         store_b.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("store", "says"),
+    [("sqlite:///jobs.db", "must be a Redis URL"), ("redis://127.0.0.1:1/0", "cannot start the hub")],
+)
+def test_the_cli_refuses_a_store_it_cannot_use_or_reach(
+    store: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["hub", "--port", "0", "--store", store]) == 2
+    assert says in capsys.readouterr().err
