@@ -8,17 +8,18 @@ truth that all of them share:
 - ``{prefix}events``: a Redis Stream with one entry per change (a snapshot and its new log lines, or a removal
   with the job's final snapshot), capped at ``stream_kept`` entries. Every process follows it and applies the
   other processes' changes to its memory, then wakes its own subscribers (``on_remote``).
-- ``{prefix}seq``: the counter every event id comes from (``INCR``), so ids are global: a client that resumes
-  with ``Last-Event-ID`` on another process resumes from the same history. ``{prefix}epoch`` names it.
+- ``{prefix}seq``: the counter every event id comes from (reserved in blocks), so ids are global: a client that
+  resumes with ``Last-Event-ID`` on another process resumes from the same history. ``{prefix}epoch`` names it.
 - ``{prefix}lock``: held by a process from the first id of a change until that change is written (with a
-  timeout, for a process that dies holding it). It makes the stream's order the ids' order: a process takes
-  it, reads the stream up to its end (so it knows every change with a smaller id), then hands out ids and
-  writes. Without it, a change with id 100 could reach another process after one with id 101, and a subscriber
-  already at 101 would never be sent it.
+  timeout, for a process that dies holding it; the others wait for it meanwhile). It makes the stream's order
+  the ids' order: a process takes it, reads the stream up to its end (so it knows every change with a smaller
+  id), then hands out ids and writes. Without it, a change with id 100 could reach another process after one
+  with id 101, and a subscriber already at 101 would never be sent it.
 
-Every change is written before the next one starts, so what one process's subscribers see, the others' see
-within a stream read. A write that fails raises ``StoreUnavailable`` where the change promises something (the
-broker undoes it and the client gets 503), and is retried every second otherwise.
+What an answer promises (a new job, a change of state, a cancel, log lines, a removal) is written before the
+answer; progress alone up to ``_BATCH_WINDOW`` later, with the changes that follow it, the lock held meanwhile.
+A write that fails raises ``StoreUnavailable`` where the change promises something (the broker undoes it and the
+client gets 503), and is retried every second otherwise, with new ids.
 
 "Acknowledged means stored" holds as far as Redis keeps what it acknowledged: run it with ``appendonly yes`` and
 ``appendfsync always`` (every write on disk before Redis answers). With the default ``appendfsync everysec`` a
@@ -478,14 +479,21 @@ class RedisStore(MemoryStore):
         client: Any = aioredis.Redis.from_url(
             self.url, decode_responses=True, socket_connect_timeout=self._socket_timeout
         )
+        away = False
         try:
             while True:
                 try:
                     found = await client.xread({self._k_events: self._pos}, count=1000, block=block_ms)
-                except (redis.RedisError, OSError):
+                except (redis.RedisError, OSError) as exc:
                     # Redis is away: subscribers keep their streams, publishers get 503 until it is back.
+                    if not away:
+                        _log.warning("jupyter-sse: the Redis store at %s is away (%s)", self.url, exc)
+                        away = True
                     await asyncio.sleep(0.5)
-                    found = []
+                    continue
+                if away:
+                    _log.warning("jupyter-sse: the Redis store at %s is back", self.url)
+                    away = False
                 for _, items in found or ():
                     self._apply_remote([(str(stream_id), fields) for stream_id, fields in items])
                 if (self._dirty or self._removed) and self._batch is None:
