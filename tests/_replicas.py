@@ -203,8 +203,11 @@ class Nginx:
 class StreamReader:
     """Reads ``GET events`` in a thread, reconnecting with ``Last-Event-ID`` as a browser does."""
 
-    def __init__(self, base_url: str, last_event_id: str | None = None, reconnect: bool = False) -> None:
+    def __init__(
+        self, base_url: str, last_event_id: str | None = None, reconnect: bool = False, token: str = TOKEN
+    ) -> None:
         self.url = base_url + "jupyter-sse/api/events"
+        self.auth = {"Authorization": f"Bearer {token}"}
         self.last_id = last_event_id
         self.reconnect = reconnect
         self.events: list[tuple[str, str, dict[str, Any], float]] = []  # (id, name, data, time received)
@@ -227,7 +230,7 @@ class StreamReader:
             time.sleep(0.1)
 
     def _read(self) -> None:
-        headers = dict(AUTH)
+        headers = dict(self.auth)
         if self.last_id:
             headers["Last-Event-ID"] = self.last_id
         with (
