@@ -8,6 +8,9 @@ order and one Last-Event-ID across users and hubs.
 Why a listener per user rather than one stream with the owner in each entry: a user's store then reads only its
 own stream, under its own lock, which is what makes its ids arrive in order; one stream for all would need one
 lock for all and a store that skips other users' entries. The cost is one Redis connection per user per hub.
+The price of a lock per user: two users' changes written through different hubs within the same few
+milliseconds may reach a third hub in either order, so an admin's merged stream that drops in that instant can
+resume past the earlier one. A user's own stream is exact.
 
 A hub learns of users that first published on another hub from ``jupyter-sse:owners``, a set every hub adds a
 user to when it first makes their store, and reads every ``_DISCOVER_PERIOD`` seconds.
