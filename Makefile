@@ -39,6 +39,8 @@ typecheck: install
 
 pytest: install-integrations
 	scripts/ensure-chromium
+	scripts/ensure-redis
+	scripts/ensure-nginx
 	$(BIN)/python -m pytest
 
 # The benchmarks (bench/README.md): the full run writes bench/results/; CI runs the short smoke version so they

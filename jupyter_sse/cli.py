@@ -167,6 +167,14 @@ def _parser() -> argparse.ArgumentParser:
         help="an Apprise URL told when jobs end (repeatable; default: $APPRISE_URLS and Apprise's config files; "
         "needs jupyter-sse[notify])",
     )
+    p.add_argument(
+        "--store",
+        metavar="redis://HOST:PORT/DB",
+        default=os.environ.get("JUPYTER_SSE_HUB_STORE"),
+        help="keep the jobs in Redis: every hub started with the same URL serves the same jobs, so several can run "
+        "behind a load balancer (default: $JUPYTER_SSE_HUB_STORE, or this process's memory; needs "
+        "jupyter-sse[redis])",
+    )
     p.set_defaults(serve=_hub)
 
     p = commands.add_parser("users", help="manage the users file of a hub (`jupyter sse hub --users FILE`)")
@@ -448,12 +456,15 @@ def _label(job: dict[str, Any]) -> str:
 
 def _hub(args: argparse.Namespace) -> int:
     try:  # only here: the rest of the CLI, and the server extension, do without FastAPI and uvicorn
+        from .core import ProtocolError
         from .hub import HubConfigError, run
         from .hub._jupyterhub import bind_from_environment, from_environment
     except ImportError as exc:
         return _fail(f"the hub needs the asgi extra: pip install 'jupyter-sse[asgi]' ({exc})")
     try:
         options: dict[str, Any] = {"notify_urls": args.notify_url}
+        if args.store:
+            options["store"] = args.store
         if args.users:
             options["users"] = args.users
         service = from_environment()  # run by JupyterHub as a service: its environment says so
@@ -466,8 +477,10 @@ def _hub(args: argparse.Namespace) -> int:
         args.host = "127.0.0.1" if args.host is None else args.host
         args.port = 8765 if args.port is None else args.port
         run(args.host, args.port, args.token or None, no_auth=args.no_auth, **options)
-    except HubConfigError as exc:
+    except (HubConfigError, ValueError) as exc:
         return _fail(str(exc))
+    except ProtocolError as exc:  # the store cannot be reached
+        return _fail(f"cannot start the hub: {exc.detail}")
     except OSError as exc:  # the port is taken, the address is not ours
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc}")
     except ImportError as exc:  # run as a JupyterHub service without jupyterhub installed

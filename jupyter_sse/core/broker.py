@@ -752,6 +752,13 @@ class Broker:
                 return
         self._wake(touched)
 
+    def changed_elsewhere(self, touched: dict[str, JobEntry]) -> None:
+        """Another server sharing this broker's store changed (or removed) these jobs, and the store already holds
+        the change: wake this server's subscribers. Listeners are not told (the server that made the change
+        told its own), and nothing is written."""
+        self._finished_count = sum(1 for entry in self.store.entries() if entry.job.terminal)
+        self._wake(touched)
+
     def _wake_pending(self) -> None:
         pending, self._pending_wake = self._pending_wake, {}
         self._wake_timer = None

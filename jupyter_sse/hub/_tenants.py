@@ -68,10 +68,17 @@ def merge_pages(pages: list[JobPage], limit: int) -> JobPage:
 
 
 class Tenants:
-    """The brokers by owner, made on first use. ``on_new(broker)`` runs for each new one (metrics, notify)."""
+    """The brokers by owner, made on first use. ``on_new(broker)`` runs for each new one (metrics, notify).
+    ``make_store(owner)``: the store of a new user's broker (default: a memory store on the shared sequence)."""
 
-    def __init__(self, make: Callable[[Any, str], Broker], default_owner: str) -> None:
+    def __init__(
+        self,
+        make: Callable[[Any, str], Broker],
+        default_owner: str,
+        make_store: Callable[[str], MemoryStore] | None = None,
+    ) -> None:
         self._make = make
+        self._make_store = make_store
         self._seq: _Sequence | None = None
         self._brokers: dict[str, Broker] = {}
         self._merged: set[MergedSubscription] = set()
@@ -90,7 +97,8 @@ class Tenants:
         if broker is None and create:
             if self.closed:
                 raise ProtocolError(503, "closing", "the server is shutting down")
-            broker = self._brokers[owner] = self._make(self.store(), owner)
+            store = self._make_store(owner) if self._make_store is not None else self.store()
+            broker = self._brokers[owner] = self._make(store, owner)
             for hook in self.on_new:
                 hook(broker)
             for merged in list(self._merged):

@@ -42,6 +42,7 @@ from ..core import (
     parse_update_batch,
 )
 from ..core.notify import NotifyRules
+from ..core.store import StoreUnavailable
 from ..core.transitions import watch_state_changes
 from ._errors import install_error_handlers
 from ._identity import Authenticate, Identify, Identity, TokenIdentity, UsersIdentity, caller
@@ -49,6 +50,7 @@ from ._jupyterhub import JupyterHubService, ServicePrefix
 from ._metrics import add_metrics_route
 from ._notify import start_notifications
 from ._schema import CancelReply, JobList, errors, install_openapi, update_body
+from ._shared import open_shared
 from ._tenants import MergedSubscription, Tenants, merge_pages
 from ._users import UsersFile
 
@@ -138,6 +140,7 @@ def create_app(
     users: str | os.PathLike[str] | UsersFile | None = None,
     identify: Sequence[Identify] = (),
     jupyterhub: JupyterHubService | None = None,
+    store: str | None = None,
 ) -> FastAPI:
     """The hub as an ASGI app. With no ``token``, ``users`` file or ``identify`` way, it serves without auth
     (``run`` allows that on loopback only, and only when asked).
@@ -149,7 +152,8 @@ def create_app(
     ``app.state.broker`` is the broker; ``broker.close()`` ends every stream (``HubServer`` calls it as soon as
     shutdown starts, so open streams never hold the server up). ``notify_urls``: the Apprise URLs told when jobs
     end, by the extension's rules (``None``: ``APPRISE_URLS`` and Apprise's config files); bad rules raise
-    ValueError here.
+    ValueError here. ``store``: ``redis://HOST:PORT/DB`` keeps the jobs in Redis, shared by every hub started
+    on the same URL (needs the redis extra); None keeps them in this process's memory.
     """
     NotifyRules(min_duration=notify_min_duration, window=notify_window)  # refuse bad rules now, not at startup
     owner = owner or _os_user()
@@ -173,7 +177,8 @@ def create_app(
             sync_finished_jobs=sync_finished_jobs,
         )
 
-    tenants = Tenants(make_broker, owner)
+    shared = open_shared(store, log_lines_kept)
+    tenants = Tenants(make_broker, owner, shared.make if shared is not None else None)
     notifying: list[Callable[[], None]] = []
     started = False
 
@@ -192,11 +197,14 @@ def create_app(
             )
 
     tenants.on_new.append(on_new)
+    if shared is not None:
+        tenants.on_new.append(shared.attach)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nonlocal started
         task = asyncio.ensure_future(_expire_leases(tenants, publisher_lease))
+        following = asyncio.ensure_future(shared.run(tenants)) if shared is not None else None
         # notify_urls None: APPRISE_URLS and Apprise's config files, as the extension reads them
         for one in tenants:
             notifying.append(
@@ -212,6 +220,11 @@ def create_app(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            if following is not None and shared is not None:
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await following
+                await shared.close()
 
     app = FastAPI(
         title="jupyter-sse hub",
@@ -412,4 +425,5 @@ async def _expire_leases(tenants: Tenants, lease: float) -> None:
     while True:
         await asyncio.sleep(period)
         for broker in tenants:
-            broker.expire_leases(lease)
+            with contextlib.suppress(StoreUnavailable):  # the store is away: the next round marks them
+                broker.expire_leases(lease)

@@ -1,0 +1,122 @@
+"""Fan-out across hub replicas on one Redis: ``python bench/replicas.py [--n 1000] [--replicas 3] [--duration 10]``.
+
+A redis-server (appendonly, appendfsync always) and R hub processes (``jupyter sse hub --store redis://...``) on
+free loopback ports; N subscribers spread evenly over the replicas; 20 jobs x 10 Hz published through replica 0
+only, so (R-1)/R of the subscribers get every event across Redis. Latency is publish (the job's ``updated``, set
+by replica 0) to receipt, as in the fan-out benchmark. Prints one JSON line. Processes are not pinned: replicas
+exist to use more than one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from _util import HERE, PY, free_port, percentile
+
+
+def _wait(url: str, headers: dict[str, str], proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited")
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer in {timeout} s")
+
+
+def run(n: int, replicas: int, duration: float, jobs: int = 20, hz: float = 10, memory: bool = False) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-replicas-"))
+    token = "bench-replicas"
+    procs: list[subprocess.Popen[Any]] = []
+    try:
+        redis_port = free_port()
+        redis_bin = os.environ.get("JUPYTER_SSE_REDIS_SERVER", "/usr/bin/redis-server")
+        args = [redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(tmp), "--save", ""]
+        args += ["--appendonly", "yes", "--appendfsync", os.environ.get("BENCH_REDIS_FSYNC", "always")]
+        procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        store = f"redis://127.0.0.1:{redis_port}/0"
+        bases = []
+        for i in range(replicas):
+            port = free_port()
+            log = open(tmp / f"hub{i}.log", "wb")  # noqa: SIM115 (kept open for the child)
+            cmd = [PY, "-m", "jupyter_sse.cli", "hub", "--port", str(port), "--token", token]
+            cmd += ["--store", store] if memory is False else []
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+            procs.append(proc)
+            base = f"http://127.0.0.1:{port}/"
+            _wait(base + "jupyter-sse/api/jobs", {"Authorization": f"Bearer {token}"}, proc)
+            bases.append(base)
+        subs = []
+        for i, base in enumerate(bases):
+            share = n // replicas + (1 if i < n % replicas else 0)
+            cmd = [PY, str(HERE / "subscribers.py"), "--url", base, "--token", token, "--n", str(share)]
+            cmd += ["--sample", str(max(1, 100 // replicas))]
+            sub = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            procs.append(sub)
+            subs.append(sub)
+        connected = 0
+        for sub in subs:
+            assert sub.stdout is not None
+            ready = sub.stdout.readline().split()
+            connected += int(ready[1]) if len(ready) > 1 else 0
+        cmd = [PY, str(HERE / "pub_load.py"), "--url", bases[0], "--token", token, "--jobs", str(jobs), "--hz", str(hz)]
+        pub = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        procs.append(pub)
+        time.sleep(min(2.0, duration * 0.7))
+        for sub in subs:
+            assert sub.stdin is not None
+            sub.stdin.write(f"MEASURE {duration}\n")
+            sub.stdin.flush()
+        rows = []
+        for sub in subs:
+            assert sub.stdout is not None
+            rows.append(json.loads(sub.stdout.readline()))
+        assert pub.stdin is not None and pub.stdout is not None
+        pub.stdin.close()
+        published = json.loads(pub.stdout.readline() or "{}")
+        # the p99 of all samples is not derivable from per-process p99s: take the worst replica's, and the median
+        return {
+            "server": "hub in memory" if memory else f"hub x{replicas} on Redis",
+            "subscribers": n,
+            "connected": connected,
+            "jobs": jobs,
+            "hz": hz,
+            "p50_ms_per_replica": [row.get("p50_ms") for row in rows],
+            "p99_ms_per_replica": [row.get("p99_ms") for row in rows],
+            "p99_ms_worst": max((row.get("p99_ms") or 0) for row in rows),
+            "events_per_s": sum(row.get("events_per_s", 0) for row in rows),
+            "publisher": published,
+            "median_of_p50_ms": percentile([row.get("p50_ms") or 0 for row in rows], 50),
+        }
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--replicas", type=int, default=3)
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--memory", action="store_true", help="one hub with its memory store, for comparison")
+    a = p.parse_args()
+    print(json.dumps(run(a.n, 1 if a.memory else a.replicas, a.duration, memory=a.memory)))

@@ -1,0 +1,513 @@
+"""Jobs in Redis, so that any number of hub processes on one Redis act as one hub.
+
+Each process keeps every entry in memory, as ``MemoryStore`` does, and reads only from there; Redis holds the
+truth that all of them share:
+
+- ``{prefix}jobs``: a hash of every job's latest snapshot (with its sequence numbers), ``{prefix}log:{id}`` its
+  retained log lines; a process that starts loads them.
+- ``{prefix}events``: a Redis Stream with one entry per change (a snapshot and its new log lines, or a removal
+  with the job's final snapshot), capped at ``stream_kept`` entries. Every process follows it and applies the
+  other processes' changes to its memory, then wakes its own subscribers (``on_remote``).
+- ``{prefix}seq``: the counter every event id comes from (reserved in blocks), so ids are global: a client that
+  resumes with ``Last-Event-ID`` on another process resumes from the same history. ``{prefix}epoch`` names it.
+  Several stores (a hub's users') may share both under ``shared_prefix`` while keeping the rest apart: the
+  counter only ever grows, whoever moves it.
+- ``{prefix}lock``: held by a process from the first id of a change until that change is written (with a
+  timeout, for a process that dies holding it; the others wait for it meanwhile). It makes the stream's order
+  the ids' order: a process takes it, reads the stream up to its end (so it knows every change with a smaller
+  id), then hands out ids and writes. Without it, a change with id 100 could reach another process after one
+  with id 101, and a subscriber already at 101 would never be sent it.
+
+What an answer promises (a new job, a change of state, a cancel, log lines, a removal) is written before the
+answer; progress alone up to ``_BATCH_WINDOW`` later, with the changes that follow it, the lock held meanwhile.
+A write that fails raises ``StoreUnavailable`` where the change promises something (the broker undoes it and the
+client gets 503), and is retried every second otherwise, with new ids.
+
+"Acknowledged means stored" holds as far as Redis keeps what it acknowledged: run it with ``appendonly yes`` and
+``appendfsync always`` (every write on disk before Redis answers). With the default ``appendfsync everysec`` a
+crash of Redis (not of a hub) may lose the last second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from .broker import Event
+from .model import Job
+from .store import JobEntry, MemoryStore, StoreUnavailable
+
+__all__ = ["RedisStore"]
+
+_log = logging.getLogger("jupyter_sse")
+_FIELDS = tuple(Job.__dataclass_fields__)
+
+# Take the lock if it is free, reserve a block of ids, and hand back the stream after the given id: one round trip.
+# None of it goes to the append-only file (REPL_NONE): with appendfsync always, a write there costs an fsync, and
+# this one needs none. The lock is gone after a restart of Redis, as it should be; the counter is written with the
+# change that uses its ids (``_PERSIST``, in the change's transaction), and ids nobody wrote may be handed out again.
+_ACQUIRE = """
+redis.set_repl(redis.REPL_NONE)
+local mine = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+if not mine and redis.call('GET', KEYS[1]) == ARGV[1] then
+    mine = redis.call('PEXPIRE', KEYS[1], ARGV[2]) == 1  -- still ours: a process slower than it thought
+end
+if mine then
+    local top = redis.call('INCRBY', KEYS[3], ARGV[4])
+    return {top, redis.call('XRANGE', KEYS[2], '(' .. ARGV[3], '+')}
+end
+return false
+"""
+_BATCH_WINDOW = 0.005  # seconds progress may wait for the changes that follow it, to share their write
+_ID_BLOCK = (
+    256  # ids reserved per taking of the lock; the unused rest of a block is a gap, and ids only need to increase
+)
+# The counter as it is now (never lower than the ids this change used), written so that the append-only file has it:
+# with stores sharing the counter, another may have moved it since this one reserved its block.
+_PERSIST = """
+redis.call('SET', KEYS[1], redis.call('GET', KEYS[1]) or '0')
+return 0
+"""
+_RELEASE = """
+redis.set_repl(redis.REPL_NONE)
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def _stream_id(text: str) -> tuple[int, int]:
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _pairs(flat: list[Any]) -> dict[str, str]:
+    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+class RedisStore(MemoryStore):
+    """``MemoryStore`` shared through Redis with every other process on the same ``url`` and ``prefix``.
+
+    Raises ``StoreUnavailable`` when Redis cannot be reached at start. ``listen()`` must run on the broker's
+    loop for the other processes' changes to arrive; ``on_remote`` is told of them.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        log_lines_kept: int = 1000,
+        tombstones_kept: int = 2000,
+        stream_kept: int = 10_000,
+        prefix: str = "jupyter-sse:",
+        shared_prefix: str | None = None,
+        lock_timeout: float = 2.0,
+        socket_timeout: float = 2.0,
+    ) -> None:
+        super().__init__(tombstones_kept=tombstones_kept)
+        self.url = url
+        self.replica = secrets.token_hex(8)
+        self.fault: str | None = None  # why the last write failed; None once one succeeds again
+        # Told, on the broker's loop, of the entries another process changed (removed ones included).
+        self.on_remote: Callable[[dict[str, JobEntry]], None] | None = None
+        # Any: redis-py's annotations cover every protocol and decoding at once, which no caller can use.
+        self._redis: Any = redis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
+        )
+        self._socket_timeout = socket_timeout
+        self._log_lines_kept = log_lines_kept
+        self._stream_kept = stream_kept
+        self._lock_timeout = lock_timeout
+        self._k_jobs = prefix + "jobs"
+        self._k_log = prefix + "log:"
+        self._k_events = prefix + "events"
+        self._k_seq = (shared_prefix if shared_prefix is not None else prefix) + "seq"
+        self._k_epoch = (shared_prefix if shared_prefix is not None else prefix) + "epoch"
+        self._k_lock = prefix + "lock"
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._release = self._redis.register_script(_RELEASE)
+        self._persist = self._redis.register_script(_PERSIST)
+        self._held_until = 0.0  # monotonic time until which this process may count on holding the lock
+        self._next_id = self._top_id = 0  # the ids reserved while the lock is held: _next_id up to _top_id
+        self._pos = "0-0"  # the last stream entry applied
+        self._dirty: set[str] = set()
+        self._urgent: set[str] = set()  # changed in a way an answer promises (see sync)
+        self._saved: dict[str, tuple[str, bool]] = {}  # (state, cancel_requested) as last written
+        self._batch: asyncio.TimerHandle | None = None  # the write of progress held back, lock still held
+        self._removed: list[tuple[str, int, str]] = []  # (job, seq, final snapshot) not yet written
+        self._written_log_seq: dict[str, int] = {}
+        try:
+            self._load()
+        except redis.RedisError as exc:
+            self._redis.close()
+            raise self._failed(exc) from exc
+
+    # ---- loading -------------------------------------------------------------------------------------------
+    def _load(self) -> None:
+        r: Any = self._redis
+        r.set(self._k_epoch, secrets.token_hex(4), nx=True)
+        newest = r.xrevrange(self._k_events, count=1)
+        self._pos = newest[0][0] if newest else "0-0"  # so that taking the lock does not read the whole stream
+        self._lock()  # a consistent picture: nobody writes while it is read
+        try:
+            self._entries.clear()  # what taking the lock applied is read again below
+            self._tombstones.clear()
+            self._epoch = str(r.get(self._k_epoch))
+            self._seq = int(r.get(self._k_seq) or 0)
+            last = r.xrevrange(self._k_events, count=1)
+            self._pos = last[0][0] if last else "0-0"
+            rows = [json.loads(value) for value in r.hgetall(self._k_jobs).values()]
+            rows.sort(key=lambda row: row["change_seq"])
+            for row in rows:
+                entry = self._entry(row)
+                lines = r.lrange(self._k_log + entry.job.id, -self._log_lines_kept, -1)
+                entry.logs.extend((int(seq), line) for seq, line in map(json.loads, lines))
+                self._written_log_seq[entry.job.id] = entry.logs[-1][0] if entry.logs else 0
+                self._saved[entry.job.id] = (entry.job.state, entry.job.cancel_requested)
+                self._entries[entry.job.id] = entry
+            # Removals are known as far back as the stream goes: a cursor older than its first entry may have
+            # missed some (when the stream was ever trimmed).
+            info = r.xinfo_stream(self._k_events) if last else None
+            self._horizon = 0
+            if info is not None and int(info.get("entries-added", 0)) > int(info.get("length", 0)):
+                first = info["first-entry"]
+                self._horizon = int(first[1]["s"])
+            for _, fields in r.xrange(self._k_events, "-", "+") if last else ():
+                if fields.get("k") == "rm":
+                    self._tombstones.append((int(fields["s"]), fields["j"], self._final(fields["d"])))
+        finally:
+            self._unlock()
+
+    def _entry(self, row: dict[str, Any]) -> JobEntry:
+        entry = JobEntry(Job(**row["job"]), int(row["seq"]), self._log_lines_kept)
+        entry.change_seq = int(row["change_seq"])
+        entry.last_dropped_seq = int(row["dropped"])
+        entry.cancel_asked_at = row.get("cancel_at")
+        return entry
+
+    @staticmethod
+    def _final(data: str) -> Event:
+        row = json.loads(data)
+        return Event(int(row["seq"]), "job", _dumps(row["job"]))
+
+    # ---- the lock ------------------------------------------------------------------------------------------
+    def _lock(self) -> None:
+        """Hold the write lock, and apply every change written before it was taken."""
+        if time.monotonic() < self._held_until:
+            return
+        deadline = time.monotonic() + self._lock_timeout
+        while True:
+            try:
+                found = self._acquire(
+                    keys=[self._k_lock, self._k_events, self._k_seq],
+                    args=[self.replica, int(self._lock_timeout * 1000), self._pos, _ID_BLOCK],
+                )
+            except redis.RedisError as exc:
+                raise self._failed(exc) from exc
+            if found is not None:
+                # Half the timeout: past that, another process may have taken it over, and this one asks again.
+                self._held_until = time.monotonic() + self._lock_timeout / 2
+                self._top_id = int(found[0])
+                self._next_id = self._top_id - _ID_BLOCK + 1
+                self._apply_remote([(str(item[0]), _pairs(item[1])) for item in found[1]])
+                return
+            if time.monotonic() > deadline:
+                raise StoreUnavailable(f"the Redis store's write lock was not free within {self._lock_timeout:g} s")
+            time.sleep(0.0005)
+
+    def _unlock(self) -> None:
+        if self._batch is not None:
+            self._batch.cancel()
+            self._batch = None
+        if self._held_until:
+            # The ids left of the block are given up: handed out later, they could come after other processes'.
+            self._held_until = 0.0
+            self._next_id = self._top_id = 0
+            with contextlib.suppress(redis.RedisError):
+                self._release(keys=[self._k_lock], args=[self.replica])
+
+    # ---- the Store calls -----------------------------------------------------------------------------------
+    def next_seq(self) -> int:
+        self._lock()
+        if self._next_id > self._top_id:  # a change with many lines: another block, still under the lock
+            try:
+                self._top_id = int(self._redis.incrby(self._k_seq, _ID_BLOCK))
+            except redis.RedisError as exc:
+                self._unlock()
+                raise self._failed(exc) from exc
+            self._next_id = self._top_id - _ID_BLOCK + 1
+        seq = self._next_id
+        self._next_id += 1
+        self._seq = max(self._seq, seq)
+        return seq
+
+    def put(self, entry: JobEntry) -> None:
+        super().put(entry)
+        job = entry.job
+        self._dirty.add(job.id)
+        saved = self._saved.get(job.id)
+        if (
+            saved is None
+            or saved[0] != job.state
+            or saved[1] != job.cancel_requested
+            or (entry.logs and entry.logs[-1][0] > self._written_log_seq.get(job.id, 0))
+        ):
+            self._urgent.add(job.id)
+        else:
+            self._urgent.discard(job.id)
+
+    def discard(self, job_id: str) -> None:
+        super().discard(job_id)
+        self._dirty.discard(job_id)
+        self._urgent.discard(job_id)
+
+    def remove(self, job_id: str, seq: int, final: object = None) -> None:
+        entry = self._entries.get(job_id)
+        super().remove(job_id, seq, final)
+        self._dirty.discard(job_id)
+        self._urgent.discard(job_id)
+        self._saved.pop(job_id, None)
+        if entry is not None:
+            data = final.data if isinstance(final, Event) else _dumps(entry.job.to_dict())
+            final_id = final.id if isinstance(final, Event) else entry.seq
+            self._removed.append((job_id, seq, f'{{"seq":{final_id},"job":{data}}}'))
+
+    def sync(self, *, removing: Iterable[str] = ()) -> None:
+        gone = [job_id for job_id in removing if job_id in self._entries]
+        if gone:
+            self._lock()
+            try:
+                pipe = self._redis.pipeline(transaction=True)
+                pipe.hdel(self._k_jobs, *gone)
+                pipe.delete(*(self._k_log + job_id for job_id in gone))
+                pipe.execute()
+            except redis.RedisError as exc:
+                self._unlock()
+                raise self._failed(exc) from exc
+            return  # the removal's tombstone follows, with the change that removes it (the lock is still held)
+        if self._urgent or self._removed:
+            self._write()
+
+    def commit(self) -> None:
+        if self._urgent or self._removed:
+            with contextlib.suppress(StoreUnavailable):
+                self._write()
+        elif self._dirty and self._held_until:
+            # Progress alone (as the SQLite store writes it behind): written a moment later with whatever
+            # follows, the lock held meanwhile so that ids stay in the stream's order. With publishers posting
+            # hundreds of times a second, one write then carries several changes.
+            if self._batch is None:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:  # no loop: a synchronous caller
+                    with contextlib.suppress(StoreUnavailable):
+                        self._write()
+                    return
+                self._batch = loop.call_later(_BATCH_WINDOW, self._write_batch)
+            return
+        self._unlock()
+
+    def _write_batch(self) -> None:
+        self._batch = None
+        if self._held_until and (self._dirty or self._removed):
+            with contextlib.suppress(StoreUnavailable):  # left pending: flush() retries it
+                self._write()
+        else:
+            self._unlock()
+
+    def flush(self) -> None:
+        """Write what an earlier write could not (Redis was away), with new ids: subscribers elsewhere may be
+        past the old ones by now."""
+        if not (self._dirty or self._removed):
+            return
+        if self._batch is not None:  # a write held back, not failed: its ids are still in order
+            self._write_batch()
+            return
+        self._lock()
+        retried = set(self._dirty)
+        try:
+            for job_id in retried:
+                entry = self._entries.get(job_id)
+                if entry is not None:
+                    entry.seq = entry.change_seq = self.next_seq()
+                    entry.event = None
+                    self._place(entry)
+        except StoreUnavailable:
+            self._unlock()
+            raise
+        self._write()
+        if self.on_remote is not None:  # this process's own subscribers hear of the new snapshots too
+            self.on_remote({job_id: e for job_id in retried if (e := self._entries.get(job_id)) is not None})
+
+    def _write(self) -> None:
+        """Write every pending change in one transaction, then let go of the lock."""
+        dirty = [job_id for job_id in self._dirty if job_id in self._entries]
+        removed = list(self._removed)
+        pipe: Any = self._redis.pipeline(transaction=True)
+        new_logs: dict[str, int] = {}
+        for job_id in dirty:
+            entry = self._entries[job_id]
+            row = (
+                f'{{"seq":{entry.seq},"change_seq":{entry.change_seq},"dropped":{entry.last_dropped_seq},'
+                f'"cancel_at":{_dumps(entry.cancel_asked_at)},"job":{_dumps(entry.job.to_dict())}}}'
+            )
+            done = self._written_log_seq.get(job_id, 0)
+            lines = [(seq, line) for seq, line in entry.logs if seq > done]
+            pipe.hset(self._k_jobs, job_id, row)
+            if lines:
+                key = self._k_log + job_id
+                pipe.rpush(key, *(_dumps(line) for line in lines))
+                pipe.ltrim(key, -self._log_lines_kept, -1)
+                new_logs[job_id] = lines[-1][0]
+            fields = {"r": self.replica, "k": "job", "j": job_id, "s": entry.change_seq, "d": row, "l": _dumps(lines)}
+            pipe.xadd(self._k_events, fields, maxlen=self._stream_kept, approximate=True)
+        for job_id, seq, final in removed:
+            pipe.hdel(self._k_jobs, job_id)
+            pipe.delete(self._k_log + job_id)
+            fields = {"r": self.replica, "k": "rm", "j": job_id, "s": seq, "d": final}
+            pipe.xadd(self._k_events, fields, maxlen=self._stream_kept, approximate=True)
+        held = bool(self._held_until) and time.monotonic() < self._held_until
+        if self._top_id:  # the ids this change used, on disk with it (see _ACQUIRE)
+            self._persist(keys=[self._k_seq], client=pipe)
+        if self._held_until:
+            self._release(keys=[self._k_lock], args=[self.replica], client=pipe)  # in the same transaction
+        try:
+            results = pipe.execute()
+        except redis.RedisError as exc:
+            self._unlock()
+            raise self._failed(exc) from exc
+        self.fault = None
+        if held:
+            # Nobody wrote since this process read the stream (it held the lock): its own entries are the last.
+            ids = [result for result in results if isinstance(result, str) and "-" in result]
+            if ids:
+                self._pos = ids[-1]
+        self._held_until = 0.0
+        self._next_id = self._top_id = 0
+        if self._batch is not None:
+            self._batch.cancel()
+            self._batch = None
+        self._dirty.difference_update(dirty)
+        self._urgent.difference_update(dirty)
+        for job_id in dirty:
+            job = self._entries[job_id].job
+            self._saved[job_id] = (job.state, job.cancel_requested)
+        del self._removed[: len(removed)]
+        self._written_log_seq.update(new_logs)
+        for job_id, _, _ in removed:
+            self._written_log_seq.pop(job_id, None)
+
+    def close(self) -> None:
+        """Write what is pending, if Redis takes it, and let go of the connection."""
+        try:
+            with contextlib.suppress(StoreUnavailable):
+                self.flush()
+        finally:
+            self._redis.close()
+
+    def _failed(self, exc: Exception) -> StoreUnavailable:
+        self.fault = f"{type(exc).__name__}: {exc}"
+        return StoreUnavailable(f"the Redis store at {self.url} cannot be reached ({exc}); nothing was changed")
+
+    # ---- the other processes' changes ----------------------------------------------------------------------
+    def _place(self, entry: JobEntry) -> None:
+        """Put an entry where its ``change_seq`` belongs: ``changed_since`` relies on that order."""
+        entries = self._entries
+        entries[entry.job.id] = entry
+        entries.move_to_end(entry.job.id)
+        newest_first = reversed(entries.values())
+        next(newest_first)
+        before = next(newest_first, None)
+        if before is not None and before.change_seq > entry.change_seq:  # rare: a write retried after a fault
+            ordered = sorted(entries.values(), key=lambda e: e.change_seq)
+            entries.clear()
+            entries.update((e.job.id, e) for e in ordered)
+
+    def _apply_remote(self, items: list[tuple[str, dict[str, str]]]) -> None:
+        touched: dict[str, JobEntry] = {}
+        pos = _stream_id(self._pos)
+        for stream_id, fields in items:
+            here = _stream_id(stream_id)
+            if here <= pos:
+                continue  # read twice: by the lock and by the listener
+            pos = here
+            self._pos = stream_id
+            if fields.get("r") == self.replica:
+                continue
+            job_id = fields["j"]
+            seq = int(fields["s"])
+            self._seq = max(self._seq, seq)
+            entry = self._entries.get(job_id)
+            if fields["k"] == "rm":
+                if entry is not None:
+                    MemoryStore.remove(self, job_id, seq, self._final(fields["d"]))
+                    self._dirty.discard(job_id)
+                    self._urgent.discard(job_id)
+                    self._saved.pop(job_id, None)
+                    self._written_log_seq.pop(job_id, None)
+                    touched[job_id] = entry
+                continue
+            row = json.loads(fields["d"])
+            if entry is not None and entry.change_seq >= int(row["change_seq"]):
+                continue
+            fresh = self._entry(row)
+            if entry is None:
+                entry = fresh
+            else:
+                # In place: the broker may hold this entry (never across a change, but across an await).
+                for name in _FIELDS:
+                    setattr(entry.job, name, getattr(fresh.job, name))
+                entry.seq, entry.change_seq = fresh.seq, fresh.change_seq
+                entry.last_dropped_seq, entry.cancel_asked_at = fresh.last_dropped_seq, fresh.cancel_asked_at
+            entry.event = None
+            entry.heard = time.time()  # its publisher reported, to another process: the lease starts again
+            last = entry.logs[-1][0] if entry.logs else 0
+            for line_seq, line in json.loads(fields["l"]):
+                if line_seq > last:
+                    entry.logs.append((int(line_seq), str(line)))
+            self._written_log_seq[job_id] = entry.logs[-1][0] if entry.logs else 0
+            self._saved[job_id] = (entry.job.state, entry.job.cancel_requested)
+            self._place(entry)
+            touched[job_id] = entry
+        if touched and self.on_remote is not None:
+            self.on_remote(touched)
+
+    async def listen(self, *, block_ms: int = 1000) -> None:
+        """Apply the other processes' changes as they are written, and retry failed writes, until cancelled."""
+        client: Any = aioredis.Redis.from_url(
+            self.url, decode_responses=True, socket_connect_timeout=self._socket_timeout
+        )
+        away = False
+        try:
+            while True:
+                try:
+                    found = await client.xread({self._k_events: self._pos}, count=1000, block=block_ms)
+                except (redis.RedisError, OSError) as exc:
+                    # Redis is away: subscribers keep their streams, publishers get 503 until it is back.
+                    if not away:
+                        _log.warning("jupyter-sse: the Redis store at %s is away (%s)", self.url, exc)
+                        away = True
+                    await asyncio.sleep(0.5)
+                    continue
+                if away:
+                    _log.warning("jupyter-sse: the Redis store at %s is back", self.url)
+                    away = False
+                for _, items in found or ():
+                    self._apply_remote([(str(stream_id), fields) for stream_id, fields in items])
+                if (self._dirty or self._removed) and self._batch is None:
+                    with contextlib.suppress(StoreUnavailable):
+                        self.flush()
+        finally:
+            await client.aclose()

@@ -1,0 +1,120 @@
+"""Users and replicas together: two hubs with one users file on one Redis keep users apart and show an admin
+everyone's jobs, whichever hub each job was published through. Real redis-server, real hubs (uvicorn)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from jupyter_sse.hub import BackgroundHub, UsersFile
+from tests._replicas import RedisServer, StreamReader, wait_for
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def team(redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[list[BackgroundHub], dict[str, str]]]:
+    redis_server.flush()
+    users = UsersFile(tmp_path / "users")
+    tokens = {"alice": users.add("alice"), "bob": users.add("bob"), "root": users.add("root", admin=True)}
+    hubs = [BackgroundHub(users=users.path, heartbeat=1.0, store=redis_server.url).start() for _ in range(2)]
+    try:
+        yield hubs, tokens
+    finally:
+        for hub in hubs:
+            hub.stop()
+
+
+def _post(hub: BackgroundHub, token: str, body: dict[str, Any]) -> None:
+    response = httpx.post(
+        hub.url + "jupyter-sse/api/updates", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+
+
+def _list(hub: BackgroundHub, token: str) -> list[tuple[str, str]]:
+    response = httpx.get(hub.url + "jupyter-sse/api/jobs", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert response.status_code == 200, response.text
+    return sorted((job["owner"], job["id"]) for job in response.json()["jobs"])
+
+
+def _seen(reader: StreamReader) -> set[tuple[str, str]]:
+    return {(data["owner"], data["id"]) for _, name, data, _ in reader.events if name == "job"}
+
+
+def test_two_users_on_two_replicas_stay_apart_and_an_admin_sees_both(
+    team: tuple[list[BackgroundHub], dict[str, str]],
+) -> None:
+    (a, b), tokens = team
+    alice_on_a = StreamReader(a.url, token=tokens["alice"])
+    root_on_a = StreamReader(a.url, token=tokens["root"])
+    root_on_b = StreamReader(b.url, token=tokens["root"])
+    readers = [alice_on_a, root_on_a, root_on_b]
+    try:
+        for reader in readers:
+            assert reader.connected.wait(10)
+        # bob first appears on B, with the same job id as alice's: ids are per user
+        _post(b, tokens["bob"], {"jobs": [{"id": "train", "name": "bob's", "n": 1}, {"id": "bob-only", "n": 1}]})
+        _post(a, tokens["alice"], {"jobs": [{"id": "train", "name": "alice's", "n": 1}]})
+        everyone = {("alice", "train"), ("bob", "train"), ("bob", "bob-only")}
+        wait_for(lambda: _seen(root_on_b) >= everyone, what="the admin on B to see both users' jobs")
+        # A learns of bob, who never published through it, and the admin's open stream there gets his jobs
+        wait_for(lambda: _seen(root_on_a) >= everyone, what="the admin on A to see bob's jobs too")
+        wait_for(lambda: ("alice", "train") in _seen(alice_on_a), what="alice's own job on A")
+        _post(b, tokens["bob"], {"jobs": [{"id": "train", "n": 2}]})
+        wait_for(
+            lambda: any(d["owner"] == "bob" and d["n"] == 2 for _, n, d, _ in root_on_a.events if n == "job"),
+            what="bob's change on the admin's stream on A",
+        )
+        _post(a, tokens["alice"], {"jobs": [{"id": "train", "n": 2}]})
+        wait_for(lambda: any(job["n"] == 2 for job in alice_on_a.jobs("train")), what="alice's change on A")
+        # nothing of bob's ever reached alice, though it went through the stream her hub follows
+        assert _seen(alice_on_a) == {("alice", "train")}
+        assert {job["name"] for job in alice_on_a.jobs("train")} == {"alice's"}
+        for hub in (a, b):
+            assert _list(hub, tokens["alice"]) == [("alice", "train")]
+            assert _list(hub, tokens["bob"]) == [("bob", "bob-only"), ("bob", "train")]
+        wait_for(lambda: _list(a, tokens["root"]) == sorted(everyone), what="the admin's list on A")
+        assert _list(b, tokens["root"]) == sorted(everyone)
+    finally:
+        for reader in readers:
+            reader.close()
+
+
+def test_ids_come_from_one_counter_across_users_and_replicas(
+    team: tuple[list[BackgroundHub], dict[str, str]],
+) -> None:
+    (a, b), tokens = team
+    root_on_a = StreamReader(a.url, token=tokens["root"])
+    try:
+        assert root_on_a.connected.wait(10)
+        for n in range(1, 4):
+            _post(a, tokens["alice"], {"jobs": [{"id": "a", "n": n}]})
+            _post(b, tokens["bob"], {"jobs": [{"id": "b", "n": n}]})
+        wait_for(
+            lambda: (
+                {(d["owner"], d["n"]) for _, name, d, _ in root_on_a.events if name == "job"}
+                >= {(user, 3) for user in ("alice", "bob")}
+            ),
+            what="both users' last changes on the admin's stream",
+        )
+        ids = [event_id for event_id, name, _, _ in root_on_a.events if name == "job"]
+        assert len({event_id.partition(".")[0] for event_id in ids}) == 1  # one epoch
+        seqs = [int(event_id.rpartition(".")[2]) for event_id in ids]
+        assert len(set(seqs)) == len(seqs)  # no id handed out twice, whoever's job it was
+    finally:
+        root_on_a.close()
