@@ -28,7 +28,11 @@ def _open_panel(lab: Lab, browser: Any) -> Any:
     page = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
     page.goto(f"{lab.url}lab?token={lab.token}")
     page.wait_for_function("() => window.jupyterapp?.commands.hasCommand('jupyter-sse:open-jobs')")
-    page.evaluate("() => window.jupyterapp.commands.execute('jupyter-sse:open-jobs')")
+    # after the shell restored its layout: a restore that comes later may collapse the side bar again
+    page.evaluate(
+        "async () => { await window.jupyterapp.restored;"
+        " await window.jupyterapp.commands.execute('jupyter-sse:open-jobs'); }"
+    )
     page.locator(".jp-sse-panel").wait_for(state="visible", timeout=20_000)
     return page
 
