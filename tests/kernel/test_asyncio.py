@@ -13,33 +13,14 @@ import pytest
 import jupyter_sse
 from jupyter_sse import asyncio as sse_asyncio
 from jupyter_sse.kernel import JobCancelled, progress
-from jupyter_sse.kernel import publisher as publisher_mod
 from jupyter_sse.kernel._state import JobState
-from jupyter_sse.kernel.display import Display, set_display_factory
-
-
-class Recorder(Display):
-    def __init__(self, started: list[JobState]) -> None:
-        self.started = started
-
-    def start(self, job: JobState) -> None:
-        self.started.append(job)
+from tests.kernel._local_jobs import named, recording_jobs
 
 
 @pytest.fixture(autouse=True)
 def jobs() -> Iterator[list[JobState]]:
-    pub = publisher_mod.configure(None)
-    started: list[JobState] = []
-    set_display_factory(lambda job: Recorder(started))
-    yield started
-    set_display_factory(None)
-    pub.close()
-
-
-def named(jobs: list[JobState], name: str) -> JobState:
-    found = [j for j in jobs if j.name == name]
-    assert len(found) == 1, [j.name for j in jobs]
-    return found[0]
+    with recording_jobs() as started:
+        yield started
 
 
 async def agen(n: int, fail_at: int | None = None) -> AsyncIterator[int]:

@@ -22,33 +22,16 @@ import jupyter_sse
 from jupyter_sse.kernel import JobCancelled
 from jupyter_sse.kernel import publisher as publisher_mod
 from jupyter_sse.kernel._state import JobState
-from jupyter_sse.kernel.display import Display, set_display_factory
-
-tqdm_cls = jupyter_sse.tqdm
-
-
-class Recorder(Display):
-    def __init__(self, started: list[JobState]) -> None:
-        self.started = started
-
-    def start(self, job: JobState) -> None:
-        self.started.append(job)
+from tests.kernel._local_jobs import named, recording_jobs
 
 
 @pytest.fixture(autouse=True)
 def jobs() -> Iterator[list[JobState]]:
-    pub = publisher_mod.configure(None)
-    started: list[JobState] = []
-    set_display_factory(lambda job: Recorder(started))
-    yield started
-    set_display_factory(None)
-    pub.close()
+    with recording_jobs() as started:
+        yield started
 
 
-def named(jobs: list[JobState], name: str) -> JobState:
-    found = [j for j in jobs if j.name == name]
-    assert len(found) == 1, [j.name for j in jobs]
-    return found[0]
+tqdm_cls = jupyter_sse.tqdm
 
 
 def square(x: int) -> int:
