@@ -126,10 +126,6 @@ class AppriseSender:
                 raise ValueError(f"not an Apprise URL Apprise can use (scheme {scheme!r})")
         return targets
 
-    def accepts(self, url: str) -> bool:
-        """Whether Apprise can use ``url`` (a user's target, checked when they set it)."""
-        return bool(self._apprise.Apprise().add(url))
-
     def __call__(self, message: Message) -> None:
         if self.closed:
             return

@@ -133,15 +133,6 @@ class HubNotifications:
             self._errors.warning("jupyter-sse hub: cannot claim a job's notification in Redis: %s", exc)
             return True
 
-    def check_urls(self, urls: Sequence[str]) -> None:
-        """Raise ValueError unless Apprise can use every URL (the URL itself is never in the error)."""
-        if self.sender is None:
-            raise RuntimeError(self.unavailable or "notifications are off")
-        for url in urls:
-            if not self.sender.accepts(url):
-                scheme = url.split("://", 1)[0]
-                raise ValueError(f"not an Apprise URL Apprise can use (scheme {scheme!r})")
-
     def describe(self, owner: str, prefs: UserNotify | None) -> dict[str, Any]:
         """What the settings route answers: the user's own settings and what they come to (never the hub's URLs,
         which may hold its credentials)."""

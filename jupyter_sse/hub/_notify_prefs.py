@@ -23,7 +23,7 @@ from typing import Any
 from ..core.notify import MAX_JOB_TARGETS, NotifyRules
 from ._users import UsersFile
 
-__all__ = ["NotifyPrefs", "UserNotify"]
+__all__ = ["NotifyPrefs", "UserNotify", "check_urls"]
 
 _FIELDS = ("urls", "states", "min_duration", "window")
 _MAX_URL = 2048
@@ -100,6 +100,18 @@ class UserNotify:
             max_pending_messages=hub.max_pending_messages,
             allow_job_targets=hub.allow_job_targets,
         )
+
+
+def check_urls(urls: tuple[str, ...]) -> None:
+    """Raise ValueError unless Apprise can use every URL (never the URL itself in the error: it can hold a
+    password); RuntimeError when Apprise is not installed."""
+    try:
+        import apprise
+    except ImportError:
+        raise RuntimeError("notifications need Apprise: install jupyter-sse[notify] (or apprise)") from None
+    for url in urls:
+        if not apprise.Apprise().add(url):
+            raise ValueError(f"not an Apprise URL Apprise can use (scheme {url.split('://', 1)[0]!r})")
 
 
 def _parse_stored(data: Any) -> UserNotify | None:

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from ..core import ProtocolError
 from ._identity import Identity, caller
 from ._notify import HubNotifications
-from ._notify_prefs import UserNotify
+from ._notify_prefs import UserNotify, check_urls
 from ._schema import errors
 
 __all__ = ["add_notify_routes"]
@@ -29,10 +29,11 @@ def _json(value: Any) -> Response:
     return Response(json.dumps(value, allow_nan=False), media_type="application/json")
 
 
-def add_notify_routes(app: FastAPI, notifications: HubNotifications) -> None:
-    Caller = Annotated[Identity, Depends(caller)]
-    Owner = Annotated[str | None, Query(max_length=128, description="an admin's choice of whose settings")]
+Caller = Annotated[Identity, Depends(caller)]
+Owner = Annotated[str | None, Query(max_length=128, description="an admin's choice of whose settings")]
 
+
+def add_notify_routes(app: FastAPI, notifications: HubNotifications) -> None:
     def whose(who: Identity, owner: str | None) -> str:
         if owner is None or owner == who.name:
             return who.name
@@ -68,7 +69,7 @@ def add_notify_routes(app: FastAPI, notifications: HubNotifications) -> None:
         try:
             prefs = UserNotify.from_json(json.loads(body))
             if prefs.urls:
-                notifications.check_urls(prefs.urls)
+                check_urls(prefs.urls)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ProtocolError(400, "invalid_settings", str(exc)) from None
         except RuntimeError as exc:  # no Apprise in the hub's environment
