@@ -17,7 +17,6 @@ from ..core import ProtocolError
 from ._identity import Identity, caller
 from ._notify import HubNotifications
 from ._notify_prefs import UserNotify, check_urls
-from ._schema import errors
 
 __all__ = ["add_notify_routes"]
 
@@ -47,13 +46,14 @@ def add_notify_routes(app: FastAPI, notifications: HubNotifications) -> None:
         except Exception as exc:
             raise ProtocolError(503, "settings_unavailable", f"cannot read the notify settings: {exc}") from None
 
-    @app.get(_PATH, response_model=None, responses=errors(400, 404))
+    # Out of the OpenAPI schema, as /metrics is: the schema is protocol v1, which the extension serves too.
+    @app.get(_PATH, response_model=None, include_in_schema=False)
     async def get_notify(who: Caller, owner: Owner = None) -> Response:
         """The caller's notification settings (`settings`: their own; the rest: what they come to)."""
         name = whose(who, owner)
         return _json(notifications.describe(name, await read(name)))
 
-    @app.put(_PATH, response_model=None, responses=errors(400, 404, 413, 503))
+    @app.put(_PATH, response_model=None, include_in_schema=False)
     async def put_notify(who: Caller, request: Request, owner: Owner = None) -> Response:
         """Set the caller's settings: `urls` (Apprise URLs; `[]`: none), `states`, `min_duration`, `window` (s).
         A field left out or null is the hub's; `{}` goes back to the hub's settings."""
