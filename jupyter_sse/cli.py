@@ -168,6 +168,12 @@ def _parser() -> argparse.ArgumentParser:
         "needs jupyter-sse[notify])",
     )
     p.add_argument(
+        "--notify-settings",
+        metavar="FILE",
+        help="keep here the notification targets and rules users set with PUT jupyter-sse/api/notify (users of "
+        "the users file keep theirs there; with --store, Redis keeps them; default: in memory)",
+    )
+    p.add_argument(
         "--store",
         metavar="redis://HOST:PORT/DB",
         default=os.environ.get("JUPYTER_SSE_HUB_STORE"),
@@ -484,6 +490,8 @@ def _hub(args: argparse.Namespace) -> int:
             options["store"] = args.store
         if args.users:
             options["users"] = args.users
+        if args.notify_settings:
+            options["notify_settings"] = args.notify_settings
         service = from_environment()  # run by JupyterHub as a service: its environment says so
         if service is not None:
             options["jupyterhub"] = service

@@ -34,8 +34,9 @@ _CLAIM_SECONDS = 86400  # long past any retry of the same end; bounded memory in
 
 
 class HubNotifications:
-    """Made with the app (bad rules raise ValueError there); ``start`` in the app's lifespan, ``attach`` for
-    each user's broker, ``stop`` at shutdown (sending what waits for its window)."""
+    """Made with the app (bad rules, or a settings file it cannot read, raise ValueError there); ``start`` in
+    the app's lifespan, ``attach`` for each user's broker, ``stop`` at shutdown (sending what waits for its
+    window)."""
 
     def __init__(
         self,
@@ -44,12 +45,13 @@ class HubNotifications:
         *,
         users_file: UsersFile | None = None,
         store_url: str | None = None,
+        settings_file: str | os.PathLike[str] | None = None,
         timeout: float = 10.0,
     ) -> None:
         self.rules = rules
         self._urls = urls
         self._timeout = timeout
-        self.prefs = NotifyPrefs(users_file, store_url)
+        self.prefs = NotifyPrefs(users_file, store_url, settings_file)
         self._claims: Any = None
         if store_url is not None:
             import redis

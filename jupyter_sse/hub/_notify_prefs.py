@@ -7,17 +7,22 @@ the hub's targets; an empty list: no messages at all for this user (a job's own 
 
 Kept in the users file for a user who is in it (``jupyter sse users notify`` writes there too); else, for a
 user known another way (a JupyterHub service's users), in Redis when the hub shares one, so every replica reads
-them, or else in this process's memory (lost on restart).
+them; else in the hub's settings file when it has one (read at start, written at each change: one hub owns it),
+or else in this process's memory (lost on restart).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..core.notify import MAX_JOB_TARGETS, NotifyRules
@@ -127,8 +132,14 @@ class NotifyPrefs:
     """Reads and writes users' settings (see the module's docstring for where). ``get`` is quick enough for the
     event loop: the users file is read again only when it changed, Redis at most once a second per user."""
 
-    def __init__(self, users_file: UsersFile | None, redis_url: str | None = None) -> None:
+    def __init__(
+        self,
+        users_file: UsersFile | None,
+        redis_url: str | None = None,
+        settings_file: str | os.PathLike[str] | None = None,
+    ) -> None:
         self._users_file = users_file
+        self._file = Path(settings_file) if settings_file is not None and redis_url is None else None
         self._redis: Any = None
         if redis_url is not None:
             import redis
@@ -139,6 +150,8 @@ class NotifyPrefs:
         self._lock = threading.Lock()
         self._memory: dict[str, UserNotify] = {}
         self._cached: dict[str, tuple[float, UserNotify | None]] = {}
+        if self._file is not None:
+            self._memory = self._read_file(self._file)
 
     def _in_users_file(self, owner: str) -> bool:
         return self._users_file is not None and self._users_file.has(owner)
@@ -178,12 +191,51 @@ class NotifyPrefs:
                 self._cached[owner] = (time.monotonic() + _REDIS_TTL, prefs if settings else None)
             return
         with self._lock:
+            memory = dict(self._memory)
             if prefs is None or not settings:
-                self._memory.pop(owner, None)
-            elif owner in self._memory or len(self._memory) < _MEMORY_USERS:
-                self._memory[owner] = prefs
+                memory.pop(owner, None)
+            elif owner in memory or len(memory) < _MEMORY_USERS:
+                memory[owner] = prefs
             else:
                 raise ValueError(f"this hub keeps the notify settings of at most {_MEMORY_USERS} users")
+            if self._file is not None:  # on disk first: a write that fails changes nothing
+                self._write_file(self._file, {name: one.to_json() for name, one in memory.items()})
+            self._memory = memory
+
+    @staticmethod
+    def _read_file(path: Path) -> dict[str, UserNotify]:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read the notify settings file {path}: {exc}") from None
+        users = data.get("users") if isinstance(data, dict) and data.get("version") == 1 else None
+        if not isinstance(users, dict) or len(users) > _MEMORY_USERS:
+            raise ValueError(f"{path} is not a jupyter-sse notify settings file (version 1)")
+        try:
+            return {str(name): UserNotify.from_json(one) for name, one in users.items()}
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+    @staticmethod
+    def _write_file(path: Path, users: dict[str, Any]) -> None:
+        # As the users file: 0600 (URLs can hold passwords), and readers see the old file or the new one.
+        text = json.dumps({"version": 1, "users": users}, indent=2, sort_keys=True) + "\n"
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        except OSError as exc:
+            raise ValueError(f"cannot write the notify settings file {path}: {exc}") from None
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(text)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise ValueError(f"cannot write the notify settings file {path}: {exc}") from None
 
     def close(self) -> None:
         if self._redis is not None:

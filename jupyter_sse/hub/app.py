@@ -137,6 +137,7 @@ def create_app(
     notify_urls: Sequence[str] | None = None,
     notify_min_duration: float = 60.0,
     notify_window: float = 30.0,
+    notify_settings: str | os.PathLike[str] | None = None,
     sync_finished_jobs: int = 100,
     users: str | os.PathLike[str] | UsersFile | None = None,
     identify: Sequence[Identify] = (),
@@ -153,8 +154,10 @@ def create_app(
     ``app.state.broker`` is the broker; ``broker.close()`` ends every stream (``HubServer`` calls it as soon as
     shutdown starts, so open streams never hold the server up). ``notify_urls``: the Apprise URLs told when jobs
     end, by the extension's rules (``None``: ``APPRISE_URLS`` and Apprise's config files); bad rules raise
-    ValueError here. ``store``: ``redis://HOST:PORT/DB`` keeps the jobs in Redis, shared by every hub started
-    on the same URL (needs the redis extra); None keeps them in this process's memory.
+    ValueError here; ``notify_settings``: a file keeping the targets and rules users set through the ``notify``
+    route (without it, and without Redis, they last as long as the process). ``store``: ``redis://HOST:PORT/DB``
+    keeps the jobs in Redis, shared by every hub started on the same URL (needs the redis extra); None keeps them
+    in this process's memory.
     """
     rules = NotifyRules(min_duration=notify_min_duration, window=notify_window)  # bad rules: refused now
     owner = owner or _os_user()
@@ -178,9 +181,11 @@ def create_app(
             sync_finished_jobs=sync_finished_jobs,
         )
 
+    notifications = HubNotifications(
+        notify_urls, rules, users_file=users_file, store_url=store, settings_file=notify_settings
+    )
     shared = open_shared(store, log_lines_kept)
     tenants = Tenants(make_broker, owner, shared.make if shared is not None else None)
-    notifications = HubNotifications(notify_urls, rules, users_file=users_file, store_url=store)
 
     found = tenants.get(owner)
     assert found is not None

@@ -14,7 +14,7 @@ import pytest
 from starlette.types import Scope
 
 from jupyter_sse.cli import main
-from jupyter_sse.hub import BackgroundHub, UsersFile
+from jupyter_sse.hub import BackgroundHub, UsersFile, create_app
 from jupyter_sse.hub._identity import Identity
 from tests._notify_targets import HTTPSink, SMTPSink, _wait
 
@@ -205,3 +205,24 @@ def test_a_hanging_target_slows_no_update_and_no_other_user(
     print(f"1,000 updates with a hanging target: median {took[500] * 1e3:.2f} ms, p99 {took[990] * 1e3:.2f} ms")
     assert took[990] < 0.25
     assert message["title"] == "train succeeded after 5.0 s"
+
+
+def test_settings_set_through_the_route_outlive_the_hub_in_its_settings_file(
+    tmp_path: Path, http_sink: HTTPSink
+) -> None:
+    settings_file = tmp_path / "notify.json"
+    first = BackgroundHub(identify=[_carol], notify_settings=settings_file)
+    with first, _client("carol-token") as carol:
+        settings = {"urls": [http_sink.url("carol")], "min_duration": 0, "window": 0}
+        assert carol.put(first.url + API + "notify", json=settings).status_code == 200
+    assert settings_file.stat().st_mode & 0o777 == 0o600  # the URLs can hold passwords
+    second = BackgroundHub(identify=[_carol], notify_settings=settings_file)
+    with second, _client("carol-token") as carol:
+        assert carol.get(second.url + API + "notify").json()["targets"] == "own"
+        _end(carol, second, {"id": "train"})
+        (message,) = http_sink.wait_for(1)
+    assert message["title"] == "train succeeded after 5.0 s"
+    # a file it cannot read: the hub refuses to start, saying why
+    settings_file.write_text('{"version": 1, "users": {"carol": {"window": -1}}}')
+    with pytest.raises(ValueError, match="window must be a number"):
+        create_app("token", notify_settings=settings_file)
