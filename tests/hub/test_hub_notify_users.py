@@ -71,18 +71,20 @@ def test_each_user_is_told_of_their_own_jobs_only(tmp_path: Path, smtp_sink: SMT
         _end(dave, hub, {"id": "train", "elapsed": 75})  # no settings of his own: the hub's targets
         # a job's own notify= works through the hub as through the extension, whatever its user's settings
         _end(bob, hub, {"id": "mine", "metadata": {"notify": smtp_sink.url("bob@example.org")}})
+        _end(bob, hub, {"id": "asked", "metadata": {"notify": True}, "elapsed": 1})  # his targets, any end
         (alice_mail, bob_mail) = smtp_sink.wait_for(2)
-        http_sink.wait_for(3)
-        _wait(lambda: hub.broker.metrics.notifications_sent == 5, 10, "five messages sent")
-    by_path = {path: body for path, body in zip(http_sink.paths, http_sink.bodies, strict=True)}
-    assert sorted(http_sink.paths) == ["/bob", "/carol", "/team"]
-    assert by_path["/bob"]["title"] == "eval failed after 1 min 30 s"
-    assert by_path["/carol"]["title"] == "train succeeded after 5.0 s"
-    assert by_path["/team"]["title"] == "train succeeded after 1 min 15 s"
+        http_sink.wait_for(4)
+        _wait(lambda: hub.broker.metrics.notifications_sent == 6, 10, "six messages sent")
+    assert sorted((path, body["title"]) for path, body in zip(http_sink.paths, http_sink.bodies, strict=True)) == [
+        ("/bob", "asked succeeded after 1.0 s"),
+        ("/bob", "eval failed after 1 min 30 s"),
+        ("/carol", "train succeeded after 5.0 s"),
+        ("/team", "train succeeded after 1 min 15 s"),
+    ]
     mails = {mail.to: mail for mail in (alice_mail, bob_mail)}
     assert mails["alice@example.org"].subject == "train succeeded after 5.0 s"
     assert mails["bob@example.org"].subject == "mine succeeded after 5.0 s"
-    assert len(smtp_sink.messages) == 2 and len(http_sink.bodies) == 3
+    assert len(smtp_sink.messages) == 2 and len(http_sink.bodies) == 4
 
 
 def test_a_users_jobs_ending_together_make_one_message(tmp_path: Path, http_sink: HTTPSink) -> None:
