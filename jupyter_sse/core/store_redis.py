@@ -77,6 +77,7 @@ _PERSIST = """
 redis.call('SET', KEYS[1], redis.call('GET', KEYS[1]) or '0')
 return 0
 """
+_ANNOUNCED_KEPT = 10_000  # entries kept of an ``announce`` stream; a reader further behind reads every stream
 _RELEASE = """
 redis.set_repl(redis.REPL_NONE)
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -100,8 +101,9 @@ def _pairs(flat: list[Any]) -> dict[str, str]:
 class RedisStore(MemoryStore):
     """``MemoryStore`` shared through Redis with every other process on the same ``url`` and ``prefix``.
 
-    Raises ``StoreUnavailable`` when Redis cannot be reached at start. ``listen()`` must run on the broker's
-    loop for the other processes' changes to arrive; ``on_remote`` is told of them.
+    Raises ``StoreUnavailable`` when Redis cannot be reached at start. ``listen()`` (or a reader of many stores'
+    streams handing entries to ``apply``) must run on the broker's loop for the other processes' changes to
+    arrive; ``on_remote`` is told of them.
     """
 
     def __init__(
@@ -115,6 +117,8 @@ class RedisStore(MemoryStore):
         shared_prefix: str | None = None,
         lock_timeout: float = 2.0,
         socket_timeout: float = 2.0,
+        client: Any = None,
+        announce: tuple[str, str] | None = None,
     ) -> None:
         super().__init__(tombstones_kept=tombstones_kept)
         self.url = url
@@ -123,10 +127,16 @@ class RedisStore(MemoryStore):
         # Told, on the broker's loop, of the entries another process changed (removed ones included).
         self.on_remote: Callable[[dict[str, JobEntry]], None] | None = None
         # Any: redis-py's annotations cover every protocol and decoding at once, which no caller can use.
-        self._redis: Any = redis.Redis.from_url(
+        # ``client`` (decoding responses) lets many stores in one process share one pool: their calls are made
+        # one at a time on the broker's loop, so one connection serves them all.
+        self._own_client = client is None
+        self._redis: Any = client or redis.Redis.from_url(
             url, decode_responses=True, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
         )
         self._socket_timeout = socket_timeout
+        # (stream, name): each write also adds {"o": name} to that stream, in the same transaction, so that one
+        # reader following many stores learns whose stream has news from one key.
+        self._announce = announce
         self._log_lines_kept = log_lines_kept
         self._stream_kept = stream_kept
         self._lock_timeout = lock_timeout
@@ -151,8 +161,19 @@ class RedisStore(MemoryStore):
         try:
             self._load()
         except redis.RedisError as exc:
-            self._redis.close()
+            if self._own_client:
+                self._redis.close()
             raise self._failed(exc) from exc
+
+    @property
+    def events_key(self) -> str:
+        """The key of the Stream this store's changes are written to."""
+        return self._k_events
+
+    @property
+    def position(self) -> str:
+        """The id of the last entry of ``events_key`` this store applied: a reader of it reads on from there."""
+        return self._pos
 
     # ---- loading -------------------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -356,6 +377,9 @@ class RedisStore(MemoryStore):
         dirty = [job_id for job_id in self._dirty if job_id in self._entries]
         removed = list(self._removed)
         pipe: Any = self._redis.pipeline(transaction=True)
+        if self._announce is not None and (dirty or removed):  # first: the last id in the results is our stream's
+            key, name = self._announce
+            pipe.xadd(key, {"o": name}, maxlen=_ANNOUNCED_KEPT, approximate=True)
         new_logs: dict[str, int] = {}
         for job_id in dirty:
             entry = self._entries[job_id]
@@ -415,7 +439,8 @@ class RedisStore(MemoryStore):
             with contextlib.suppress(StoreUnavailable):
                 self.flush()
         finally:
-            self._redis.close()
+            if self._own_client:
+                self._redis.close()
 
     def _failed(self, exc: Exception) -> StoreUnavailable:
         self.fault = f"{type(exc).__name__}: {exc}"
@@ -504,10 +529,15 @@ class RedisStore(MemoryStore):
                 if away:
                     _log.warning("jupyter-sse: the Redis store at %s is back", self.url)
                     away = False
-                for _, items in found or ():
-                    self._apply_remote([(str(stream_id), fields) for stream_id, fields in items])
-                if (self._dirty or self._removed) and self._batch is None:
-                    with contextlib.suppress(StoreUnavailable):
-                        self.flush()
+                items = [(str(stream_id), fields) for _, entries in found or () for stream_id, fields in entries]
+                self.apply(items)
         finally:
             await client.aclose()
+
+    def apply(self, items: list[tuple[str, dict[str, str]]]) -> None:
+        """Apply entries read from ``events_key`` after ``position`` (another reader's, or ``listen``'s), then
+        write again what an earlier write could not. Runs on the broker's loop."""
+        self._apply_remote(items)
+        if (self._dirty or self._removed) and self._batch is None:
+            with contextlib.suppress(StoreUnavailable):
+                self.flush()

@@ -181,10 +181,10 @@ def create_app(
             sync_finished_jobs=sync_finished_jobs,
         )
 
+    shared = open_shared(store, log_lines_kept)  # first: it says what is wrong with the store's URL
     notifications = HubNotifications(
         notify_urls, rules, users_file=users_file, store_url=store, settings_file=notify_settings
     )
-    shared = open_shared(store, log_lines_kept)
     tenants = Tenants(make_broker, owner, shared.make if shared is not None else None)
 
     found = tenants.get(owner)

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from jupyter_sse.hub import BackgroundHub, UsersFile
 from tests._replicas import RedisServer, StreamReader, wait_for
@@ -28,6 +29,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest.fixture
 def team(redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[list[BackgroundHub], dict[str, str]]]:
+    if redis_server.proc is None:  # a test stopped it and failed before starting it again
+        redis_server.start()
     redis_server.flush()
     users = UsersFile(tmp_path / "users")
     tokens = {"alice": users.add("alice"), "bob": users.add("bob"), "root": users.add("root", admin=True)}
@@ -118,3 +121,66 @@ def test_ids_come_from_one_counter_across_users_and_replicas(
         assert len(set(seqs)) == len(seqs)  # no id handed out twice, whoever's job it was
     finally:
         root_on_a.close()
+
+
+def _connections(redis_server: RedisServer) -> int:
+    """Connections open to Redis, this one left out (both hubs run in this process)."""
+    client = redis.Redis(port=redis_server.port)
+    try:
+        return len(client.client_list()) - 1
+    finally:
+        client.close()
+
+
+def _last_n(reader: StreamReader) -> dict[str, int]:
+    return {d["owner"]: d["n"] for _, name, d, _ in reader.events if name == "job"}
+
+
+def test_one_reader_per_hub_follows_many_users_one_added_later_and_a_restart_of_redis(
+    team: tuple[list[BackgroundHub], dict[str, str]], redis_server: RedisServer, tmp_path: Path
+) -> None:
+    (a, b), tokens = team
+    root_on_b = StreamReader(b.url, token=tokens["root"], reconnect=True)
+    try:
+        assert root_on_b.connected.wait(10)
+        _post(a, tokens["alice"], {"jobs": [{"id": "j", "n": 1}]})
+        wait_for(lambda: _last_n(root_on_b).get("alice") == 1, what="alice's job on B")
+        few = _connections(redis_server)
+        # Users who first publish after the hubs started, one of them added to the users file only now: each
+        # needs a store on both hubs, and B hears of them all through its one reader.
+        users = UsersFile(tmp_path / "users")
+        tokens.update({f"u{i}": users.add(f"u{i}") for i in range(12)})
+        for name in sorted(tokens):
+            _post(a, tokens[name], {"jobs": [{"id": "j", "n": 1}]})
+        everyone = set(tokens)
+        wait_for(lambda: set(_last_n(root_on_b)) == everyone, what="every user's job on B")
+        # The connections to Redis do not grow with the users (they were 2 per user and hub).
+        assert _connections(redis_server) <= few + 2, (few, _connections(redis_server))
+
+        redis_server.stop()
+        redis_server.start()  # the same port; the append-only file kept everything acknowledged
+        for name in sorted(tokens):
+
+            def accepted(name: str = name) -> bool:
+                response = httpx.post(
+                    a.url + "jupyter-sse/api/updates",
+                    json={"jobs": [{"id": "j", "n": 2}]},
+                    headers={"Authorization": f"Bearer {tokens[name]}"},
+                    timeout=10,
+                )
+                return response.status_code == 200
+
+            wait_for(accepted, what=f"{name}'s update accepted once Redis is back")
+        wait_for(
+            lambda: _last_n(root_on_b) == dict.fromkeys(everyone, 2), what="every user's change after the restart on B"
+        )
+        for hub in (a, b):
+            assert _ns(hub, tokens["root"]) == dict.fromkeys(everyone, 2)
+    finally:
+        root_on_b.close()
+
+
+def _ns(hub: BackgroundHub, token: str) -> dict[str, int]:
+    response = httpx.get(hub.url + "jupyter-sse/api/jobs", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert response.status_code == 200, response.text
+    return {job["owner"]: job["n"] for job in response.json()["jobs"]}
