@@ -63,6 +63,12 @@ if not mine and redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 if mine then
     local top = redis.call('INCRBY', KEYS[3], ARGV[4])
+    local start = top - ARGV[4] + 1
+    local held = redis.call('HGET', KEYS[4], ARGV[1])
+    if held then start = math.min(start, tonumber(string.match(held, '^(%d+)'))) end
+    local now = redis.call('TIME')
+    local expires = now[1] * 1000 + math.floor(now[2] / 1000) + ARGV[2]
+    redis.call('HSET', KEYS[4], ARGV[1], string.format('%d:%d', start, expires))
     return {top, redis.call('XRANGE', KEYS[2], '(' .. ARGV[3], '+')}
 end
 return false
@@ -80,6 +86,7 @@ return 0
 _ANNOUNCED_KEPT = 10_000  # entries kept of an ``announce`` stream; a reader further behind reads every stream
 _RELEASE = """
 redis.set_repl(redis.REPL_NONE)
+redis.call('HDEL', KEYS[2], ARGV[1])
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
@@ -146,6 +153,9 @@ class RedisStore(MemoryStore):
         self._k_seq = (shared_prefix if shared_prefix is not None else prefix) + "seq"
         self._k_epoch = (shared_prefix if shared_prefix is not None else prefix) + "epoch"
         self._k_lock = prefix + "lock"
+        # {store: "first id it reserved:until (ms)"} while a store holds its lock: ids not written yet, which
+        # readers of several stores' streams must wait for before they pass anything above them on (``in_flight``).
+        self._k_inflight = (shared_prefix if shared_prefix is not None else prefix) + "inflight"
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._release = self._redis.register_script(_RELEASE)
         self._persist = self._redis.register_script(_PERSIST)
@@ -169,6 +179,18 @@ class RedisStore(MemoryStore):
     def events_key(self) -> str:
         """The key of the Stream this store's changes are written to."""
         return self._k_events
+
+    @property
+    def inflight_key(self) -> str:
+        """The hash of the id blocks held by every store on the shared counter, while they write (see
+        ``_ACQUIRE``): ``{replica: "<first id>:<until, ms since the epoch>"}``."""
+        return self._k_inflight
+
+    @property
+    def lowest_unsent(self) -> int | None:
+        """The lowest id this store may still hand out under the lock it holds, or None when it holds none: every
+        id below it that it handed out is already in its memory, and so with its broker."""
+        return self._next_id if self._top_id else None
 
     @property
     def position(self) -> str:
@@ -232,7 +254,7 @@ class RedisStore(MemoryStore):
         while True:
             try:
                 found = self._acquire(
-                    keys=[self._k_lock, self._k_events, self._k_seq],
+                    keys=[self._k_lock, self._k_events, self._k_seq, self._k_inflight],
                     args=[self.replica, int(self._lock_timeout * 1000), self._pos, _ID_BLOCK],
                 )
             except redis.RedisError as exc:
@@ -257,7 +279,12 @@ class RedisStore(MemoryStore):
             self._held_until = 0.0
             self._next_id = self._top_id = 0
             with contextlib.suppress(redis.RedisError):
-                self._release(keys=[self._k_lock], args=[self.replica])
+                pipe: Any = self._redis.pipeline(transaction=False)
+                self._release(keys=[self._k_lock, self._k_inflight], args=[self.replica], client=pipe)
+                if self._announce is not None:  # no change, but readers waiting for these ids may go on
+                    key, name = self._announce
+                    pipe.xadd(key, {"o": name}, maxlen=_ANNOUNCED_KEPT, approximate=True)
+                pipe.execute()
 
     # ---- the Store calls -----------------------------------------------------------------------------------
     def next_seq(self) -> int:
@@ -406,7 +433,8 @@ class RedisStore(MemoryStore):
         if self._top_id:  # the ids this change used, on disk with it (see _ACQUIRE)
             self._persist(keys=[self._k_seq], client=pipe)
         if self._held_until:
-            self._release(keys=[self._k_lock], args=[self.replica], client=pipe)  # in the same transaction
+            # in the same transaction
+            self._release(keys=[self._k_lock, self._k_inflight], args=[self.replica], client=pipe)
         try:
             results = pipe.execute()
         except redis.RedisError as exc:

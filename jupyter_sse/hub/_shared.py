@@ -142,13 +142,24 @@ class SharedStores:
                         self._discover(tenants, await client.smembers(self._k_owners))
                         await self._read(client, list(self._followed.values()))
                         sweep_at = time.monotonic() + _SWEEP_PERIOD
-                    found = await client.xread({self._k_news: news}, count=_READ_COUNT, block=_BLOCK_MS)
+                    # Below the mark, every id is written (or given up), so what the news names now holds it all:
+                    # read that, then admins' merged streams may pass on everything up to the mark.
+                    mark = await self._mark(client)
+                    found = await client.xread({self._k_news: news}, count=_READ_COUNT)
+                    waited = not found
+                    if waited:
+                        if mark is not None:
+                            tenants.advance(mark)
+                        found = await client.xread({self._k_news: news}, count=_READ_COUNT, block=_BLOCK_MS)
                     owners: set[str] = set()
                     for _, entries in found or ():
                         news = str(entries[-1][0])
                         owners.update(fields.get("o", "") for _, fields in entries)
+                        waited = waited or len(entries) >= _READ_COUNT  # more news behind: no mark yet
                     self._discover(tenants, owners)
                     await self._read(client, [self._followed[o] for o in sorted(owners) if o in self._followed])
+                    if not waited and mark is not None:
+                        tenants.advance(mark)
                 except (redis.RedisError, OSError) as exc:
                     # Redis is away: subscribers keep their streams, publishers get 503 until it is back.
                     if not away:
@@ -166,6 +177,31 @@ class SharedStores:
                         self._apply(store, [])
         finally:
             await client.aclose()
+
+    async def _mark(self, client: Any) -> int | None:
+        """The highest id below which every id is written to Redis or already in this hub's memory: ids in the
+        blocks other hubs' stores hold (``RedisStore.inflight_key``) may still come; so may those that this hub's
+        own stores have yet to hand out. None if no store was made yet."""
+        store = next(iter(self._stores.values()), None)
+        if store is None:
+            return None
+        pipe = client.pipeline(transaction=True)
+        pipe.hgetall(store.inflight_key)
+        pipe.get(_PREFIX + "seq")
+        pipe.time()
+        held, top, (seconds, micros) = await pipe.execute()
+        now = int(seconds) * 1000 + int(micros) // 1000
+        local = {store.replica: store for store in self._stores.values()}
+        mark = int(top or 0)
+        for replica, value in held.items():
+            first, _, until = value.partition(":")
+            if replica not in local and int(until) >= now:  # past its time, the lock is another's to take
+                mark = min(mark, int(first) - 1)
+        for store in local.values():
+            low = store.lowest_unsent
+            if low is not None:
+                mark = min(mark, low - 1)
+        return mark
 
     async def _read(self, client: Any, stores: list[RedisStore]) -> None:
         """Read the given stores' streams up to their ends (without waiting) and apply what they hold."""

@@ -25,6 +25,8 @@ from ..core.model import created_key, encode_page_cursor
 
 __all__ = ["MergedSubscription", "Tenants", "merge_pages"]
 
+_HELD_MAX = 10_000  # events an admin's merged stream holds back for the watermark before it ends instead
+
 
 class _Sequence:
     def __init__(self, start: int) -> None:
@@ -85,6 +87,10 @@ class Tenants:
         self.on_new: list[Callable[[Broker], None]] = []
         self.default_owner = default_owner
         self.closed = False
+        # With stores shared through Redis (``_shared``), the id up to which every change is known here: above
+        # it, a change with a smaller id may still arrive, so admins' merged streams hold events back until
+        # it passes them. None: ids arrive in order (one process), nothing is held.
+        self.watermark: int | None = None
 
     def store(self) -> MemoryStore:
         """A store for a new broker, on the shared sequence."""
@@ -139,6 +145,13 @@ class Tenants:
         self._merged.add(merged)
         return merged
 
+    def advance(self, watermark: int) -> None:
+        """Every change with an id up to ``watermark`` is known here now: merged streams may pass them on."""
+        if self.watermark is None or watermark > self.watermark:
+            self.watermark = watermark
+            for merged in list(self._merged):
+                merged.wake()
+
     def _forget(self, merged: MergedSubscription) -> None:
         self._merged.discard(merged)
 
@@ -159,18 +172,61 @@ class MergedSubscription:
         self._last_event_id = last_event_id
         self._subs: list[Subscription] = []
         self._added: asyncio.Future[None] | None = None
+        self._held: list[Event] = []  # read from the brokers, above the watermark: not to be sent yet
         self.done = False
 
     def add(self, broker: Broker) -> None:
         if self.done:
             return
         self._subs.append(broker.subscribe(self._jobs, self._last_event_id))
+        self.wake()
+
+    def wake(self) -> None:
+        """Look again: a broker was added, or the tenants' watermark moved."""
         if self._added is not None and not self._added.done():
             self._added.set_result(None)
 
     async def next_events(self, timeout: float) -> list[Event]:
-        if self.done:
+        """The next events of every user's broker in one id order. With a watermark (replicas on Redis), only
+        those up to it: a change with a smaller id may still arrive from another hub, and passing a larger id
+        first would let a client resuming from it skip that change. The rest waits here for the mark to move."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.done:
+            if self._held and (ready := await self._ready()):
+                return ready
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            self._held.extend(await self._gather(remaining))
+            self._held.sort(key=lambda event: event.id)
+            if len(self._held) > _HELD_MAX:
+                # The mark is stuck (Redis away): rather than hold more, end the stream; the client resumes
+                # from its Last-Event-ID, which is still exact.
+                self.close()
+        return []
+
+    async def _ready(self) -> list[Event]:
+        """The held events up to the watermark, after reading everything the brokers have below it."""
+        mark = self._tenants.watermark
+        if mark is None:
+            ready, self._held = self._held, []
+            return ready
+        if self._held[0].id > mark:
             return []
+        for sub in self._subs:  # every event up to the mark that a broker has but has not woken us for yet
+            if not sub.done:
+                sub._woken = True
+                self._held.extend(await sub.next_events(0.0))
+                if sub._woken:  # a first sync too long for one read: the rest must come before what is above
+                    mark = min(mark, sub.cursor)
+        self._held.sort(key=lambda event: event.id)
+        cut = next((i for i, event in enumerate(self._held) if event.id > mark), len(self._held))
+        ready = self._held[:cut]
+        del self._held[:cut]
+        return ready
+
+    async def _gather(self, timeout: float) -> list[Event]:
         added = self._added = asyncio.get_running_loop().create_future()
         waits = {asyncio.ensure_future(sub.next_events(timeout)): sub for sub in self._subs if not sub.done}
         try:

@@ -3,6 +3,8 @@ everyone's jobs, whichever hub each job was published through. Real redis-server
 
 from __future__ import annotations
 
+import itertools
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -184,3 +186,62 @@ def _ns(hub: BackgroundHub, token: str) -> dict[str, int]:
     response = httpx.get(hub.url + "jupyter-sse/api/jobs", headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert response.status_code == 200, response.text
     return {job["owner"]: job["n"] for job in response.json()["jobs"]}
+
+
+def test_an_admin_resuming_on_the_other_replica_gets_every_change_once_while_two_users_publish_fast(
+    team: tuple[list[BackgroundHub], dict[str, str]],
+) -> None:
+    """alice publishes through A and bob through B as fast as they can; the admin's stream drops every few events
+    and resumes, with its Last-Event-ID, on the other replica. Ids must only ever increase (so a resume neither
+    repeats nor skips a change) and both users' last changes arrive."""
+    (a, b), tokens = team
+    stop = threading.Event()
+    sent: dict[str, int] = {}
+
+    def publish(hub: BackgroundHub, user: str) -> None:
+        n = 0
+        with httpx.Client(timeout=10) as client:
+            while not stop.is_set():
+                n += 1
+                response = client.post(
+                    hub.url + "jupyter-sse/api/updates",
+                    json={"jobs": [{"id": "j", "n": n}]},
+                    headers={"Authorization": f"Bearer {tokens[user]}"},
+                )
+                assert response.status_code == 200, response.text
+                sent[user] = n
+
+    _post(a, tokens["alice"], {"jobs": [{"id": "j", "n": 0}]})
+    _post(b, tokens["bob"], {"jobs": [{"id": "j", "n": 0}]})
+    threads = [threading.Thread(target=publish, args=(hub, user)) for hub, user in ((a, "alice"), (b, "bob"))]
+    events: list[tuple[str, str, dict[str, Any], float]] = []
+    last: str | None = None
+    for thread in threads:
+        thread.start()
+    try:
+        for attempt in range(16):
+            reader = StreamReader((a, b)[attempt % 2].url, last_event_id=last, token=tokens["root"])
+            try:
+                wait_for(lambda reader=reader: len(reader.events) >= 6, what="a few events before the drop")
+            finally:
+                reader.close()
+            events.extend(reader.events)
+            last = reader.last_id
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert set(sent) == {"alice", "bob"}
+    reader = StreamReader(b.url, last_event_id=last, token=tokens["root"])
+    try:
+        wait_for(
+            lambda: {owner: n for owner, n in _last_n(reader).items() if n == sent[owner]} == sent,
+            what="both users' last changes after the last resume",
+        )
+    finally:
+        reader.close()
+    events.extend(reader.events)
+    seqs = [int(event_id.rpartition(".")[2]) for event_id, *_ in events if event_id]
+    assert all(x < y for x, y in itertools.pairwise(seqs)), "an id repeated or went back"
+    changes = [(d["owner"], d["n"]) for _, name, d, _ in events if name == "job"]
+    assert len(changes) == len(set(changes)), "a change was sent twice"
