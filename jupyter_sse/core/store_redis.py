@@ -153,8 +153,8 @@ class RedisStore(MemoryStore):
         self._k_seq = (shared_prefix if shared_prefix is not None else prefix) + "seq"
         self._k_epoch = (shared_prefix if shared_prefix is not None else prefix) + "epoch"
         self._k_lock = prefix + "lock"
-        # {store: "first id it reserved:until (ms)"} while a store holds its lock: ids not written yet, which
-        # readers of several stores' streams must wait for before they pass anything above them on (``in_flight``).
+        # {replica: "<first id reserved>:<until, ms since the epoch>"} while a store holds its lock: ids not written
+        # yet, which a reader of several stores' streams waits for before it passes on anything above them.
         self._k_inflight = (shared_prefix if shared_prefix is not None else prefix) + "inflight"
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._release = self._redis.register_script(_RELEASE)
@@ -179,12 +179,6 @@ class RedisStore(MemoryStore):
     def events_key(self) -> str:
         """The key of the Stream this store's changes are written to."""
         return self._k_events
-
-    @property
-    def inflight_key(self) -> str:
-        """The hash of the id blocks held by every store on the shared counter, while they write (see
-        ``_ACQUIRE``): ``{replica: "<first id>:<until, ms since the epoch>"}``."""
-        return self._k_inflight
 
     @property
     def lowest_unsent(self) -> int | None:

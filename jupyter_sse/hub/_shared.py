@@ -21,6 +21,13 @@ and once Redis is back after an absence, the reader reads every user's stream, i
 
 A hub learns of users that first published on another hub from ``jupyter-sse:owners``, a set every hub adds a
 user to when it first makes their store, also announcing them on the news stream.
+
+The price of a lock per user is that ids are in order per user only: alice's store may take ids 1-256 under her
+lock, bob's 257-512 under his, and bob's 257 reach a hub before alice's 2. An admin's merged stream that sent 257
+and then dropped would resume past alice's 2. So the reader also keeps a watermark (``Tenants.advance``): the
+id below which every id is written or given up (a store that takes its lock lists its block's first id in
+``jupyter-sse:inflight`` until it writes, with the lock's timeout) and has been read here, or is this hub's own
+and already in its memory. Merged streams pass events on up to it only, in id order.
 """
 
 from __future__ import annotations
@@ -77,6 +84,8 @@ class SharedStores:
         )
         self._k_owners = _PREFIX + "owners"
         self._k_news = _PREFIX + "news"
+        self._k_inflight = _PREFIX + "inflight"  # the stores' (shared_prefix) names
+        self._k_seq = _PREFIX + "seq"
         self._stores: dict[str, RedisStore] = {}
         self._followed: dict[str, RedisStore] = {}  # the stores whose broker is made: the reader reads these
         try:
@@ -125,6 +134,8 @@ class SharedStores:
         import redis
         import redis.asyncio as aioredis
 
+        if tenants.watermark is None:
+            tenants.watermark = 0  # ids arrive out of order from now on: merged streams hold them to the mark
         for broker in tenants:
             self.attach(broker)
         client: Any = aioredis.Redis.from_url(self.url, decode_responses=True, socket_connect_timeout=2.0)
@@ -144,12 +155,17 @@ class SharedStores:
                         sweep_at = time.monotonic() + _SWEEP_PERIOD
                     # Below the mark, every id is written (or given up), so what the news names now holds it all:
                     # read that, then admins' merged streams may pass on everything up to the mark.
-                    mark = await self._mark(client)
-                    found = await client.xread({self._k_news: news}, count=_READ_COUNT)
+                    # One round trip: the mark's parts first, then the news written before Redis answers.
+                    pipe = client.pipeline(transaction=False)
+                    pipe.hgetall(self._k_inflight)
+                    pipe.get(self._k_seq)
+                    pipe.time()
+                    pipe.xread({self._k_news: news}, count=_READ_COUNT)
+                    held, top, now, found = await pipe.execute()
+                    mark = self._mark(held, top, now)
                     waited = not found
                     if waited:
-                        if mark is not None:
-                            tenants.advance(mark)
+                        tenants.advance(mark)
                         found = await client.xread({self._k_news: news}, count=_READ_COUNT, block=_BLOCK_MS)
                     owners: set[str] = set()
                     for _, entries in found or ():
@@ -158,7 +174,7 @@ class SharedStores:
                         waited = waited or len(entries) >= _READ_COUNT  # more news behind: no mark yet
                     self._discover(tenants, owners)
                     await self._read(client, [self._followed[o] for o in sorted(owners) if o in self._followed])
-                    if not waited and mark is not None:
+                    if not waited:
                         tenants.advance(mark)
                 except (redis.RedisError, OSError) as exc:
                     # Redis is away: subscribers keep their streams, publishers get 503 until it is back.
@@ -178,24 +194,16 @@ class SharedStores:
         finally:
             await client.aclose()
 
-    async def _mark(self, client: Any) -> int | None:
+    def _mark(self, held: dict[str, str], top: str | None, now: tuple[int, int]) -> int:
         """The highest id below which every id is written to Redis or already in this hub's memory: ids in the
-        blocks other hubs' stores hold (``RedisStore.inflight_key``) may still come; so may those that this hub's
-        own stores have yet to hand out. None if no store was made yet."""
-        store = next(iter(self._stores.values()), None)
-        if store is None:
-            return None
-        pipe = client.pipeline(transaction=True)
-        pipe.hgetall(store.inflight_key)
-        pipe.get(_PREFIX + "seq")
-        pipe.time()
-        held, top, (seconds, micros) = await pipe.execute()
-        now = int(seconds) * 1000 + int(micros) // 1000
+        blocks other hubs' stores hold (``jupyter-sse:inflight``, until the lock's timeout) may still come; so
+        may those that this hub's own stores have yet to hand out."""
+        now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
         local = {store.replica: store for store in self._stores.values()}
         mark = int(top or 0)
         for replica, value in held.items():
             first, _, until = value.partition(":")
-            if replica not in local and int(until) >= now:  # past its time, the lock is another's to take
+            if replica not in local and int(until) >= now_ms:  # past its time, the lock is another's to take
                 mark = min(mark, int(first) - 1)
         for store in local.values():
             low = store.lowest_unsent

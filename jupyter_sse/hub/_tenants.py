@@ -150,7 +150,8 @@ class Tenants:
         if self.watermark is None or watermark > self.watermark:
             self.watermark = watermark
             for merged in list(self._merged):
-                merged.wake()
+                if merged.holding:
+                    merged.wake()
 
     def _forget(self, merged: MergedSubscription) -> None:
         self._merged.discard(merged)
@@ -180,6 +181,11 @@ class MergedSubscription:
             return
         self._subs.append(broker.subscribe(self._jobs, self._last_event_id))
         self.wake()
+
+    @property
+    def holding(self) -> bool:
+        """Whether events wait here for the watermark."""
+        return bool(self._held)
 
     def wake(self) -> None:
         """Look again: a broker was added, or the tenants' watermark moved."""
