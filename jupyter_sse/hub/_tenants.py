@@ -28,6 +28,11 @@ __all__ = ["MergedSubscription", "Tenants", "merge_pages"]
 _HELD_MAX = 10_000  # events an admin's merged stream holds back for the watermark before it ends instead
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class _Sequence:
     def __init__(self, start: int) -> None:
         self.start = start
@@ -199,17 +204,28 @@ class MergedSubscription:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not self.done:
+            if len(self._held) > _HELD_MAX:
+                # The mark is stuck (Redis away): rather than hold more, end the stream; the client resumes
+                # from its Last-Event-ID, which is still exact.
+                self.close()
+                break
             if self._held and (ready := await self._ready()):
                 return ready
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return []
+            if self._held:
+                # Wait for the mark alone: what the brokers get meanwhile, _ready reads then.
+                woken = self._added = loop.create_future()
+                timer = loop.call_later(remaining, _resolve, woken)
+                try:
+                    await woken
+                finally:
+                    timer.cancel()
+                    self._added = None
+                continue
             self._held.extend(await self._gather(remaining))
             self._held.sort(key=lambda event: event.id)
-            if len(self._held) > _HELD_MAX:
-                # The mark is stuck (Redis away): rather than hold more, end the stream; the client resumes
-                # from its Last-Event-ID, which is still exact.
-                self.close()
         return []
 
     async def _ready(self) -> list[Event]:
