@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import quote, urlparse
 
 from ..core import Broker
 from ..core.apprise_sender import AppriseSender, RateLimitedLog, apprise_config_paths
@@ -26,11 +27,26 @@ from ..core.transitions import watch_state_changes
 from ._notify_prefs import NotifyPrefs, UserNotify
 from ._users import UsersFile
 
-__all__ = ["HubNotifications"]
+__all__ = ["HubNotifications", "jupyterhub_user_links"]
 
 _log = logging.getLogger("jupyter_sse.hub")
 _CLAIM_PREFIX = "jupyter-sse:notified:"
 _CLAIM_SECONDS = 86400  # long past any retry of the same end; bounded memory in Redis
+
+
+def jupyterhub_user_links(env: Mapping[str, str] | None = None) -> Callable[[str], str] | None:
+    """As a JupyterHub service: the base URL of a user's server (``{public origin}{base URL}user/{name}/``), from
+    the environment JupyterHub gives the service, for the links in messages. None when JupyterHub says nothing
+    of its public address (``c.JupyterHub.public_url`` unset): a link to a loopback address would mislead."""
+    env = os.environ if env is None else env
+    public = env.get("JUPYTERHUB_PUBLIC_HUB_URL") or env.get("JUPYTERHUB_PUBLIC_URL") or ""
+    parsed = urlparse(public)
+    if not (parsed.scheme and parsed.netloc):
+        return None
+    base = env.get("JUPYTERHUB_BASE_URL") or "/"
+    base = base if base.endswith("/") else base + "/"
+    origin = f"{parsed.scheme}://{parsed.netloc}"
+    return lambda name: f"{origin}{base}user/{quote(name, safe='')}/"
 
 
 class HubNotifications:
@@ -47,8 +63,10 @@ class HubNotifications:
         store_url: str | None = None,
         settings_file: str | os.PathLike[str] | None = None,
         timeout: float = 10.0,
+        user_links: Callable[[str], str] | None = None,
     ) -> None:
         self.rules = rules
+        self._user_links = user_links  # a user's server's base URL: messages link to the job's notebook there
         self._urls = urls
         self._timeout = timeout
         self.prefs = NotifyPrefs(users_file, store_url, settings_file)
@@ -123,6 +141,7 @@ class HubNotifications:
             has_default_targets=bool(urls) if urls is not None else self.sender.has_default_targets,
             targets=urls or (),
             claim=(lambda job: self._claim(owner, job)) if self._claims is not None else None,
+            link_base=self._user_links(owner) if self._user_links is not None else None,
         )
         self._notifiers[owner] = (prefs, notifier)
         return notifier

@@ -48,7 +48,7 @@ from ._errors import install_error_handlers
 from ._identity import Authenticate, Identify, Identity, TokenIdentity, UsersIdentity, caller
 from ._jupyterhub import JupyterHubService, ServicePrefix
 from ._metrics import add_metrics_route
-from ._notify import HubNotifications
+from ._notify import HubNotifications, jupyterhub_user_links
 from ._notify_routes import add_notify_routes
 from ._schema import CancelReply, JobList, errors, install_openapi, update_body
 from ._shared import open_shared
@@ -183,8 +183,9 @@ def create_app(
 
     shared = open_shared(store, log_lines_kept)  # first: it says what is wrong with the store's URL
     notifications = HubNotifications(
-        notify_urls, rules, users_file=users_file, store_url=store, settings_file=notify_settings
-    )
+        notify_urls, rules, users_file=users_file, store_url=store, settings_file=notify_settings,
+        user_links=jupyterhub_user_links() if jupyterhub is not None else None,
+    )  # fmt: skip
     tenants = Tenants(make_broker, owner, shared.make if shared is not None else None)
 
     found = tenants.get(owner)

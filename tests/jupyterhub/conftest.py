@@ -67,6 +67,7 @@ def _config(
     return textwrap.dedent(f"""
         c = get_config()  # noqa
         c.JupyterHub.bind_url = "http://127.0.0.1:{port}"
+        c.JupyterHub.public_url = "http://127.0.0.1:{port}"  # what a deployment sets; services learn it
         c.JupyterHub.hub_bind_url = "http://127.0.0.1:{hub_port}"
         c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
         c.ConfigurableHTTPProxy.auth_token = {proxy_token!r}

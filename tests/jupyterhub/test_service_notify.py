@@ -43,19 +43,25 @@ def clients(hub: Hub) -> Iterator[dict[str, httpx.Client]]:
             client.close()
 
 
-def test_jupyterhub_users_set_their_own_targets(clients: dict[str, httpx.Client], http_sink: HTTPSink) -> None:
+def test_jupyterhub_users_set_their_own_targets(
+    clients: dict[str, httpx.Client], http_sink: HTTPSink, hub: Hub
+) -> None:
     job = f"train-{secrets.token_hex(4)}"
     for name, client in clients.items():
         response = client.put("notify", json={"urls": [http_sink.url(name)], "min_duration": 0, "window": 0})
         assert response.status_code == 200, response.text
         assert response.json()["owner"] == name and response.json()["targets"] == "own"
     for name, client in clients.items():
-        start = {"id": job, "name": f"{name}'s {job}"}
+        start = {"id": job, "name": f"{name}'s {job}", "path": "runs/train 1.ipynb"}
         assert client.post("updates", json={"jobs": [start]}).status_code == 200
         assert client.post("updates", json={"jobs": [{"id": job, "state": "succeeded", "elapsed": 2}]}).is_success
     http_sink.wait_for(2)
     told = {path: body["title"] for path, body in zip(http_sink.paths, http_sink.bodies, strict=True)}
     assert told == {"/alice": f"alice's {job} succeeded after 2.0 s", "/bob": f"bob's {job} succeeded after 2.0 s"}
+    # each message links to the notebook on its owner's own server, at JupyterHub's public URL
+    links = {path: body["message"] for path, body in zip(http_sink.paths, http_sink.bodies, strict=True)}
+    for name in clients:
+        assert f"open: {hub.url}user/{name}/lab/tree/runs/train%201.ipynb" in links[f"/{name}"], links
     # one's settings are not another's to read or change
     assert clients["alice"].get("notify", params={"owner": "bob"}).status_code == 404
     assert clients["alice"].get("notify").json()["settings"]["urls"] == [http_sink.url("alice")]
