@@ -155,8 +155,9 @@ class SharedStores:
                         sweep_at = time.monotonic() + _SWEEP_PERIOD
                     # Below the mark, every id is written (or given up), so what the news names now holds it all:
                     # read that, then admins' merged streams may pass on everything up to the mark.
-                    # One round trip: the mark's parts first, then the news written before Redis answers.
-                    pipe = client.pipeline(transaction=False)
+                    # One round trip, one transaction: the blocks held and the counter must be of one instant (a
+                    # block reserved between the two reads would pass unseen), and the news read after them.
+                    pipe = client.pipeline(transaction=True)
                     pipe.hgetall(self._k_inflight)
                     pipe.get(self._k_seq)
                     pipe.time()

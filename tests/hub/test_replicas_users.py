@@ -241,7 +241,12 @@ def test_an_admin_resuming_on_the_other_replica_gets_every_change_once_while_two
     finally:
         reader.close()
     events.extend(reader.events)
-    seqs = [int(event_id.rpartition(".")[2]) for event_id, *_ in events if event_id]
-    assert all(x < y for x, y in itertools.pairwise(seqs)), "an id repeated or went back"
+    seqs = [
+        (int(event_id.rpartition(".")[2]), name, d.get("owner"), d.get("n"))
+        for event_id, name, d, _ in events
+        if event_id
+    ]
+    bad = [(i, x, y) for i, (x, y) in enumerate(itertools.pairwise(seqs)) if x[0] >= y[0]]
+    assert not bad, f"an id repeated or went back: {bad} in {seqs}"
     changes = [(d["owner"], d["n"]) for _, name, d, _ in events if name == "job"]
     assert len(changes) == len(set(changes)), "a change was sent twice"
