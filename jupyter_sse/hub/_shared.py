@@ -136,6 +136,7 @@ class SharedStores:
 
         if tenants.watermark is None:
             tenants.watermark = 0  # ids arrive out of order from now on: merged streams hold them to the mark
+        tenants.on_merge.append(self._poke)
         for broker in tenants:
             self.attach(broker)
         client: Any = aioredis.Redis.from_url(self.url, decode_responses=True, socket_connect_timeout=2.0)
@@ -154,19 +155,24 @@ class SharedStores:
                         await self._read(client, list(self._followed.values()))
                         sweep_at = time.monotonic() + _SWEEP_PERIOD
                     # Below the mark, every id is written (or given up), so what the news names now holds it all:
-                    # read that, then admins' merged streams may pass on everything up to the mark.
-                    # One round trip, one transaction: the blocks held and the counter must be of one instant (a
-                    # block reserved between the two reads would pass unseen), and the news read after them.
-                    pipe = client.pipeline(transaction=True)
-                    pipe.hgetall(self._k_inflight)
-                    pipe.get(self._k_seq)
-                    pipe.time()
-                    pipe.xread({self._k_news: news}, count=_READ_COUNT)
-                    held, top, now, found = await pipe.execute()
-                    mark = self._mark(held, top, now)
+                    # read that, then admins' merged streams may pass on everything up to the mark. Only merged
+                    # streams need it: with none open, the reader only waits for news.
+                    mark: int | None = None
+                    found = None
+                    if tenants.merging:
+                        # One round trip, one transaction: the blocks held and the counter must be of one instant
+                        # (a block reserved between the two reads would pass unseen), the news read after them.
+                        pipe = client.pipeline(transaction=True)
+                        pipe.hgetall(self._k_inflight)
+                        pipe.get(self._k_seq)
+                        pipe.time()
+                        pipe.xread({self._k_news: news}, count=_READ_COUNT)
+                        held, top, now, found = await pipe.execute()
+                        mark = self._mark(held, top, now)
                     waited = not found
                     if waited:
-                        tenants.advance(mark)
+                        if mark is not None:
+                            tenants.advance(mark)
                         found = await client.xread({self._k_news: news}, count=_READ_COUNT, block=_BLOCK_MS)
                     owners: set[str] = set()
                     for _, entries in found or ():
@@ -175,7 +181,7 @@ class SharedStores:
                         waited = waited or len(entries) >= _READ_COUNT  # more news behind: no mark yet
                     self._discover(tenants, owners)
                     await self._read(client, [self._followed[o] for o in sorted(owners) if o in self._followed])
-                    if not waited:
+                    if not waited and mark is not None:
                         tenants.advance(mark)
                 except (redis.RedisError, OSError) as exc:
                     # Redis is away: subscribers keep their streams, publishers get 503 until it is back.
@@ -223,6 +229,16 @@ class SharedStores:
                 self._apply(store, [(str(stream_id), fields) for stream_id, fields in entries])
                 if len(entries) >= _READ_COUNT:  # more behind: read on
                     stores.append(store)
+
+    def _poke(self) -> None:
+        """Wake the reader (every hub's, harmlessly), so that it reads the mark for a merged stream just opened
+        now rather than at the next news."""
+        import redis
+
+        try:
+            self._redis.xadd(self._k_news, {"o": ""}, maxlen=_NEWS_KEPT, approximate=True)
+        except redis.RedisError as exc:  # the reader's wait ends within a second anyway
+            _log.debug("jupyter-sse: cannot wake the Redis reader (%s)", exc)
 
     def _discover(self, tenants: Tenants, owners: set[str]) -> None:
         for owner in sorted(owners):

@@ -90,6 +90,7 @@ class Tenants:
         self._brokers: dict[str, Broker] = {}
         self._merged: set[MergedSubscription] = set()
         self.on_new: list[Callable[[Broker], None]] = []
+        self.on_merge: list[Callable[[], None]] = []  # a merged stream opened (it may need a fresh watermark)
         self.default_owner = default_owner
         self.closed = False
         # With stores shared through Redis (``_shared``), the id up to which every change is known here: above
@@ -148,7 +149,14 @@ class Tenants:
         for broker in self:
             merged.add(broker)
         self._merged.add(merged)
+        for hook in self.on_merge:
+            hook()
         return merged
+
+    @property
+    def merging(self) -> bool:
+        """Whether an admin's merged stream is open, and so needs ``advance``."""
+        return bool(self._merged)
 
     def advance(self, watermark: int) -> None:
         """Every change with an id up to ``watermark`` is known here now: merged streams may pass them on."""
