@@ -9,7 +9,8 @@ list merges them, and a stream subscribes to each (and to those made later).
 Event ids stay comparable across brokers: their stores share one sequence and one epoch, so an admin's merged
 stream is in one order and its Last-Event-ID means the same to every broker. A user's store made later has
 missed nothing before it was made: its horizon is where the shared history began, so resuming an admin's
-stream never resets because a user appeared.
+stream never resets because a user appeared. With replicas on Redis, ids reach a hub in order per user only, so
+a merged stream passes events on only up to the watermark the hub's Redis reader keeps (``advance``).
 """
 
 from __future__ import annotations
