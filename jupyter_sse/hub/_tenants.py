@@ -159,18 +159,36 @@ class MergedSubscription:
         self._last_event_id = last_event_id
         self._subs: list[Subscription] = []
         self._added: asyncio.Future[None] | None = None
+        self._writer: Callable[[bytes], bool] | None = None
         self.done = False
 
     def add(self, broker: Broker) -> None:
         if self.done:
             return
         self._subs.append(broker.subscribe(self._jobs, self._last_event_id))
+        if len(self._subs) == 2:
+            # Two brokers write in their own order, not in one id order: the broadcast path is for one only.
+            self._subs[0].set_writer(None)
+            self._subs[0].wake()  # out of a wait on the first alone (see next_events)
         if self._added is not None and not self._added.done():
             self._added.set_result(None)
+
+    def set_writer(self, writer: Callable[[bytes], bool] | None) -> None:
+        """The broadcast path (``Subscription.set_writer``), while this stream reads a single broker."""
+        self._writer = writer
+        if len(self._subs) == 1:
+            self._subs[0].set_writer(writer)
 
     async def next_events(self, timeout: float) -> list[Event]:
         if self.done:
             return []
+        if len(self._subs) == 1:
+            # The common case (one user, or the first of many): that broker's subscription as it is, without a
+            # task per wait, and with the broadcast path. A broker added meanwhile wakes it (see add).
+            first = await self._subs[0].next_events(timeout)
+            if self._subs[0].done and len(self._subs) == 1:
+                self.close()
+            return first
         added = self._added = asyncio.get_running_loop().create_future()
         waits = {asyncio.ensure_future(sub.next_events(timeout)): sub for sub in self._subs if not sub.done}
         try:
