@@ -60,6 +60,12 @@ def section_fanout(quick: bool) -> list[dict[str, Any]]:
     return fanout.run(quick)
 
 
+def section_replicas(quick: bool) -> list[dict[str, Any]]:
+    import replicas
+
+    return replicas.run_section(quick)
+
+
 def section_lone(quick: bool) -> list[dict[str, Any]]:
     import fanout
 
@@ -88,6 +94,7 @@ SECTIONS = {
     "overhead": section_overhead,
     "kernel": section_kernel,
     "fanout": section_fanout,
+    "replicas": section_replicas,
     "lone": section_lone,
     "memory": section_memory,
     "ingest": section_ingest,
@@ -133,8 +140,16 @@ def machine() -> dict[str, Any]:
     return info
 
 
+_NAMES = {
+    "jupyter": "jupyter-sse",
+    "hub": "hub (memory store)",
+    "hub-redis": "hub (Redis store)",
+    "baseline": "baseline (FastAPI+sse-starlette)",
+}
+
+
 def _server_name(row: dict[str, Any]) -> str:
-    return "jupyter-sse" if row["server"] == "jupyter" else "baseline (FastAPI+sse-starlette)"
+    return _NAMES.get(row["server"], row["server"])
 
 
 SUBSCRIBERS_HISTORY = 50
@@ -273,6 +288,47 @@ def markdown(r: dict[str, Any]) -> str:
                     f"{fmt(j['p99_ms'], '.0f')} ms vs {fmt(b['p99_ms'], '.0f')} ms"
                     + (f"; target p99 < 100 ms: {verdict((j['p99_ms'] or 1e9) < 100)}" if n == 1000 else "")
                 )
+            for kind in ("hub", "hub-redis"):
+                h = by.get((kind, n))
+                if j and h:
+                    ratio = (h["p99_ms"] or 1e9) / max(j["p99_ms"] or 1e-9, 1e-9)
+                    lines.append(
+                        f"- {n:,} subscribers, {_NAMES[kind]} / jupyter-sse: p99 {ratio:.2f}x "
+                        f"({fmt(h['p99_ms'], '.0f')} vs {fmt(j['p99_ms'], '.0f')} ms; target ≤ 1.5x"
+                        + (f": {verdict(ratio <= 1.5)}" if kind == "hub" else ", set for the memory store")
+                        + f"), server CPU per event {h['server_cpu_us_per_event'] / j['server_cpu_us_per_event']:.2f}x"
+                        f", throughput {h['events_per_s'] / max(j['events_per_s'], 1):.2f}x, idle "
+                        f"{h['idle_kib_per_sub']:.1f} KiB/subscriber "
+                        f"(target < 30: {verdict(h['idle_kib_per_sub'] < 30)})"
+                        + (
+                            f"; vs baseline: p99 {(h['p99_ms'] or 0) / max(b['p99_ms'] or 1e-9, 1e-9):.3f}x"
+                            if b
+                            else ""
+                        )
+                    )
+        lines.append("")
+    rep_rows = r.get("replicas")
+    if isinstance(rep_rows, list) and rep_rows:
+        lines += [
+            "### 3c. Hub replicas: 20 jobs x 10 Hz published through nginx to subscribers spread over the replicas",
+            "",
+            "Not pinned (replicas are there to use both cores), so set beside the pinned rows of 3 with care: the "
+            "same machine, the same load, the hubs, Redis, nginx and the load generators share its 2 cores.",
+            "",
+            "| setup | subscribers | connected | p50 ms (median of replicas) | p99 ms (worst replica) | "
+            "delivered events/s | of offered | POSTs late/sent |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for x in rep_rows:
+            if "error" in x:
+                lines.append(f"| {x.get('server')} | {x.get('subscribers')} | failed: {x['error'][:80]} ||||||")
+                continue
+            pub = x.get("publisher", {})
+            lines.append(
+                f"| {x['server']} | {x['subscribers']:,} | {x['connected']:,} | {fmt(x['median_of_p50_ms'], '.1f')} | "
+                f"{fmt(x['p99_ms_worst'], '.1f')} | {x['events_per_s']:,.0f} | "
+                f"{fmt(x.get('delivered_ratio'), '.0%')} | {pub.get('late', 0)}/{pub.get('posts', 0)} |"
+            )
         lines.append("")
     lone = r.get("lone")
     if isinstance(lone, list) and lone:
@@ -417,7 +473,12 @@ def plot(r: dict[str, Any], path: Path) -> None:
     ax = axes[1]
     fo = r.get("fanout")
     if isinstance(fo, list):
-        for kind, label, color in (("jupyter", "jupyter-sse", "C0"), ("baseline", "FastAPI + sse-starlette", "C3")):
+        for kind, label, color in (
+            ("jupyter", "jupyter-sse", "C0"),
+            ("hub", "hub (memory)", "C2"),
+            ("hub-redis", "hub (Redis)", "C1"),
+            ("baseline", "FastAPI + sse-starlette", "C3"),
+        ):
             pts = sorted(
                 (x["subscribers"], x["p50_ms"], x["p99_ms"])
                 for x in fo
