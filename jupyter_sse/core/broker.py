@@ -730,6 +730,9 @@ class Broker:
                     listener(jobs)
                 except Exception:
                     _log.warning("jupyter-sse: a job listener failed", exc_info=True)
+        self._schedule_wake(touched)
+
+    def _schedule_wake(self, touched: dict[str, JobEntry]) -> None:
         if self.wake_delay > 0:
             # Wake subscribers once per window, not once per change: with many subscribers and many publishers,
             # a pass over every subscriber for every request is what saturates the server. A subscriber reads
@@ -757,7 +760,8 @@ class Broker:
         the change: wake this server's subscribers. Listeners are not told (the server that made the change
         told its own), and nothing is written."""
         self._finished_count = sum(1 for entry in self.store.entries() if entry.job.terminal)
-        self._wake(touched)
+        # In windows, as this server's own changes: a busy replica hears of every other's changes one by one.
+        self._schedule_wake(touched)
 
     def _wake_pending(self) -> None:
         pending, self._pending_wake = self._pending_wake, {}
