@@ -234,3 +234,34 @@ def test_the_hub_runs_as_a_user_with_no_passwd_entry(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_an_admin_stream_keeps_one_order_when_a_second_user_appears(tmp_path: Path) -> None:
+    """An admin's stream over one user's jobs takes the broadcast path; once a second user publishes it reads both
+    brokers in one id order instead (two brokers would write in their own orders)."""
+    path = tmp_path / "users.json"
+    users = UsersFile(path)
+    tokens = {"root": users.add("root", admin=True), "alice": users.add("alice"), "bob": users.add("bob")}
+    with BackgroundHub(users=path, heartbeat=1.0) as hub:
+        with _client(hub, tokens["alice"]) as alice:
+            alice.post("updates", json={"jobs": [{"id": "a", "name": "alice's", "n": 0}]}).raise_for_status()
+        admin = _raw_stream(hub, tokens["root"])
+        try:
+            with _client(hub, tokens["alice"]) as alice, _client(hub, tokens["bob"]) as bob:
+                for n in range(1, 11):
+                    alice.post("updates", json={"jobs": [{"id": "a", "name": "alice's", "n": n}]}).raise_for_status()
+                    bob.post("updates", json={"jobs": [{"id": "b", "name": "bob's", "n": n}]}).raise_for_status()
+
+            def finished(seen: list[dict[str, str]]) -> bool:
+                last = {
+                    json.loads(e["data"])["id"]: json.loads(e["data"])["n"] for e in seen if e.get("event") == "job"
+                }
+                return last.get("a") == 10 and last.get("b") == 10
+
+            events = _read_events(admin, finished)
+            ids = [int(e["id"].rsplit(".", 1)[1]) for e in events]
+            assert ids == sorted(ids) and len(set(ids)) == len(ids), ids
+            owners = {json.loads(e["data"])["owner"] for e in events if e.get("event") == "job"}
+            assert owners == {"alice", "bob"}
+        finally:
+            admin.close()
