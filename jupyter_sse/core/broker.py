@@ -186,6 +186,8 @@ class Subscription:
         self._woken = True  # the first call sends the initial snapshot at once
         self._waiter: asyncio.Future[None] | None = None
         self._writer: Callable[[bytes], bool] | None = None
+        # Told of every wake-up: a reader of several subscriptions waits on them all without a task each.
+        self.on_wake: Callable[[], None] | None = None
 
     def set_writer(self, writer: Callable[[bytes], bool] | None) -> None:
         """Let the broker write this subscriber's new events itself, while it waits in ``next_events``.
@@ -201,6 +203,13 @@ class Subscription:
         self._woken = True
         if self._waiter is not None:
             _resolve(self._waiter)
+        if self.on_wake is not None:
+            self.on_wake()
+
+    @property
+    def woken(self) -> bool:
+        """There is something to read (or the subscription ended): ``next_events`` returns without waiting."""
+        return self._woken
 
     async def next_events(self, timeout: float) -> list[Event]:
         """The events after the cursor, waiting up to ``timeout`` for some; ``[]`` means none came in time."""

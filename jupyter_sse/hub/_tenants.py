@@ -15,7 +15,6 @@ stream never resets because a user appeared.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -165,13 +164,15 @@ class MergedSubscription:
     def add(self, broker: Broker) -> None:
         if self.done:
             return
-        self._subs.append(broker.subscribe(self._jobs, self._last_event_id))
+        sub = broker.subscribe(self._jobs, self._last_event_id)
+        sub.on_wake = self._woken
+        self._subs.append(sub)
         if len(self._subs) == 2:
             # Two brokers write in their own order, not in one id order: the broadcast path is for one only.
             self._subs[0].set_writer(None)
             self._subs[0].wake()  # out of a wait on the first alone (see next_events)
-        if self._added is not None and not self._added.done():
-            self._added.set_result(None)
+        if self._added is not None:
+            _resolve(self._added)
 
     def set_writer(self, writer: Callable[[bytes], bool] | None) -> None:
         """The broadcast path (``Subscription.set_writer``), while this stream reads a single broker."""
@@ -189,29 +190,28 @@ class MergedSubscription:
             if self._subs[0].done and len(self._subs) == 1:
                 self.close()
             return first
-        added = self._added = asyncio.get_running_loop().create_future()
-        waits = {asyncio.ensure_future(sub.next_events(timeout)): sub for sub in self._subs if not sub.done}
-        try:
-            await asyncio.wait([*waits, added], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            self._added = None
-            for task in waits:
-                task.cancel()  # a task cancelled while woken keeps its wake-up: its events are read below
-            for task in waits:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        # Several brokers: one future for them all, resolved by any of them waking (on_wake) or by a broker added,
+        # rather than a task per subscription per wait (with many subscribers, most of the hub's time).
+        if not any(sub.woken for sub in self._subs if not sub.done):
+            loop = asyncio.get_running_loop()
+            waiter = self._added = loop.create_future()
+            timer = loop.call_later(timeout, _resolve, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._added = None
         events: list[Event] = []
-        read: set[Subscription] = set()
-        for task, sub in waits.items():
-            if not task.cancelled():
-                events.extend(task.result())
-                read.add(sub)
-        # What the others have ready too: one read in one id order leaves no gap behind the Last-Event-ID.
-        for sub in self._subs:
-            if sub not in read and not sub.done and sub._woken:
+        # Everything ready, read in one id order: one read leaves no gap behind the Last-Event-ID.
+        for sub in list(self._subs):
+            if not sub.done and sub.woken:
                 events.extend(await sub.next_events(0.0))
         events.sort(key=lambda event: event.id)
         return events
+
+    def _woken(self) -> None:
+        if self._added is not None:
+            _resolve(self._added)
 
     def close(self) -> None:
         if not self.done:
@@ -219,5 +219,10 @@ class MergedSubscription:
             for sub in self._subs:
                 sub.close()
             self._tenants._forget(self)
-            if self._added is not None and not self._added.done():
-                self._added.set_result(None)
+            if self._added is not None:
+                _resolve(self._added)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
