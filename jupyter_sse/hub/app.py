@@ -44,6 +44,7 @@ from ..core.adapter import (
     StreamSettings,
     job_filter,
     last_event_id,
+    lease_check_period,
     open_subscription,
     os_user,
 )
@@ -536,7 +537,7 @@ async def _read_body(request: Request) -> bytes:
 
 async def _expire_leases(tenants: Tenants, lease: float) -> None:
     # As the extension does: a job whose publisher went silent past the lease becomes `lost`.
-    period = max(0.5, min(5.0, lease / 4))
+    period = lease_check_period(lease)
     while True:
         await asyncio.sleep(period)
         for broker in tenants:
