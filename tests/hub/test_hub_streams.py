@@ -265,3 +265,28 @@ def test_an_admin_stream_keeps_one_order_when_a_second_user_appears(tmp_path: Pa
             assert owners == {"alice", "bob"}
         finally:
             admin.close()
+
+
+def test_the_hub_and_the_extension_default_to_the_same_settings() -> None:
+    """Both take their defaults from the core's StreamSettings: a default changed there changes both."""
+    import inspect
+
+    from jupyter_sse.core.adapter import StreamSettings
+    from jupyter_sse.hub import create_app
+    from jupyter_sse.server.app import SSEExtension
+
+    core = StreamSettings()
+    hub = inspect.signature(create_app).parameters
+    assert {name: hub[name].default for name in ("heartbeat", "retry_ms", "send_timeout", "publisher_lease")} == {
+        "heartbeat": core.heartbeat,
+        "retry_ms": core.retry_ms,
+        "send_timeout": core.send_timeout,
+        "publisher_lease": core.publisher_lease,
+    }
+    assert hub["wake_delay"].default == core.wake_delay
+    extension = SSEExtension.class_traits()
+    assert extension["heartbeat_interval"].default_value == core.heartbeat
+    assert extension["retry_ms"].default_value == core.retry_ms
+    assert extension["send_timeout"].default_value == core.send_timeout
+    assert extension["publisher_lease"].default_value == core.publisher_lease
+    assert extension["wake_delay"].default_value == core.wake_delay
