@@ -175,6 +175,21 @@ def _parser() -> argparse.ArgumentParser:
         "behind a load balancer (default: $JUPYTER_SSE_HUB_STORE, or this process's memory; needs "
         "jupyter-sse[redis])",
     )
+    p.add_argument(
+        "--max-event-streams",
+        type=int,
+        default=0,
+        metavar="N",
+        help="event streams held at once; beyond it 503 with Retry-After (default 0: the open-file limit less a "
+        "reserve)",
+    )
+    p.add_argument(
+        "--max-event-streams-per-user",
+        type=int,
+        default=0,
+        metavar="N",
+        help="event streams one user may hold at once (default 0: as many as --max-event-streams)",
+    )
     p.set_defaults(serve=_hub)
 
     p = commands.add_parser("users", help="manage the users file of a hub (`jupyter sse hub --users FILE`)")
@@ -462,7 +477,11 @@ def _hub(args: argparse.Namespace) -> int:
     except ImportError as exc:
         return _fail(f"the hub needs the asgi extra: pip install 'jupyter-sse[asgi]' ({exc})")
     try:
-        options: dict[str, Any] = {"notify_urls": args.notify_url}
+        options: dict[str, Any] = {
+            "notify_urls": args.notify_url,
+            "max_event_streams": args.max_event_streams,
+            "max_event_streams_per_user": args.max_event_streams_per_user,
+        }
         if args.store:
             options["store"] = args.store
         if args.users:

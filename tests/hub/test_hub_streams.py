@@ -290,3 +290,41 @@ def test_the_hub_and_the_extension_default_to_the_same_settings() -> None:
     assert extension["send_timeout"].default_value == core.send_timeout
     assert extension["publisher_lease"].default_value == core.publisher_lease
     assert extension["wake_delay"].default_value == core.wake_delay
+
+
+def test_the_cli_hub_takes_the_stream_caps(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "jupyter_sse.cli", "hub", "--token", TOKEN, "--port", str(port)]
+    bad = subprocess.run([*cmd, "--max-event-streams", "-1"], capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode != 0 and "max_event_streams" in bad.stderr
+    log = tmp_path / "hub.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([*cmd, "--max-event-streams-per-user", "1"], stdout=out, stderr=subprocess.STDOUT)
+    held: socket.socket | None = None
+    try:
+        base = f"http://127.0.0.1:{port}/jupyter-sse/api/"
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+
+        def up() -> bool:
+            assert proc.poll() is None, log.read_text()
+            try:
+                return httpx.get(base + "jobs", headers=headers, timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, timeout=30, what="the hub to start")
+        held = socket.create_connection(("127.0.0.1", port))
+        held.sendall(
+            f"GET /jupyter-sse/api/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+        )
+        held.settimeout(10)
+        assert held.recv(4096).startswith(b"HTTP/1.1 200")
+        refused = httpx.get(base + "events", headers=headers, timeout=5)
+        assert refused.status_code == 503 and refused.json()["error"] == "too_many_streams"
+    finally:
+        if held is not None:
+            held.close()
+        proc.terminate()
+        proc.wait(10)
