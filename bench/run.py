@@ -169,7 +169,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"# jupyter-sse benchmarks{' (quick)' if r['quick'] else ''}",
         "",
         f"{m.get('Model name', '?')}, {m.get('cpus')} CPUs, {m.get('memory_gib', '?')} GiB, Python {m['python']}, "
-        f"{r['date']}, {r['wall_s']:.0f} s. Server under test pinned to core 0, load generators to core 1. "
+        f"{r['date']}, {r.get('wall_s', 0):.0f} s. Server under test pinned to core 0, load generators to core 1. "
         f"jupyter-sse {m.get('git', '?')}"
         + (f", server options {m['server_args']}" if m.get("server_args") else "")
         + ".",
