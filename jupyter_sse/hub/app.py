@@ -100,7 +100,7 @@ _SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
 # The extension's settings and defaults (the core's), so that the two servers cannot drift.
 _DEFAULTS = StreamSettings()
 # The largest frame the broadcast path writes; a larger one goes through the stream's loop (and its send timeout).
-BROADCAST_FRAME_BYTES = 64 * 1024
+_BROADCAST_FRAME_BYTES = 64 * 1024
 
 
 Caller = Annotated[Identity, Depends(caller)]
@@ -170,7 +170,7 @@ class _EventStream(EventSourceResponse):
         subscriber reads from its cursor the usual way (with sse-starlette's send timeout for a slow client).
         """
         send = self._send
-        if send is None or not self.active or len(frame) > BROADCAST_FRAME_BYTES:
+        if send is None or not self.active or len(frame) > _BROADCAST_FRAME_BYTES:
             return False
         step = send({"type": "http.response.body", "body": frame, "more_body": True})
         try:
