@@ -29,8 +29,6 @@ const widgetPlugin: JupyterFrontEndPlugin<void> = {
   requires: [IJupyterWidgetRegistry],
   activate: (_app: JupyterFrontEnd, registry: IJupyterWidgetRegistry): void => {
     registry.registerWidget({ name: MODULE_NAME, version: MODULE_VERSION, exports: { JobWidgetModel, JobWidgetView } });
-    // a handle for tests and debugging in the browser console (read-only use)
-    (window as unknown as Record<string, unknown>).jupyterSSE = { stream: getJobStream };
   }
 };
 

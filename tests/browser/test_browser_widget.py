@@ -43,7 +43,8 @@ def _watch_values(nb: NotebookPage, widget: Any, until: str, timeout: float = 30
 
 
 def _stream_connections(nb: NotebookPage) -> int:
-    return int(nb.page.evaluate("() => window.jupyterSSE.stream().connections"))
+    """Connections the tab's shared stream has opened, as the Jobs panel's node tells them."""
+    return int(nb.page.evaluate("() => document.getElementById('jupyter-sse-jobs').dataset.connections"))
 
 
 def test_progress_cell_shows_a_moving_bar_that_ends_succeeded(lab: Any, notebook_page: Any) -> None:
