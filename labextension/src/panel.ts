@@ -183,9 +183,10 @@ export class JobsPanel extends Widget {
     this._clear.addEventListener('click', () => void this._removeFinished());
     this._empty = el('div', 'jp-sse-panel-empty', this.node);
     this._list = el('ul', 'jp-sse-panel-list', this.node);
+    this._connection = el('div', 'jp-sse-panel-connection', this.node);
+    this._connection.setAttribute('role', 'status');
     const foot = el('div', 'jp-sse-panel-foot', this.node);
     this._count = el('span', 'jp-sse-panel-count', foot);
-    this._connection = el('span', 'jp-sse-panel-connection', foot);
     this._more = el('button', 'jp-sse-panel-more jp-mod-styled', foot);
     this._more.type = 'button';
     this._more.textContent = 'Older jobs';
@@ -350,7 +351,7 @@ export class JobsPanel extends Widget {
   private readonly _rows = new Map<string, JobRow>();
   private readonly _count: HTMLSpanElement;
   private readonly _more: HTMLButtonElement;
-  private readonly _connection: HTMLSpanElement;
+  private readonly _connection: HTMLDivElement;
   // older jobs read by page, and the cursor of the next page (undefined: none read yet; null: no more)
   private readonly _older = new Map<string, IJob>();
   private _next: string | null | undefined = undefined;
