@@ -85,7 +85,7 @@ const jobCenterPlugin: JupyterFrontEndPlugin<void> = {
   activate: (app: JupyterFrontEnd, statusBar: IStatusBar | null, settingRegistry: ISettingRegistry | null): void => {
     const stream = getJobStream();
     const open = (job: IJob) => {
-      openJob(app, job).catch(err => console.warn('jupyter-sse: could not open the job\'s notebook', err));
+      openJob(app, job).catch(err => console.warn("jupyter-sse: could not open the job's notebook", err));
     };
 
     const panel = new JobsPanel(stream, open);

@@ -139,13 +139,17 @@ export class JobView {
   private _drawStats(): void {
     const { job, receivedAt } = this._snapshot;
     if (!job) {
-      this._stats.textContent = this._snapshot.removed ? 'this job was removed from the server' : 'waiting for the job…';
+      this._stats.textContent = this._snapshot.removed
+        ? 'this job was removed from the server'
+        : 'waiting for the job…';
       return;
     }
     const running = job.state === 'running';
     const since = running ? (performance.now() - receivedAt) / 1000 : 0;
     const parts = [
-      job.total !== null ? `${formatNumber(job.n)}/${formatNumber(job.total)} ${job.unit}` : `${formatNumber(job.n)} ${job.unit}`,
+      job.total !== null
+        ? `${formatNumber(job.n)}/${formatNumber(job.total)} ${job.unit}`
+        : `${formatNumber(job.n)} ${job.unit}`,
       formatRate(job.rate, job.unit),
       `${formatDuration(job.elapsed + since)} elapsed`
     ];

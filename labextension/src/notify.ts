@@ -72,7 +72,10 @@ export class JobNotifier {
       return;
     }
     try {
-      const note = new Native(`Job ${job.state}: ${job.name || job.id}`, { body: message, tag: `jupyter-sse-${job.id}` });
+      const note = new Native(`Job ${job.state}: ${job.name || job.id}`, {
+        body: message,
+        tag: `jupyter-sse-${job.id}`
+      });
       note.onclick = () => {
         window.focus();
         this._showJob(job);

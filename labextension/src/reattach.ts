@@ -41,7 +41,14 @@ export interface INotebookPanelLike {
 
 export function isNotebookPanel(widget: unknown): widget is INotebookPanelLike {
   const w = widget as Partial<INotebookPanelLike> | null;
-  return !!w && typeof w === 'object' && !!w.context && typeof w.context.path === 'string' && !!w.content && 'model' in w.content;
+  return (
+    !!w &&
+    typeof w === 'object' &&
+    !!w.context &&
+    typeof w.context.path === 'string' &&
+    !!w.content &&
+    'model' in w.content
+  );
 }
 
 /** The text line shown by front ends without the renderer (and kept if the notebook is saved). */

@@ -7,15 +7,34 @@ import { barModel } from '../lib/bar.js';
 
 function job(fields) {
   return {
-    id: 'j', name: 'job', state: 'running', n: 0, total: null, unit: 'it', message: '', created: 0, updated: 0,
-    finished: null, elapsed: 0, rate: null, eta: null, error: null, cancel_requested: false, ...fields
+    id: 'j',
+    name: 'job',
+    state: 'running',
+    n: 0,
+    total: null,
+    unit: 'it',
+    message: '',
+    created: 0,
+    updated: 0,
+    finished: null,
+    elapsed: 0,
+    rate: null,
+    eta: null,
+    error: null,
+    cancel_requested: false,
+    ...fields
   };
 }
 
 test('a known total: the width is exact, the percent rounded down, 100% only when done', () => {
   const bar = barModel(job({ n: 2, total: 3 }), false);
   assert.deepEqual(bar, {
-    indeterminate: false, width: '66.67%', percent: 66, valueNow: 2, valueMax: 3, valueText: null
+    indeterminate: false,
+    width: '66.67%',
+    percent: 66,
+    valueNow: 2,
+    valueMax: 3,
+    valueText: null
   });
   assert.equal(barModel(job({ n: 999, total: 1000 }), false).percent, 99);
   assert.equal(barModel(job({ n: 1000, total: 1000, state: 'succeeded' }), false).percent, 100);
@@ -48,7 +67,10 @@ test('an ended job without a total stands still, full; a removed job stands stil
     assert.deepEqual([bar.indeterminate, bar.width, bar.valueNow, bar.valueText], [false, '100%', null, '7 it']);
   }
   const removed = barModel(null, true);
-  assert.deepEqual([removed.indeterminate, removed.width, removed.valueNow, removed.valueText], [false, '0%', null, 'removed']);
+  assert.deepEqual(
+    [removed.indeterminate, removed.width, removed.valueNow, removed.valueText],
+    [false, '0%', null, 'removed']
+  );
   // a view still waiting for its job's first event slides, as a running job without a total does
   const waiting = barModel(null, false);
   assert.deepEqual([waiting.indeterminate, waiting.valueNow, waiting.valueText], [true, null, 'waiting']);

@@ -8,8 +8,22 @@ import { JobCache, REMOVED_KEPT, mergeJobs } from '../lib/jobcache.js';
 
 function job(fields) {
   return {
-    id: 'j', name: 'job', state: 'running', n: 0, total: null, unit: 'it', message: '', created: 0, updated: 0,
-    finished: null, elapsed: 0, rate: null, eta: null, error: null, cancel_requested: false, ...fields
+    id: 'j',
+    name: 'job',
+    state: 'running',
+    n: 0,
+    total: null,
+    unit: 'it',
+    message: '',
+    created: 0,
+    updated: 0,
+    finished: null,
+    elapsed: 0,
+    rate: null,
+    eta: null,
+    error: null,
+    cancel_requested: false,
+    ...fields
   };
 }
 
@@ -58,7 +72,10 @@ test('reset forgets every job, so none of the old history stays running (no ghos
   assert.equal(cache.size, 0);
   // the sync that follows: only what exists now
   cache.apply('job', job({ id: 'new' }), 2);
-  assert.deepEqual(cache.jobs().map(j => j.id), ['new']);
+  assert.deepEqual(
+    cache.jobs().map(j => j.id),
+    ['new']
+  );
 });
 
 test('after a reset, the server says whether a job a view shows still exists; the stream wins over it', () => {
@@ -83,5 +100,12 @@ test('the panel lists the live jobs and the older pages, a live snapshot before 
     ['b', job({ id: 'b', state: 'succeeded' })]
   ]);
   const merged = mergeJobs([job({ id: 'a', state: 'failed' }), job({ id: 'c' })], older);
-  assert.deepEqual(merged.map(j => [j.id, j.state]), [['a', 'failed'], ['c', 'running'], ['b', 'succeeded']]);
+  assert.deepEqual(
+    merged.map(j => [j.id, j.state]),
+    [
+      ['a', 'failed'],
+      ['c', 'running'],
+      ['b', 'succeeded']
+    ]
+  );
 });
