@@ -109,11 +109,12 @@ const jobCenterPlugin: JupyterFrontEndPlugin<void> = {
         .load(jobCenterPlugin.id)
         .then(settings => {
           const apply = () => {
-            const composite = settings.composite as Partial<typeof DEFAULT_NOTIFY_SETTINGS>;
+            const composite = settings.composite as Partial<typeof DEFAULT_NOTIFY_SETTINGS> & { hubUrl?: unknown };
             notifier.settings = {
               notifyAfterSeconds: Number(composite.notifyAfterSeconds ?? DEFAULT_NOTIFY_SETTINGS.notifyAfterSeconds),
               browserNotifications: composite.browserNotifications !== false
             };
+            stream.useHub(typeof composite.hubUrl === 'string' ? composite.hubUrl : '');
           };
           apply();
           settings.changed.connect(apply);

@@ -20,7 +20,7 @@ import { FrameScheduler, el } from './dom';
 import { formatDuration, formatNumber, formatRate } from './format';
 import { JobFilter, isActive, matchesFilter, orderJobs, TERMINAL } from './jobcenter';
 import { mergeJobs } from './jobcache';
-import { IJob, IJobChange, IStreamStatus, JobStream } from './stream';
+import { IJob, IJobChange, IStreamStatus, JobStream, apiUrl } from './stream';
 
 export const PANEL_ID = 'jupyter-sse-jobs';
 
@@ -165,7 +165,6 @@ export class JobsPanel extends Widget {
     super();
     this.id = PANEL_ID;
     this.addClass('jp-sse-panel');
-    this.title.caption = 'Jobs: every job on this server';
     const head = el('div', 'jp-sse-panel-head', this.node);
     el('span', 'jp-sse-panel-title', head).textContent = 'Jobs';
     this._filter = el('select', 'jp-sse-panel-filter jp-mod-styled', head);
@@ -242,8 +241,22 @@ export class JobsPanel extends Widget {
   /** The foot's connection line: live, or when the next attempt is and why (redrawn every second meanwhile). */
   private _drawConnection(): void {
     const status: IStreamStatus = this.stream.status;
+    const hub = this.stream.hubUrl;
     this.node.dataset.connected = String(status.connected);
     this.node.dataset.connections = String(status.connections);
+    this.node.dataset.source = hub ? 'hub' : 'server';
+    this.title.caption = hub ? `Jobs: yours on the team hub (${hub})` : 'Jobs: every job on this server';
+    this._connection.textContent = '';
+    if (status.needsLogin) {
+      // the hub's own page runs its login (JupyterHub's OAuth); the stream comes back on its next attempt
+      this._connection.append('the team hub needs you to ');
+      const link = el('a', 'jp-sse-panel-login', this._connection);
+      link.href = apiUrl(this.stream.settings, 'jobs');
+      link.target = '_blank';
+      link.rel = 'noopener';
+      link.textContent = 'log in to it';
+      return;
+    }
     let text = '';
     if (status.retryAt !== null) {
       const seconds = Math.max(0, Math.ceil((status.retryAt - Date.now()) / 1000));
@@ -312,7 +325,11 @@ export class JobsPanel extends Widget {
       previous = row.node;
     }
     this._empty.textContent =
-      ordered.length > 0 ? '' : all.length === 0 ? 'No jobs on this server yet.' : 'No jobs match this filter.';
+      ordered.length > 0
+        ? ''
+        : all.length === 0
+          ? `No jobs on ${this.stream.hubUrl ? 'the team hub' : 'this server'} yet.`
+          : 'No jobs match this filter.';
     this._clear.disabled = !ordered.some(o => TERMINAL.has(o.job.state));
     this._more.style.display = this._next === null ? 'none' : '';
     this._count.textContent = this._total !== null ? `${all.length} of ${this._total} jobs` : `${all.length} jobs`;

@@ -8,6 +8,9 @@
  * each job cached (jobcache.ts) so a new view (a re-rendered output, a reloaded notebook) draws at once. It is
  * opened with fetch through ServerConnection, so it carries JupyterLab's auth and honours base_url, and it
  * reconnects with backoff (backoff.ts) and Last-Event-ID, so the server resends only what changed while it was away.
+ *
+ * `useHub` points it at a team hub (`jupyter sse hub`, which serves the same API) instead: the panel and every
+ * view then show the user's jobs of all their servers, as the hub has them.
  */
 import { ServerConnection } from '@jupyterlab/services';
 import { DisposableDelegate, IDisposable } from '@lumino/disposable';
@@ -61,6 +64,8 @@ export interface IStreamStatus {
   readonly refusedStatus: number | null;
   /** The wait comes from the server's Retry-After. */
   readonly retryAfter: boolean;
+  /** The team hub refuses this browser until it logs in to it (and logging in without a click failed). */
+  readonly needsLogin: boolean;
 }
 
 // with nothing holding it the stream closes after this; a view re-rendered meanwhile keeps it open
@@ -69,6 +74,20 @@ const IDLE_CLOSE_MS = 10000;
 export function apiUrl(settings: ServerConnection.ISettings, path: string): string {
   const base = settings.baseUrl.endsWith('/') ? settings.baseUrl : settings.baseUrl + '/';
   return base + 'jupyter-sse/api/' + path;
+}
+
+/**
+ * The settings for a team hub at `hubUrl`: absolute, or a path on this origin (`/services/jupyter-sse/` when it runs
+ * as a JupyterHub service). Throws on a URL that cannot be read.
+ */
+export function hubSettings(hubUrl: string): ServerConnection.ISettings {
+  const href = new URL(hubUrl, window.location.href).href;
+  // never this server's token: the hub authenticates on its own (JupyterHub's login, through its cookie)
+  return ServerConnection.makeSettings({
+    baseUrl: href.endsWith('/') ? href : href + '/',
+    token: '',
+    appendToken: false
+  });
 }
 
 /** The server answered the events request with an error instead of a stream. */
@@ -100,6 +119,40 @@ export class JobStream {
 
   get settings(): ServerConnection.ISettings {
     return this._settings;
+  }
+
+  /** The team hub the stream reads from ('' for this server). */
+  get hubUrl(): string {
+    return this._hub;
+  }
+
+  /**
+   * Read from the team hub at `hubUrl` ('' for this server again). What was known is forgotten (another server's
+   * jobs and event ids mean nothing here) and the stream reconnects if it was open. A URL that cannot be read
+   * changes nothing and is logged.
+   */
+  useHub(hubUrl: string): void {
+    const hub = hubUrl.trim();
+    if (hub === this._hub) {
+      return;
+    }
+    let settings: ServerConnection.ISettings;
+    try {
+      settings = hub ? hubSettings(hub) : ServerConnection.makeSettings();
+    } catch (err) {
+      console.warn(`jupyter-sse: the hubUrl setting ${JSON.stringify(hub)} is no URL; jobs stay on this server`, err);
+      return;
+    }
+    this._hub = hub;
+    this._settings = settings;
+    this._loginTried = false;
+    this._parser.lastEventId = '';
+    this._forgetAll();
+    this._setStatus({ needsLogin: false });
+    if (this._stopper !== null) {
+      this._stop();
+      this._start();
+    }
   }
 
   /** Every change of a job's snapshot. Listeners also `hold()` the stream, or nothing arrives. */
@@ -264,6 +317,14 @@ export class JobStream {
       if (stop.aborted) {
         break;
       }
+      if (refusedStatus === 403 && this._hub && !this._loginTried) {
+        this._loginTried = true;
+        const loggedIn = await this._login(stop);
+        this._setStatus({ needsLogin: !loggedIn });
+        if (loggedIn) {
+          continue;
+        }
+      }
       const next = reconnectDelay(backoff, this._retryMs, retryAfterMs, Math.random());
       backoff = next.backoff;
       this._setStatus({
@@ -298,7 +359,8 @@ export class JobStream {
       throw new StreamRefused(response.status, retryAfter);
     }
     onOpen();
-    this._setStatus({ connected: true, retryAt: null, refusedStatus: null, retryAfter: false });
+    this._loginTried = false;
+    this._setStatus({ connected: true, retryAt: null, refusedStatus: null, retryAfter: false, needsLogin: false });
     const reader = response.body.getReader();
     const decoder = new TextDecoder('utf-8');
     this._parser.reset();
@@ -312,6 +374,28 @@ export class JobStream {
       }
     } finally {
       reader.releaseLock();
+    }
+  }
+
+  /**
+   * A hub run as a JupyterHub service answers 403 until this browser has its login cookie. Its OAuth login is a
+   * chain of redirects on this origin, which fetch follows: a user logged in to JupyterHub gets the cookie without
+   * a click. Whether it worked: the answer at the end is the hub's JSON, not a page asking for something.
+   */
+  private async _login(signal: AbortSignal): Promise<boolean> {
+    try {
+      const response = await fetch(apiUrl(this._settings, 'jobs?limit=1'), {
+        headers: { Accept: 'text/html' },
+        credentials: 'same-origin',
+        redirect: 'follow',
+        cache: 'no-store',
+        signal
+      });
+      void response.body?.cancel().catch(() => undefined);
+      return response.ok && (response.headers.get('Content-Type') ?? '').includes('json');
+    } catch (err) {
+      console.debug('jupyter-sse: logging in to the team hub failed', err);
+      return false;
     }
   }
 
@@ -371,7 +455,7 @@ export class JobStream {
     }
   }
 
-  private readonly _settings: ServerConnection.ISettings;
+  private _settings: ServerConnection.ISettings;
   private readonly _parser = new SSEParser(
     event => this._onEvent(event.type, event.data),
     ms => {
@@ -387,7 +471,8 @@ export class JobStream {
     connections: 0,
     retryAt: null,
     refusedStatus: null,
-    retryAfter: false
+    retryAfter: false,
+    needsLogin: false
   };
   // how many views watch each job id: after a reset, only these are checked with the server
   private readonly _watched = new Map<string, number>();
@@ -395,6 +480,8 @@ export class JobStream {
   private _idleTimer: ReturnType<typeof setTimeout> | null = null;
   private _stopper: AbortController | null = null;
   private _retryMs = 2000;
+  private _hub = '';
+  private _loginTried = false;
 }
 
 let shared: JobStream | null = null;
