@@ -143,6 +143,12 @@ export class JobStream {
       console.warn(`jupyter-sse: the hubUrl setting ${JSON.stringify(hub)} is no URL; jobs stay on this server`, err);
       return;
     }
+    if (hub && new URL(settings.baseUrl).origin !== window.location.origin) {
+      console.warn(
+        `jupyter-sse: the team hub ${settings.baseUrl} is on another origin: unless a proxy in front of it ` +
+          'answers CORS requests for this page, the browser refuses its answers'
+      );
+    }
     this._hub = hub;
     this._settings = settings;
     this._loginTried = false;
