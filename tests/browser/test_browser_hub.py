@@ -6,17 +6,25 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.browser.conftest import ARTIFACTS
+from tests.jupyterhub import conftest as jupyterhub_harness
 from tests.jupyterhub._hub import SERVICE, Hub
-from tests.jupyterhub.conftest import hub
 
 pytestmark = [pytest.mark.browser, pytest.mark.jupyterhub, pytest.mark.timeout(240)]
-__all__ = ["hub"]  # the JupyterHub fixture, imported for these tests
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    """tests/jupyterhub's JupyterHub (the same config and teardown), for this module only: it is stopped before
+    the session's own one starts, so that two hubs never run at once."""
+    yield from jupyterhub_harness.hub.__wrapped__(tmp_path_factory)
+
 
 HUB_PATH = f"/services/{SERVICE}/"
 
