@@ -140,7 +140,7 @@ export class JobStream {
     try {
       settings = hub ? hubSettings(hub) : ServerConnection.makeSettings();
     } catch (err) {
-      console.warn(`jupyter-sse: the hubUrl setting ${JSON.stringify(hub)} is no URL; jobs stay on this server`, err);
+      console.warn(`jupyter-sse: the hubUrl setting ${JSON.stringify(hub)} is no URL; nothing changed`, err);
       return;
     }
     if (hub && new URL(settings.baseUrl).origin !== window.location.origin) {
@@ -341,7 +341,9 @@ export class JobStream {
       });
       await sleep(next.delay, stop);
     }
-    if (this._status.connected || this._status.retryAt !== null) {
+    // a loop stopped for a restart (useHub) leaves the status to the loop that replaced it
+    const replaced = this._stopper !== null && this._stopper.signal !== stop;
+    if (!replaced && (this._status.connected || this._status.retryAt !== null)) {
       this._setStatus({ connected: false, retryAt: null });
     }
   }
