@@ -58,6 +58,18 @@ def _set_hub_url(hub: Hub, user: str, value: str) -> None:
     assert response.status_code == 204, response.text
 
 
+def _write_notebook(hub: Hub, user: str, name: str, job_id: str) -> None:
+    """A saved notebook whose cell shows the job (no kernelspec: opening it starts no kernel)."""
+    output = {
+        "output_type": "display_data",
+        "data": {"application/vnd.jupyter-sse.job+json": {"job_id": job_id, "version": 1}, "text/plain": job_id},
+        "metadata": {},
+    }
+    cell = {"cell_type": "code", "source": "", "metadata": {}, "outputs": [output], "execution_count": 1, "id": "c0"}
+    notebook = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [cell]}
+    (hub.root / "home" / user / name).write_text(json.dumps(notebook))
+
+
 def test_the_panel_shows_the_users_jobs_on_the_team_hub(hub: Hub, browser: Any) -> None:
     _publish(hub, _service_token(hub, "alice"), {"id": "teamjob", "name": "alice on the hub", "n": 3, "total": 10})
     _publish(hub, _service_token(hub, "bob"), {"id": "bobjob", "name": "bob on the hub", "n": 1, "total": 10})
@@ -91,6 +103,34 @@ def test_the_panel_shows_the_users_jobs_on_the_team_hub(hub: Hub, browser: Any) 
         # only her own jobs: the hub decides by her JupyterHub login
         assert panel.locator(".jp-sse-row-name", has_text="bob on the hub").count() == 0
         panel.screenshot(path=str(ARTIFACTS / "hub-panel.png"))
+
+        # a cell's job view follows the same setting: a notebook showing the job (as a kernel publishing to the
+        # hub displays it) draws it from the hub, live
+        _write_notebook(hub, "alice", "teamjob.ipynb", "teamjob")
+        page.goto(f"{hub.user_url('alice')}lab/tree/teamjob.ipynb")
+        view = page.locator(".jp-sse-job[data-job-id=teamjob]")
+        view.wait_for(timeout=60_000)
+        page.wait_for_function(
+            "el => el.dataset.state === 'running'"
+            " && el.querySelector('[role=progressbar]').getAttribute('aria-valuenow') === '7'",
+            arg=view.element_handle(),
+            timeout=30_000,
+        )
+        _publish(hub, _service_token(hub, "alice"), {"id": "teamjob", "state": "succeeded", "n": 10, "total": 10})
+        page.wait_for_function("el => el.dataset.state === 'succeeded'", arg=view.element_handle(), timeout=15_000)
+        assert view.locator(".jp-sse-percent").inner_text() == "100%"
+        dialog = page.locator(".jp-Dialog")
+        if dialog.count():  # "Select Kernel": keep no kernel
+            page.keyboard.press("Escape")
+            dialog.wait_for(state="detached", timeout=10_000)
+        # the fill's width slides to its end (a CSS transition) before the picture
+        page.wait_for_function(
+            "el => el.querySelector('.jp-sse-fill').getBoundingClientRect().width"
+            " >= el.querySelector('.jp-sse-bar').getBoundingClientRect().width - 1",
+            arg=view.element_handle(),
+            timeout=5_000,
+        )
+        view.screenshot(path=str(ARTIFACTS / "hub-cell-view.png"))
     finally:
         context.close()
         _set_hub_url(hub, "alice", "")
