@@ -34,6 +34,7 @@ from collections.abc import Callable, Container, Iterable
 from typing import Any
 
 from ..protocol import EventKind
+from ._gc import untrack
 from .errors import ProtocolError
 from .metrics import BrokerMetrics
 from .model import (
@@ -652,7 +653,8 @@ class Broker:
 
     def _snapshot(self, entry: JobEntry) -> Event:
         if entry.event is None:
-            entry.event = Event(entry.seq, EventKind.JOB, _dumps(entry.job.to_dict()), self.store.epoch)
+            entry.event = event = Event(entry.seq, EventKind.JOB, _dumps(entry.job.to_dict()), self.store.epoch)
+            untrack(event)  # kept as long as the job: out of the cycle collector's way too (see JobEntry)
         assert isinstance(entry.event, Event)
         return entry.event
 
@@ -956,9 +958,14 @@ class Broker:
             return
         if self._indexed_seq < store.horizon or self._indexed_seq > seq:
             entries = list(store.entries())
-            self._unfinished = {e.job.id for e in entries if not e.job.terminal}
-            self._created = {e.job.id: created_key(e.job.created) for e in entries}
-            self._by_created = sorted((created, job_id) for job_id, created in self._created.items())
+            # Refilled in place: a long-lived server freezes its start-up objects out of the cycle collector's
+            # passes (see server/_memory.py), these among them; new containers of 100,000 items would be visited
+            # by every full pass again.
+            self._unfinished.clear()
+            self._unfinished.update(e.job.id for e in entries if not e.job.terminal)
+            self._created.clear()
+            self._created.update((e.job.id, created_key(e.job.created)) for e in entries)
+            self._by_created[:] = sorted((created, job_id) for job_id, created in self._created.items())
         else:
             for entry in store.changed_since(self._indexed_seq):
                 job = entry.job
