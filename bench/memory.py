@@ -1,8 +1,8 @@
 """4. Memory of the Jupyter server with jupyter-sse: RSS growth per finished job kept (10,000 finished jobs, with
 ``jobs_kept`` raised so all are kept, one subscriber connected so the cached events exist too), and per running
 job fed 10,000 log lines (bounded by ``log_lines_kept``, default 1000), and per subscriber that never reads
-(raw sockets with a 4 KiB receive buffer, 5,000 jobs kept: a first sync of about 12 MB each), then after they
-closed. Per idle subscriber: see fanout.
+(raw sockets with a 4 KiB receive buffer, 5,000 jobs kept: a first sync of about 12 MB each; and 2,000 of them
+with the default 500 jobs kept), then after they closed. Per idle subscriber: see fanout.
 """
 
 from __future__ import annotations
@@ -184,6 +184,9 @@ def run(quick: bool) -> dict[str, Any]:
             res = {"finished": finished, "logs": log_jobs(srv, 20, 10_000)}
     with Server("jupyter", extra=["--SSEExtension.jobs_kept=5000", "--SSEExtension.send_timeout=600"]) as srv:
         res["stalled"] = stalled_subscribers(srv, 5000, 50 if quick else 200)
+    if not quick:  # many more of them, with the default 500 jobs kept: what the allocators keep after a burst
+        with Server("jupyter", extra=["--SSEExtension.send_timeout=600"]) as srv:
+            res["stalled_many"] = stalled_subscribers(srv, 500, 2000)
     print(f"  memory: {res}", flush=True)
     return res
 
