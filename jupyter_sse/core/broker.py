@@ -30,6 +30,7 @@ import math
 import operator
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Container, Iterable
 from typing import Any
 
@@ -221,6 +222,10 @@ class Subscription:
             if not self._woken:
                 return []
         self._woken = False
+        if self.cursor < 0 or self.syncing:
+            # A sync is the costly read (hundreds of snapshots): one per turn of the loop, so that a crowd of new
+            # subscribers does not keep every other request waiting until all of theirs are made.
+            await self._broker._sync_turn()
         if self.done:
             return []
         in_sync = self.jobs is None and (self.cursor < 0 or self.syncing)
@@ -322,7 +327,29 @@ class Broker:
         for entry in self.store.entries():  # a store loaded from disk
             self._finished_count += entry.job.terminal
             entry.heard = now  # a running job's publisher gets a whole lease to come back after a restart
+        self._sync_granted = False  # a sync has run in this turn of the loop
+        self._sync_waiters: deque[asyncio.Future[None]] = deque()
         self.closed = False
+
+    async def _sync_turn(self) -> None:
+        """Wait for this turn of the loop's sync (see ``Subscription.next_events``): at most one per turn."""
+        if not self._sync_granted:
+            self._sync_granted = True
+            asyncio.get_running_loop().call_soon(self._next_sync_turn)
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._sync_waiters.append(waiter)
+        await waiter
+
+    def _next_sync_turn(self) -> None:
+        # The next turn of the loop: hand it to the next waiter still waiting (a closed stream's was cancelled).
+        while self._sync_waiters:
+            waiter = self._sync_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                asyncio.get_running_loop().call_soon(self._next_sync_turn)
+                return
+        self._sync_granted = False
 
     # ---- reading -------------------------------------------------------------------------------------------
     def get(self, job_id: str) -> Job:
