@@ -6,8 +6,8 @@ chunks that it keeps for reuse: without a collection and a trim the process stay
 streams are gone.
 
 A full pass of the cycle collector visits every object it tracks: with 100,000 jobs kept (and the Jupyter server's
-own 200,000 objects) one took 100-220 ms, all of it with the event loop stopped. Objects that have lived through a
-full pass are moved out of its sight (``gc.freeze``), so later passes visit only what is younger.
+own 200,000 objects) one took 100-220 ms, all of it with the event loop stopped. The jobs are kept out of its
+passes where they are made (``core/_gc.py``); what the server made while starting is frozen once it has started.
 """
 
 from __future__ import annotations
