@@ -315,7 +315,13 @@ def markdown(r: dict[str, Any]) -> str:
             lines.append(
                 f"| per subscriber that never reads ({st['subscribers']:,}, {st['jobs_kept']:,} jobs kept) | "
                 f"{st['kib_per_stalled_subscriber']:.0f} KiB; RSS {st['rss_before_mib']:.0f} → "
-                f"{st['rss_with_mib']:.0f} → {st['rss_after_close_mib']:.0f} MiB after they close | "
+                f"{st['rss_with_mib']:.0f} → {st['rss_after_close_mib']:.0f} MiB after they close"
+                + (
+                    f" ({st['rss_after_second_burst_mib']:.0f} MiB after as many again)"
+                    if "rss_after_second_burst_mib" in st
+                    else ""
+                )
+                + " | "
                 f"< 64 KiB, back within 10% | {verdict(st['kib_per_stalled_subscriber'] < 64 and back)} |"
             )
         bounded = lg["kib_per_job_at_end"] <= 1.5 * lg["kib_per_job_at_kept"] + 16
