@@ -84,18 +84,23 @@ class GcFreezer:
 
     def __init__(self) -> None:
         self.frozen = False
+        self.frozen_objects = 0
 
     def freeze(self) -> None:
         gc.collect()  # what start-up left as garbage is freed, not frozen
         gc.freeze()
         self.frozen = True
+        # Counted once: gc.get_freeze_count() walks the whole frozen list (6 ms for 300,000 objects), too much
+        # for a status route that monitors poll.
+        self.frozen_objects = gc.get_freeze_count()
 
     def thaw(self) -> None:
         """Gives the frozen objects back to the collector (when the extension stops, in a process that goes on)."""
         if self.frozen:
             gc.unfreeze()
             self.frozen = False
+            self.frozen_objects = 0
 
     def status(self) -> dict[str, Any]:
-        """For ``GET jupyter-sse/api/status``."""
-        return {"frozen_objects": gc.get_freeze_count() if self.frozen else 0}
+        """For ``GET jupyter-sse/api/status``: how many objects were frozen after start."""
+        return {"frozen_objects": self.frozen_objects}
