@@ -56,11 +56,11 @@ class StatusProbe:
         if self.proc.stdout.readline() != "ready\n":
             raise RuntimeError("the /api/status probe did not start")
 
-    def stop(self) -> list[float]:
-        """The latencies after the first 20 (taken before the storm)."""
+    def stop(self) -> tuple[list[float], list[float]]:
+        """The latencies of the first 20 (before the storm: how busy the machine is anyway), and of the rest."""
         out, _ = self.proc.communicate("", timeout=60)
         latencies: list[float] = json.loads(out.strip().splitlines()[-1])
-        return latencies[20:]
+        return latencies[:20], latencies[20:]
 
 
 async def _subscribe(srv: Server, go: asyncio.Event) -> tuple[int, float]:
@@ -101,13 +101,14 @@ def _storm(srv: Server) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     cpu = srv.cpu_times() - cpu0
     time.sleep(0.2)
-    during = probe.stop()
+    quiet, during = probe.stop()
     return {
         "subscribers": SUBSCRIBERS,
         "all_synced_ms": wall * 1000,
         "sync_ms_p50": median([t for _, t in synced]) * 1000,
         "bytes_each": median([float(n) for n, _ in synced]),
         "server_cpu_ms": cpu * 1000,
+        "status_ms_p50_before": median(quiet) * 1000,
         "status_ms_p50": median(during) * 1000,
         "status_ms_p99": (percentile(during, 99) or 0) * 1000,
         "status_ms_max": max(during) * 1000,
