@@ -24,6 +24,8 @@ pytestmark = pytest.mark.timeout(120)
 
 # The server's Retry-After is its retry_ms in whole seconds; our backoff without it would start at 0.25 s.
 ASKED = 1.0
+# seconds a loaded 2-core machine may add: the upper bound only catches a wait far beyond what was asked
+SLACK = 5.0
 
 
 @pytest.fixture
@@ -71,7 +73,7 @@ async def test_async_follow_waits_what_a_capped_server_asks_before_trying_again(
     assert first.event == "job" and first.data["id"] == "a"
     # Refused at once (503, Retry-After: 1); the place was free after 0.2 s, but the client came back only when
     # asked: at 0.25-0.75 s it would have been without Retry-After. At most 20 % more, for the jitter.
-    assert ASKED <= took < ASKED * 1.2 + 0.8, took
+    assert ASKED <= took < ASKED * 1.2 + SLACK, took
 
 
 def _held_stream(server: ServerProcess) -> socket.socket:
@@ -111,4 +113,4 @@ def test_cli_follow_waits_what_a_capped_server_asks(
     out = capsys.readouterr().out
     assert code == 0, out
     assert '"state": "succeeded"' in out
-    assert ASKED <= took < ASKED * 1.2 + 1.5, took
+    assert ASKED <= took < ASKED * 1.2 + SLACK, took
