@@ -160,7 +160,7 @@ class AsyncClient:
                 error = error_from_response(response)
                 if not should_retry(response):
                     raise error
-                state.reason, state.error = str(error), error
+                state.refused(response, error)
                 return
             check_event_stream(response)
             state.connected()

@@ -30,10 +30,12 @@ import math
 import operator
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Container, Iterable
 from typing import Any
 
 from ..protocol import EventKind
+from ._gc import untrack
 from .errors import ProtocolError
 from .metrics import BrokerMetrics
 from .model import (
@@ -229,6 +231,10 @@ class Subscription:
             if not self._woken:
                 return []
         self._woken = False
+        if self.cursor < 0 or self.syncing:
+            # A sync is the costly read (hundreds of snapshots): one per turn of the loop, so that a crowd of new
+            # subscribers does not keep every other request waiting until all of theirs are made.
+            await self._broker._sync_turn()
         if self.done:
             return []
         in_sync = self.jobs is None and (self.cursor < 0 or self.syncing)
@@ -330,7 +336,29 @@ class Broker:
         for entry in self.store.entries():  # a store loaded from disk
             self._finished_count += entry.job.terminal
             entry.heard = now  # a running job's publisher gets a whole lease to come back after a restart
+        self._sync_granted = False  # a sync has run in this turn of the loop
+        self._sync_waiters: deque[asyncio.Future[None]] = deque()
         self.closed = False
+
+    async def _sync_turn(self) -> None:
+        """Wait for this turn of the loop's sync (see ``Subscription.next_events``): at most one per turn."""
+        if not self._sync_granted:
+            self._sync_granted = True
+            asyncio.get_running_loop().call_soon(self._next_sync_turn)
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._sync_waiters.append(waiter)
+        await waiter
+
+    def _next_sync_turn(self) -> None:
+        # The next turn of the loop: hand it to the next waiter still waiting (a closed stream's was cancelled).
+        while self._sync_waiters:
+            waiter = self._sync_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                asyncio.get_running_loop().call_soon(self._next_sync_turn)
+                return
+        self._sync_granted = False
 
     # ---- reading -------------------------------------------------------------------------------------------
     def get(self, job_id: str) -> Job:
@@ -661,7 +689,8 @@ class Broker:
 
     def _snapshot(self, entry: JobEntry) -> Event:
         if entry.event is None:
-            entry.event = Event(entry.seq, EventKind.JOB, _dumps(entry.job.to_dict()), self.store.epoch)
+            entry.event = event = Event(entry.seq, EventKind.JOB, _dumps(entry.job.to_dict()), self.store.epoch)
+            untrack(event)  # kept as long as the job: out of the cycle collector's way too (see JobEntry)
         assert isinstance(entry.event, Event)
         return entry.event
 
@@ -969,9 +998,14 @@ class Broker:
             return
         if self._indexed_seq < store.horizon or self._indexed_seq > seq:
             entries = list(store.entries())
-            self._unfinished = {e.job.id for e in entries if not e.job.terminal}
-            self._created = {e.job.id: created_key(e.job.created) for e in entries}
-            self._by_created = sorted((created, job_id) for job_id, created in self._created.items())
+            # Refilled in place: a long-lived server freezes its start-up objects out of the cycle collector's
+            # passes (see server/_memory.py), these among them; new containers of 100,000 items would be visited
+            # by every full pass again.
+            self._unfinished.clear()
+            self._unfinished.update(e.job.id for e in entries if not e.job.terminal)
+            self._created.clear()
+            self._created.update((e.job.id, created_key(e.job.created)) for e in entries)
+            self._by_created[:] = sorted((created, job_id) for job_id, created in self._created.items())
         else:
             for entry in store.changed_since(self._indexed_seq):
                 job = entry.job

@@ -173,7 +173,11 @@ export interface ICellOutputs {
  * same path, a cell with the job's `cell_id`, and no output of the job's MIME type for that job in that cell.
  * Oldest first, so an outer loop's view lands above its inner one's, as the kernel displayed them.
  */
-export function reattachTargets(jobs: Iterable<IJob>, path: string, cells: ICellOutputs[]): Array<{ cellId: string; job: IJob }> {
+export function reattachTargets(
+  jobs: Iterable<IJob>,
+  path: string,
+  cells: ICellOutputs[]
+): Array<{ cellId: string; job: IJob }> {
   const want = normalizePath(path);
   const byId = new Map(cells.map(c => [c.id, c]));
   const out: Array<{ cellId: string; job: IJob }> = [];
