@@ -23,7 +23,8 @@ from .kernel._control import check_total, finish, step
 from .kernel._errors import JobCancelled
 from .kernel._iterators import _left_normally
 from .kernel._lifecycle import end_early, left_by_exception, start_job
-from .kernel._state import TERMINAL, DisplayOptions, JobState
+from .kernel._state import DisplayOptions, JobState
+from .protocol import FINAL_STATES
 
 __all__ = ["as_completed", "gather"]
 
@@ -136,7 +137,7 @@ class _Completed(Iterator["Awaitable[Any]"]):
         # told apart from the caller's frame as progress() does
         try:
             job = self._job
-            if job.state in TERMINAL or job.stopping:
+            if job.state in FINAL_STATES or job.stopping:
                 return
             if _left_normally(sys._getframe(1), job):
                 end_early(job)

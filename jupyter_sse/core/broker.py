@@ -33,15 +33,12 @@ import time
 from collections.abc import Callable, Container, Iterable
 from typing import Any
 
-from ..protocol import EventKind
+from ..protocol import FINAL_STATES, STATES, TERMINAL_STATES, EventKind
 from .errors import ProtocolError
 from .metrics import BrokerMetrics
 from .model import (
     DEFAULT_PAGE_SIZE,
-    FINAL_STATES,
     MAX_PAGE_SIZE,
-    STATES,
-    TERMINAL_STATES,
     Job,
     JobPage,
     JobUpdate,

@@ -35,9 +35,10 @@ from operator import length_hint
 from types import FrameType, GeneratorType
 from typing import Any, Generic, TypeVar
 
+from ..protocol import FINAL_STATES
 from ._control import finish, step
 from ._lifecycle import end_early, end_job, left_by_exception
-from ._state import TERMINAL, JobState
+from ._state import JobState
 
 __all__ = ["CTRL_LEN", "aiterate", "iterate"]
 
@@ -120,7 +121,7 @@ class _Chain(itertools.chain):  # type: ignore[type-arg]
     def __del__(self) -> None:
         try:
             job = self._job
-            if job.state in TERMINAL or job.stopping:
+            if job.state in FINAL_STATES or job.stopping:
                 return
             try:
                 frame = sys._getframe(1)
@@ -176,7 +177,7 @@ class _AsyncSteps(Generic[T]):
         job = self._job
         if self._inside:  # the body asked for the next item: the last one is done (tqdm's count)
             self._inside = False
-            if job.state not in TERMINAL:
+            if job.state not in FINAL_STATES:
                 job.count += 1
         step(job)
         try:
@@ -193,7 +194,7 @@ class _AsyncSteps(Generic[T]):
     def __del__(self) -> None:
         try:
             job = self._job
-            if job.state in TERMINAL or job.stopping:
+            if job.state in FINAL_STATES or job.stopping:
                 return
             try:
                 frame = sys._getframe(1)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
+from ..protocol import TEXT_MAX_LENGTH
 from ._control import check_total, finish, step
 from ._lifecycle import start_job
 from ._notify import NotifyArg, with_notify
-from ._state import MESSAGE_MAX, DisplayOptions, JobState, clip, finite_or_none
+from ._state import DisplayOptions, JobState, clip, finite_or_none
 from .display import show_log
 
 __all__ = ["JobHandle", "job"]
@@ -72,7 +73,7 @@ class JobHandle:
     def message(self, text: str) -> None:
         """The job's latest status text."""
         if step(self._state):
-            self._state.message = clip(text, MESSAGE_MAX)
+            self._state.message = clip(text, TEXT_MAX_LENGTH)
 
     def log(self, line: str) -> None:
         """Append log lines (multi-line text is split); subscribers get them as ``log`` events."""

@@ -21,6 +21,7 @@ from ..capture import CAPTURE_ENV  # a name only: the capture's modules load in 
 from ..core import Broker, MemoryStore
 from ..core.store import StoreUnavailable
 from ..core.store_sqlite import SQLiteStore, open_store
+from ..protocol import API_PATH, STATES, TERMINAL_STATES
 from ._limits import StreamLimits, default_stream_limit, guard_accepts
 from ._monitor import Monitor
 from ._status import StatusHandler
@@ -155,7 +156,7 @@ class SSEExtension(ExtensionApp):
     )
     notify_states = List(
         Unicode(),
-        default_value=["succeeded", "failed", "cancelled", "lost"],
+        default_value=[state for state in STATES if state in TERMINAL_STATES],
         config=True,
         help="The end states that notify (a job's own notify=True or URL notifies whatever its end).",
     )
@@ -391,7 +392,7 @@ class SSEExtension(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers())
-        self.handlers.append((r"/jupyter-sse/api/status", StatusHandler))
+        self.handlers.append((f"/{API_PATH}status", StatusHandler))
 
     def _export_environment(self) -> None:
         # Kernels are started with a copy of the server's environment: this is how they find us.

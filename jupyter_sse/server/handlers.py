@@ -33,13 +33,14 @@ from ..core import (
     parse_limit,
     parse_update_batch,
 )
+from ..protocol import API_PATH, JOB_ID_RULE
 from ._limits import StreamLimits
 from ._memory import TrimScheduler
 
 __all__ = ["handlers"]
 
 AUTH_RESOURCE = "jupyter_sse"
-_API = r"/jupyter-sse/api"
+_API = "/" + API_PATH.rstrip("/")
 _JOB_ID = r"(?P<job_id>[^/]+)"
 
 _F = TypeVar("_F", bound=Callable[..., Awaitable[None]])
@@ -298,9 +299,7 @@ class EventsHandler(_Handler):
             jobs = self.get_arguments("job")
             bad = [one for one in jobs if not is_valid_job_id(one)]
             if bad:
-                raise ProtocolError(
-                    400, "invalid_query", f"job must be a job id (1 to 64 of [A-Za-z0-9_-]): {bad[0]!r}"
-                )
+                raise ProtocolError(400, "invalid_query", f"job must be a job id ({JOB_ID_RULE}): {bad[0]!r}")
             sub = broker.subscribe(jobs or None, last_event_id)
         self._subscription = sub
         config = self.settings["jupyter_sse_config"]

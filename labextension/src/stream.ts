@@ -49,7 +49,7 @@ export type JobWatcher = (snapshot: IJobSnapshot) => void;
 /** What an "all jobs" watcher is told: one job changed (or was removed: `snapshot.removed`). */
 export type AllJobsWatcher = (jobId: string, snapshot: IJobSnapshot) => void;
 
-export const TERMINAL_STATES = new Set(['succeeded', 'failed', 'cancelled', 'lost']);
+export { TERMINAL_STATES } from './protocol.js';
 // the key "all jobs" watchers hold in the watcher count (not a valid job id, so no job can have it)
 const ALL_JOBS = '*';
 const MIN_BACKOFF_MS = 500;
