@@ -141,7 +141,7 @@ class UpdatesHandler(_Handler):
     """``POST updates``: what kernels report. Accepts the publish token as well as the server's own auth."""
 
     is_publisher = False
-    # issue 8: a report is not user activity by itself; running jobs count through activity.py, as configured.
+    # A report is not user activity by itself; running jobs count through activity.py, as configured.
     _track_activity = False
 
     async def prepare(self) -> None:  # type: ignore[override]
@@ -241,7 +241,7 @@ class EventsHandler(_Handler):
 
     _subscription: Subscription | None = None
     _refused = False
-    # issue 8: an open stream (and its end, hours later) is not activity, or a forgotten tab would keep the
+    # An open stream (and its end, hours later) is not activity, or a forgotten tab would keep the
     # server from being culled; running jobs count through activity.py.
     _track_activity = False
 
@@ -270,7 +270,8 @@ class EventsHandler(_Handler):
             )
             limits.refused = 0
         self.set_status(503)
-        self.set_header("Retry-After", str(self.settings["jupyter_sse_config"]["retry_after"]))
+        # what the stream's `retry:` says, in whole seconds
+        self.set_header("Retry-After", str(max(1, -(-int(self.config["retry_ms"]) // 1000))))
         self.set_header("Content-Type", "application/json")
         # Closed after the answer (tornado's own flag for it): a refused client kept alive would hold the
         # descriptor the cap is there to save.
@@ -302,7 +303,7 @@ class EventsHandler(_Handler):
                 raise ProtocolError(400, "invalid_query", f"job must be a job id ({JOB_ID_RULE}): {bad[0]!r}")
             sub = broker.subscribe(jobs or None, last_event_id)
         self._subscription = sub
-        config = self.settings["jupyter_sse_config"]
+        config = self.config  # the extension's own settings, as jupyter_server hands them to its handlers
         self._transforms = []  # never gzip a stream: compression buffers it
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
