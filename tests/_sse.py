@@ -23,7 +23,8 @@ def is_event(sse: ServerSentEvent) -> bool:
 
 
 class EventReader:
-    """The events of one open stream, read in turns: a body streams once, so one iterator serves every read."""
+    """The events of one open stream, read in turns: a body streams once, so one iterator serves every read.
+    Keep the reader as long as the stream is to stay open: when it is dropped, its iterator closes the response."""
 
     def __init__(self, response: httpx.Response) -> None:
         assert response.status_code == 200, response.status_code

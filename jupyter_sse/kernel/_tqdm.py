@@ -32,8 +32,8 @@ from tqdm.std import tqdm as std_tqdm
 
 from ..protocol import FINAL_STATES, NAME_MAX_LENGTH, TEXT_MAX_LENGTH
 from ._control import check_total, closing_exception, finish, step
-from ._iterators import _left_normally
-from ._lifecycle import end_early, left_by_exception, start_job
+from ._iterators import end_left_loop
+from ._lifecycle import start_job
 from ._notify import with_notify
 from ._state import DisplayOptions, JobState, clip, finite_or_none
 
@@ -189,11 +189,7 @@ class tqdm(tqdm_asyncio):  # type: ignore[misc]  # tqdm ships no types; the name
         self.display()
         if isinstance(sys.exc_info()[1], GeneratorExit) and caller.f_code is _STD_ITER:
             # tqdm's loop was left: by break/return, or by an exception in the body of the caller's loop
-            user = caller.f_back
-            if user is None or _left_normally(user, job):
-                end_early(job)
-            else:
-                left_by_exception(job)
+            end_left_loop(job, caller.f_back)
             return
         finish(job, closing_exception(caller))
 
@@ -217,10 +213,7 @@ class tqdm(tqdm_asyncio):  # type: ignore[misc]  # tqdm ships no types; the name
             job = self._job
             if self._async_loop and job is not None and job.state not in FINAL_STATES and not self.disable:
                 job.count = self.n
-                if _left_normally(sys._getframe(1), job):
-                    end_early(job)
-                else:
-                    left_by_exception(job)
+                end_left_loop(job, sys._getframe(1))
             self.close()
 
     # -- changes to the bar the job shows at once ------------------------------------------------------------

@@ -15,13 +15,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..protocol import FINAL_STATES, TEXT_MAX_LENGTH
+from ..protocol import FINAL_STATES
 from . import context
-from ._control import check_total, finish, step
+from ._control import check_total, finish
 from ._errors import JobCancelled
 from ._lifecycle import start_job
 from ._notify import NotifyArg, with_notify
-from ._state import JobState, clip
+from ._state import JobState
+from .job import JobSteps
 from .publisher import get_publisher
 
 __all__ = ["SubmittedJob", "submit"]
@@ -74,7 +75,7 @@ def _cancel_descendants(job_id: str) -> None:
             j.request_cancel()
 
 
-class SubmittedJob:
+class SubmittedJob(JobSteps):
     """The handle ``submit`` returns: like a ``concurrent.futures.Future`` for one background job."""
 
     def __init__(self, state: JobState, fn: Callable[..., Any]) -> None:
@@ -108,23 +109,6 @@ class SubmittedJob:
             return False
         self._state.request_cancel()
         return True
-
-    # -- steps of the job itself (the handle is the job): for work that reports without an inner progress() ----
-
-    def update(self, n: float = 1) -> None:
-        """Add ``n`` to the job's count (against ``total``); raises :class:`JobCancelled` once cancelled."""
-        if step(self._state):
-            self._state.count += n
-
-    def set(self, n: float) -> None:
-        """Set the job's count to ``n``; raises :class:`JobCancelled` once cancelled."""
-        if step(self._state):
-            self._state.count = n
-
-    def message(self, text: str) -> None:
-        """The job's latest status text; raises :class:`JobCancelled` once cancelled."""
-        if step(self._state):
-            self._state.message = clip(text, TEXT_MAX_LENGTH)
 
     def result(self, timeout: float | None = None) -> Any:
         """``fn``'s return value; re-raises its exception (``JobCancelled`` if it was cancelled).
