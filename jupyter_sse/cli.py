@@ -168,6 +168,12 @@ def _parser() -> argparse.ArgumentParser:
         "needs jupyter-sse[notify])",
     )
     p.add_argument(
+        "--notify-settings",
+        metavar="FILE",
+        help="keep here the notification targets and rules users set with PUT jupyter-sse/api/notify (users of "
+        "the users file keep theirs there; with --store, Redis keeps them; default: in memory)",
+    )
+    p.add_argument(
         "--store",
         metavar="redis://HOST:PORT/DB",
         default=os.environ.get("JUPYTER_SSE_HUB_STORE"),
@@ -196,6 +202,23 @@ def _parser() -> argparse.ArgumentParser:
     q.set_defaults(serve=_users_remove)
     q = users.add_parser("list", parents=[file_option], help="list the users")
     q.set_defaults(serve=_users_list)
+    q = users.add_parser(
+        "notify",
+        parents=[file_option],
+        help="set where a user's jobs' ends are told, and when",
+        description="Set a user's own notification targets (Apprise URLs) and rules; what is not given keeps its "
+        "value, and what was never set is the hub's (--notify-url, APPRISE_URLS). With no URL and no option: show "
+        "the user's settings. A running hub reads the change at its next job end.",
+    )
+    q.add_argument("name")
+    q.add_argument("urls", nargs="*", metavar="URL", help="the user's Apprise URLs (they replace the ones set)")
+    q.add_argument("--states", nargs="+", metavar="STATE", help="the end states told (succeeded failed cancelled lost)")
+    q.add_argument("--min-duration", type=float, metavar="S", help="only jobs that ran at least S seconds")
+    q.add_argument("--window", type=float, metavar="S", help="jobs ending within S seconds make one message")
+    q.add_argument("--no-targets", action="store_true", help="tell this user nothing (a job's own notify= still works)")
+    q.add_argument("--hub-targets", action="store_true", help="the hub's targets again instead of the user's")
+    q.add_argument("--reset", action="store_true", help="forget all the user's settings: the hub's again")
+    q.set_defaults(serve=_users_notify)
     return parser
 
 
@@ -467,6 +490,8 @@ def _hub(args: argparse.Namespace) -> int:
             options["store"] = args.store
         if args.users:
             options["users"] = args.users
+        if args.notify_settings:
+            options["notify_settings"] = args.notify_settings
         service = from_environment()  # run by JupyterHub as a service: its environment says so
         if service is not None:
             options["jupyterhub"] = service
@@ -527,6 +552,35 @@ def _users_list(args: argparse.Namespace) -> int:
             print(f"{user.name}{'  admin' if user.admin else ''}")
     except UsersFileError as exc:
         return _fail(str(exc))
+    return 0
+
+
+def _users_notify(args: argparse.Namespace) -> int:
+    from .hub._notify_prefs import UserNotify, check_urls
+    from .hub._users import UsersFile, UsersFileError
+
+    users = UsersFile(args.file)
+    try:
+        if not users.has(args.name):
+            return _fail(f"no user {args.name!r} in {args.file}")
+        if args.urls and (args.no_targets or args.hub_targets):
+            return _fail("give URLs, or --no-targets, or --hub-targets: one of them")
+        settings: dict[str, Any] = {} if args.reset else dict(users.notify_settings(args.name) or {})
+        given = {"states": args.states, "min_duration": args.min_duration, "window": args.window}
+        if args.urls or args.no_targets:
+            given["urls"] = args.urls
+        if args.hub_targets:
+            settings.pop("urls", None)
+        if args.reset or args.hub_targets or any(value is not None for value in given.values()):
+            settings.update({key: value for key, value in given.items() if value is not None})
+            prefs = UserNotify.from_json(settings)  # nothing is written unless all of it is valid
+            if prefs.urls:
+                check_urls(prefs.urls)
+            users.set_notify_settings(args.name, prefs.to_json() or None)
+    except (UsersFileError, ValueError, RuntimeError) as exc:
+        return _fail(str(exc))
+    shown = users.notify_settings(args.name)
+    print(json.dumps({"user": args.name, "notify": shown or {}}, indent=2))
     return 0
 
 

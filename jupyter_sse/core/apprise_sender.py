@@ -2,8 +2,10 @@
 update or the server.
 
 Each message is queued (bounded: when the queue is full the message is dropped and counted as failed) and sent by
-one of a few daemon threads, with Apprise's socket timeouts capped and its whole call bounded. Failures are logged
-at a bounded rate, Apprise's own log lines too, so a dead mail server cannot fill the server's log.
+one of a few daemon threads, with Apprise's socket timeouts capped and its whole call bounded. Messages to the same
+targets go out one at a time, so a dead target holds one worker, never all of them: the other targets (on a hub,
+the other users') are still told at once. Failures are logged at a bounded rate, Apprise's own log lines too, so
+a dead mail server cannot fill the server's log.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import queue
 import re
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -109,7 +111,12 @@ class AppriseSender:
         self._call_timeout = "timeout" in inspect.signature(self._apprise.Apprise.notify).parameters
         self._filter = _RateFilter(log_period)
         logging.getLogger("apprise").addFilter(self._filter)
-        self._queue: queue.Queue[Message | None] = queue.Queue(queue_size)
+        self._queue_size = queue_size
+        self._cond = threading.Condition()
+        self._waiting: OrderedDict[tuple[str, ...], deque[Message]] = OrderedDict()  # by targets, oldest first
+        self._count = 0  # messages in _waiting
+        self._busy: set[tuple[str, ...]] = set()  # targets a worker is sending to
+        self._stopping = False
         self._threads = [
             threading.Thread(target=self._work, name=f"jupyter-sse-notify-{i}", daemon=True) for i in range(workers)
         ]
@@ -129,15 +136,37 @@ class AppriseSender:
     def __call__(self, message: Message) -> None:
         if self.closed:
             return
-        try:
-            self._queue.put_nowait(message)
-        except queue.Full:
+        with self._cond:
+            full = self._count >= self._queue_size
+            if not full:
+                self._waiting.setdefault(message.targets, deque()).append(message)
+                self._count += 1
+                self._cond.notify()
+        if full:
             self.metrics.notifications_failed += 1
-            self._failures.warning("jupyter-sse: notification dropped: %d are waiting to be sent", self._queue.qsize())
+            self._failures.warning("jupyter-sse: notification dropped: %d are waiting to be sent", self._count)
+
+    def _next(self) -> Message | None:
+        """The oldest message whose targets no worker is sending to; None once closing and none is left."""
+        with self._cond:
+            while True:
+                for targets, waiting in self._waiting.items():
+                    if targets not in self._busy:
+                        message = waiting.popleft()
+                        if waiting:
+                            self._waiting.move_to_end(targets)  # the other targets' turn first
+                        else:
+                            del self._waiting[targets]
+                        self._count -= 1
+                        self._busy.add(targets)
+                        return message
+                if self._stopping and not self._waiting:
+                    return None
+                self._cond.wait()
 
     def _work(self) -> None:
         while True:
-            message = self._queue.get()
+            message = self._next()
             if message is None:
                 return
             try:
@@ -145,6 +174,10 @@ class AppriseSender:
             except Exception as exc:  # Apprise or a plugin raising: the thread must live on
                 ok = False
                 self._failures.warning("jupyter-sse: notification failed: %s: %s", type(exc).__name__, exc)
+            finally:
+                with self._cond:
+                    self._busy.discard(message.targets)
+                    self._cond.notify_all()
             if ok:
                 self.metrics.notifications_sent += 1
             else:
@@ -180,7 +213,7 @@ class AppriseSender:
 
     @property
     def waiting(self) -> int:
-        return self._queue.qsize()
+        return self._count
 
     def close(self, timeout: float = 2.0) -> None:
         """Let the workers send what is queued, within ``timeout``; a target that hangs is left to its thread."""
@@ -188,11 +221,9 @@ class AppriseSender:
             return
         self.closed = True
         deadline = time.monotonic() + timeout
-        for _ in self._threads:
-            try:
-                self._queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Full:
-                break
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         if not any(thread.is_alive() for thread in self._threads):

@@ -209,7 +209,11 @@ def _compose(targets: tuple[str, ...], batch: _Batch) -> Message:
 
 
 class Notifier:
-    """Turns state changes into messages, one per target set per coalescing window."""
+    """Turns state changes into messages, one per target set per coalescing window.
+
+    ``targets``: the URLs that stand for "the configured targets" (a hub user's own); empty: the sender's
+    defaults. ``claim(job)``: asked last, once a job would notify; False means another process sends for it
+    (replicas sharing a store each see a job end that more than one of them may have recorded)."""
 
     def __init__(
         self,
@@ -218,17 +222,21 @@ class Notifier:
         *,
         has_default_targets: bool,
         link_base: str | None = None,
+        targets: tuple[str, ...] = (),
+        claim: Callable[[Job], bool] | None = None,
     ) -> None:
         self.rules = rules
         self._send = send
         self.has_default_targets = has_default_targets
         self.link_base = link_base
+        self.targets = targets
+        self._claim = claim
         self._batches: dict[tuple[str, ...], _Batch] = {}
         self._warned_bad_choice = False
         self.messages = 0  # composed and handed to the sender
 
     def targets_for(self, job: Job) -> tuple[str, ...] | None:
-        """The targets a job that just ended notifies (``()``: the configured ones), or ``None``."""
+        """The targets a job that just ended notifies (``targets``: the configured ones), or ``None``."""
         try:
             choice = notify_choice(job.metadata)
         except ValueError as exc:
@@ -245,16 +253,18 @@ class Notifier:
         if not self.has_default_targets:
             return None
         if choice is True:
-            return ()
+            return self.targets
         if job.parent or job.state not in self.rules.states or job_duration(job) < self.rules.min_duration:
             return None
-        return ()
+        return self.targets
 
     def job_changed(self, job: Job, previous: str | None) -> None:
         if not job.terminal or previous == job.state:
             return
         targets = self.targets_for(job)
         if targets is None:
+            return
+        if self._claim is not None and not self._claim(job):
             return
         batch = self._batches.get(targets)
         if batch is None:

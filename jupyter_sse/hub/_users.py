@@ -6,6 +6,9 @@ never gives a token away. Writes are atomic (a temporary file in the same direct
 the file is created readable by its owner only.
 
     {"version": 1, "users": {"alice": {"admin": false, "key": "3f9a...", "salt": "...", "hash": "..."}}}
+
+A user's entry may also hold ``"notify"``: their own notification settings (see ``_notify_prefs``), which
+``jupyter sse users notify`` and the hub's ``notify`` route write.
 """
 
 from __future__ import annotations
@@ -102,12 +105,22 @@ class UsersFile:
                 or not isinstance(entry, dict)
                 or not isinstance(entry.get("admin"), bool)
                 or not all(isinstance(entry.get(k), str) for k in ("key", "salt", "hash"))
+                or not isinstance(entry.get("notify", {}), dict)
             ):
                 raise UsersFileError(f"{self.path}: the entry of user {name!r} is not valid")
         return users
 
     def users(self) -> list[User]:
         return [User(name, bool(entry["admin"])) for name, entry in sorted(self._load().items())]
+
+    def has(self, name: str) -> bool:
+        return name in self._load()
+
+    def notify_settings(self, name: str) -> dict[str, Any] | None:
+        """``name``'s notification settings as stored (None: none of their own, or no such user)."""
+        entry = self._load().get(name)
+        settings = entry.get("notify") if entry is not None else None
+        return dict(settings) if isinstance(settings, dict) else None
 
     def check(self) -> None:
         """Raise ``UsersFileError`` unless the file exists and is valid (a hub checks before it starts)."""
@@ -161,6 +174,8 @@ class UsersFile:
         salt = secrets.token_bytes(16)
         entry = {"admin": admin, "key": key, "salt": salt.hex(), "hash": _hash(secret, salt).hex()}
         with self._changing() as users:
+            if "notify" in users.get(name, {}):  # a new token keeps the user's notification settings
+                entry["notify"] = users[name]["notify"]
             users[name] = entry
         return f"{key}.{secret}"
 
@@ -169,6 +184,18 @@ class UsersFile:
             if name not in users:
                 raise UsersFileError(f"no user {name!r} in {self.path}")
             del users[name]
+
+    def set_notify_settings(self, name: str, settings: dict[str, Any] | None) -> None:
+        """Store ``name``'s notification settings (None or empty: the hub's again); the caller validated them."""
+        with self._changing() as users:
+            if name not in users:
+                raise UsersFileError(f"no user {name!r} in {self.path}")
+            entry = dict(users[name])
+            if settings:
+                entry["notify"] = settings
+            else:
+                entry.pop("notify", None)
+            users[name] = entry
 
     @contextlib.contextmanager
     def _changing(self) -> Iterator[dict[str, dict[str, Any]]]:

@@ -49,7 +49,8 @@ from ._errors import install_error_handlers
 from ._identity import Authenticate, Identify, Identity, TokenIdentity, UsersIdentity, caller
 from ._jupyterhub import JupyterHubService, ServicePrefix
 from ._metrics import add_metrics_route
-from ._notify import start_notifications
+from ._notify import HubNotifications
+from ._notify_routes import add_notify_routes
 from ._schema import CancelReply, JobList, errors, install_openapi, update_body
 from ._shared import open_shared
 from ._tenants import MergedSubscription, Tenants, merge_pages
@@ -136,6 +137,7 @@ def create_app(
     notify_urls: Sequence[str] | None = None,
     notify_min_duration: float = 60.0,
     notify_window: float = 30.0,
+    notify_settings: str | os.PathLike[str] | None = None,
     sync_finished_jobs: int = 100,
     users: str | os.PathLike[str] | UsersFile | None = None,
     identify: Sequence[Identify] = (),
@@ -152,10 +154,12 @@ def create_app(
     ``app.state.broker`` is the broker; ``broker.close()`` ends every stream (``HubServer`` calls it as soon as
     shutdown starts, so open streams never hold the server up). ``notify_urls``: the Apprise URLs told when jobs
     end, by the extension's rules (``None``: ``APPRISE_URLS`` and Apprise's config files); bad rules raise
-    ValueError here. ``store``: ``redis://HOST:PORT/DB`` keeps the jobs in Redis, shared by every hub started
-    on the same URL (needs the redis extra); None keeps them in this process's memory.
+    ValueError here; ``notify_settings``: a file keeping the targets and rules users set through the ``notify``
+    route (without it, and without Redis, they last as long as the process). ``store``: ``redis://HOST:PORT/DB``
+    keeps the jobs in Redis, shared by every hub started on the same URL (needs the redis extra); None keeps them
+    in this process's memory.
     """
-    NotifyRules(min_duration=notify_min_duration, window=notify_window)  # refuse bad rules now, not at startup
+    rules = NotifyRules(min_duration=notify_min_duration, window=notify_window)  # bad rules: refused now
     owner = owner or _os_user()
     users_file = UsersFile(users) if users is not None and not isinstance(users, UsersFile) else users
     ways: list[Identify] = []
@@ -177,10 +181,11 @@ def create_app(
             sync_finished_jobs=sync_finished_jobs,
         )
 
+    notifications = HubNotifications(
+        notify_urls, rules, users_file=users_file, store_url=store, settings_file=notify_settings
+    )
     shared = open_shared(store, log_lines_kept)
     tenants = Tenants(make_broker, owner, shared.make if shared is not None else None)
-    notifying: list[Callable[[], None]] = []
-    started = False
 
     found = tenants.get(owner)
     assert found is not None
@@ -191,32 +196,23 @@ def create_app(
         # Every user's broker counts into the one set of metrics, and is watched for notifications.
         new.metrics = metrics
         watch_state_changes(new, [metrics.observe_state_change])
-        if started:
-            notifying.append(
-                start_notifications(new, notify_urls, min_duration=notify_min_duration, window=notify_window)
-            )
+        notifications.attach(new)  # the sender starts with the app; until then nothing ends that it would send
 
     tenants.on_new.append(on_new)
+    notifications.attach(broker)
     if shared is not None:
         tenants.on_new.append(shared.attach)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        nonlocal started
         task = asyncio.ensure_future(_expire_leases(tenants, publisher_lease))
         following = asyncio.ensure_future(shared.run(tenants)) if shared is not None else None
-        # notify_urls None: APPRISE_URLS and Apprise's config files, as the extension reads them
-        for one in tenants:
-            notifying.append(
-                start_notifications(one, notify_urls, min_duration=notify_min_duration, window=notify_window)
-            )
-        started = True
+        notifications.start(metrics)
         try:
             yield
         finally:
             tenants.close()
-            for stop_notifying in notifying:
-                stop_notifying()
+            notifications.stop()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -252,6 +248,7 @@ def create_app(
     if jupyterhub is not None:
         app.add_middleware(ServicePrefix, service=jupyterhub)  # added last: it runs first
     add_metrics_route(app, broker, tenants)  # /metrics: admins only, over every user
+    add_notify_routes(app, notifications)  # each user's own targets and rules
 
     def own(who: Identity) -> Broker:
         found = tenants.get(who.name)

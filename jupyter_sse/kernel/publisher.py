@@ -19,13 +19,14 @@ import contextlib
 import json
 import logging
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ..protocol import FINAL_STATES, MAX_BODY_BYTES, MAX_JOBS_PER_REQUEST, MAX_LOG_LINES_PER_REQUEST
-from . import _fork  # noqa: F401  # registers the at-fork reset of this module too
+from . import _fork  # also registers the at-fork reset of this module
 from ._state import CORE_FIELDS, END_LOCK, JobState
 from ._transport import HTTPTransport, Transport
 from .discovery import ServerInfo, discover, flush_timeout
@@ -39,6 +40,31 @@ _log = logging.getLogger("jupyter_sse")
 BODY_BUDGET = 900_000
 assert BODY_BUDGET < MAX_BODY_BYTES - 100_000
 _RETRY_STATUSES = frozenset({408, 429})
+_RETRY_PAUSE = 0.05  # seconds between a short-lived process's tries of its final send
+
+
+def _import_for_the_thread(*, https: bool) -> None:
+    """Import here, on a user's thread, what the publisher thread would otherwise import on first use.
+
+    A fork while our thread is inside an import leaves that module's import lock held in the child for good
+    (CPython re-makes only the global import lock), and the child hangs on its first use of the module; a fork
+    from the user's thread cannot happen in the middle of the user's own import.
+    """
+    import encodings.idna  # noqa: F401  # the socket module encodes host names with it
+    import http.client  # noqa: F401
+
+    import tqdm.std  # noqa: F401  # the text meter (display.format_text) and the rate's EMA
+
+    if https:
+        import ssl  # noqa: F401
+
+
+def _short_lived() -> bool:
+    """A forked or multiprocessing child: it may end (``os._exit``) as soon as its job does."""
+    if _fork.forked():
+        return True
+    process = sys.modules.get("multiprocessing.process")  # not imported here: never loaded just for this
+    return process is not None and process.parent_process() is not None
 
 
 class PublisherStats:
@@ -99,6 +125,7 @@ class Publisher:
         self._done_gen = 0
         self._last_ok = True
         self._failures = 0
+        self._retry_budget = flush_timeout
         self._next_send = 0.0
         self._warned = False
         self._closed = False
@@ -114,6 +141,8 @@ class Publisher:
     def add(self, job: JobState) -> None:
         """Track a job that just started; starts the thread when there is something for it to do."""
         job.publisher = self
+        if self._thread is None and self._threaded:
+            _import_for_the_thread(https=self.server is not None and self.server.scheme == "https")
         with self._cond:
             self._jobs[job.id] = job
             if self._thread is None and not self._closed and self._threaded:
@@ -150,23 +179,37 @@ class Publisher:
         if thread is threading.current_thread():
             return False
         timeout = self.flush_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
+        start = time.monotonic()
+        deadline = start + timeout
+        # a child process may end with os._exit right after: a failed send is tried again until the deadline, from
+        # a budget of one deadline per process, so a server that is down costs a pool worker one wait, not one a task
+        persist = self._retry_budget > 0 and _short_lived()
         with self._cond:
-            if self._failures and not force:
+            if self._failures and not force and not persist:
                 self._wake = True
                 self._cond.notify_all()
                 return False
-            self._req_gen += 1
-            target = self._req_gen
-            self._wake = True
-            self._force = self._force or force
-            self._cond.notify_all()
-            while self._done_gen < target:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-            return self._last_ok
+            try:
+                while True:
+                    self._req_gen += 1
+                    target = self._req_gen
+                    self._wake = True
+                    self._force = self._force or force or persist
+                    self._cond.notify_all()
+                    while self._done_gen < target:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            return False
+                        self._cond.wait(remaining)
+                    if self._last_ok or not persist:
+                        return self._last_ok
+                    pause = min(_RETRY_PAUSE, deadline - time.monotonic())
+                    if pause <= 0:
+                        return False
+                    self._cond.wait(pause)  # the lock is released meanwhile
+            finally:
+                if persist and not self._last_ok:
+                    self._retry_budget -= time.monotonic() - start
 
     def jobs(self) -> list[JobState]:
         """The jobs tracked now (running, or ended but not yet acknowledged)."""

@@ -68,6 +68,27 @@ def test_a_hanging_target_times_out_in_its_thread_and_is_counted(hanging_sink: H
     assert hanging_sink.requests == 1 and metrics.notifications_sent == 0
 
 
+def test_a_dead_target_holds_one_worker_and_the_others_targets_go_out(
+    hanging_sink: HTTPSink, http_sink: HTTPSink
+) -> None:
+    metrics = BrokerMetrics()
+    sender = AppriseSender(timeout=5, workers=2, metrics=metrics)
+    try:
+        for i in range(3):  # enough to hold both workers, were messages to one target sent side by side
+            sender(_message(f"stuck {i}", targets=(hanging_sink.url(),)))
+        _wait(lambda: hanging_sink.requests == 1, 10, "the dead target to be called")
+        started = time.perf_counter()
+        sender(_message("other", targets=(http_sink.url(),)))
+        (body,) = http_sink.wait_for(1, timeout=4)  # well before the dead target's 5 s timeout
+        took = time.perf_counter() - started
+        assert hanging_sink.requests == 1  # the next one to it waits its turn
+    finally:
+        hanging_sink.release.set()
+        sender.close(timeout=10)
+    assert body["title"] == "other" and took < 2
+    assert metrics.notifications_sent == 1
+
+
 def test_a_full_queue_drops_and_counts(hanging_sink: HTTPSink) -> None:
     metrics = BrokerMetrics()
     sender = AppriseSender([hanging_sink.url()], timeout=0.5, workers=1, queue_size=2, metrics=metrics)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -101,6 +103,36 @@ def test_a_lock_held_by_another_thread_at_fork_does_not_hang_the_child(publish: 
     assert final_states(rec, ["held-at-fork"]) == {"held-at-fork": "succeeded"}
 
 
+_WATCH_THE_THREADS_IMPORTS = """
+import io, sys, threading
+imported = []
+
+def hook(event, args):
+    if event == "import" and threading.current_thread().name == "jupyter-sse-publisher":
+        imported.append(args[0])
+
+sys.addaudithook(hook)
+from jupyter_sse.kernel import progress, publisher
+publisher.configure(sys.argv[1], "secret-token", interval=0.02)
+for _ in progress(range(3), desc="watched", file=io.StringIO()):
+    pass
+publisher.get_publisher().close()
+print(imported)
+"""
+
+
+def test_the_publisher_thread_imports_nothing(server: tuple[Recorder, str]) -> None:
+    """A fork while our thread is inside an import would leave that module's lock held in the child for good (CPython
+    re-makes only the global import lock): the child hung at its first use of tqdm.std. So the thread never imports;
+    a fresh interpreter shows it, as the test process has imported everything already."""
+    rec, url = server
+    done = subprocess.run(
+        [sys.executable, "-c", _WATCH_THE_THREADS_IMPORTS, url], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout
+    assert final_states(rec, ["watched"]) == {"watched": "succeeded"}
+
+
 def test_children_under_a_parent_job_that_leave_with_os_exit_deliver_their_final_state(
     publish: tuple[Recorder, Any],
 ) -> None:
@@ -115,6 +147,17 @@ def test_children_under_a_parent_job_that_leave_with_os_exit_deliver_their_final
     with rec.lock:
         parents = {u["parent"] for b in rec.bodies for u in b["jobs"] if u.get("name") in names}
     assert parents == {outer.id}
+
+
+def test_a_child_whose_sends_fail_still_delivers_its_final_state(publish: tuple[Recorder, Any]) -> None:
+    """The child's first sends fail (as from a server that reset the connection): it tries again before leaving,
+    where a long-lived process would leave the state pending for its thread to send later."""
+    rec, _ = publish
+    rec.fail_next = 3
+    status = reap(fork_child("retried"))
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert final_states(rec, ["retried"]) == {"retried": "succeeded"}
+    assert rec.fail_next == 0
 
 
 def test_fork_storm_while_jobs_churn(publish: tuple[Recorder, Any]) -> None:
