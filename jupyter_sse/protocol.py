@@ -14,6 +14,7 @@ import re
 __all__ = [
     "API_PATH",
     "DEFAULT_PAGE_SIZE",
+    "EVENT_ID_PATTERN",
     "FINAL_STATES",
     "JOB_ID_CHARS",
     "JOB_ID_MAX_LENGTH",
@@ -52,6 +53,9 @@ JOB_ID_CHARS = "A-Za-z0-9_-"
 JOB_ID_MAX_LENGTH = 64
 #: A whole job id, anchored: usable as it is in JSON Schema, FastAPI and JavaScript.
 JOB_ID_PATTERN = rf"^[{JOB_ID_CHARS}]{{1,{JOB_ID_MAX_LENGTH}}}$"
+#: An event id: `<epoch>.<seq>`, the epoch naming the server's history (1 to 64 of [A-Za-z0-9]) and the seq
+#: increasing within it, or a bare seq (ids from before epochs). Opaque to clients; anchored, as JOB_ID_PATTERN.
+EVENT_ID_PATTERN = r"^(?:([A-Za-z0-9]{1,64})\.)?([0-9]{1,30})$"
 #: The rule of job ids in words, for error messages.
 JOB_ID_RULE = f"1 to {JOB_ID_MAX_LENGTH} characters of [{JOB_ID_CHARS}]"
 _JOB_ID = re.compile(rf"[{JOB_ID_CHARS}]{{1,{JOB_ID_MAX_LENGTH}}}")

@@ -132,3 +132,21 @@ def test_what_the_kernel_clips_to_is_what_the_server_accepts() -> None:
         parse_update_batch(json.dumps(too_long).encode())
     assert refused.value.status == 400
     assert "name" in json.dumps(refused.value.detail)
+
+
+@pytest.mark.parametrize(
+    ("event_id", "valid"),
+    [
+        ("ab12.5", True),
+        ("7", True),
+        ("e" * 64 + "." + "9" * 30, True),
+        ("e" * 65 + ".1", False),
+        ("ab.", False),
+        ("a-b.1", False),
+        ("²", False),  # a digit to str.isdigit(), not to the protocol
+        ("", False),
+    ],
+)
+def test_event_ids_follow_one_rule(event_id: str, valid: bool) -> None:
+    assert (re.fullmatch(protocol.EVENT_ID_PATTERN.strip("^$"), event_id) is not None) is valid
+    assert (re.fullmatch(protocol.EVENT_ID_PATTERN, event_id) is not None) is valid

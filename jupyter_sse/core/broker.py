@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Container, Iterable
 from typing import Any
 
-from ..protocol import FINAL_STATES, STATES, TERMINAL_STATES, EventKind
+from ..protocol import EVENT_ID_PATTERN, FINAL_STATES, STATES, TERMINAL_STATES, EventKind
 from .errors import ProtocolError
 from .metrics import BrokerMetrics
 from .model import (
@@ -55,7 +55,7 @@ __all__ = ["MAX_EVENTS_PER_READ", "RESET", "Broker", "Event", "Subscription"]
 
 # ``<epoch>.<seq>``, or a bare seq (ids before epochs: taken as another epoch's). Not str.isdigit(): that accepts
 # "²" and other non-ASCII digits.
-_EVENT_ID = re.compile(r"(?:([A-Za-z0-9]{1,64})\.)?([0-9]{1,30})")
+_EVENT_ID = re.compile(EVENT_ID_PATTERN.strip("^$"))
 # A subscription's cursor before its first sync; _RESET: the sync must start with a `reset` event.
 _FRESH = -1
 _RESET = -2

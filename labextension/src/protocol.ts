@@ -14,6 +14,13 @@ export const API_PATH = 'jupyter-sse/api/';
 export const DEFAULT_PAGE_SIZE = 100;
 
 /**
+ * An event id: `<epoch>.<seq>`, the epoch naming the server's history (1 to 64 of [A-Za-z0-9]) and the
+ * seq increasing within it, or a bare seq (ids from before epochs). Opaque to clients; anchored, as
+ * JOB_ID_PATTERN.
+ */
+export const EVENT_ID_PATTERN = '^(?:([A-Za-z0-9]{1,64})\\.)?([0-9]{1,30})$';
+
+/**
  * The ends a publisher gives its own job, which never change again: what the kernel side means by
  * "ended".
  */
