@@ -33,13 +33,14 @@ from ..core import (
     parse_limit,
     parse_update_batch,
 )
+from ..protocol import API_PATH, JOB_ID_RULE
 from ._limits import StreamLimits
 from ._memory import TrimScheduler
 
 __all__ = ["handlers"]
 
 AUTH_RESOURCE = "jupyter_sse"
-_API = r"/jupyter-sse/api"
+_API = "/" + API_PATH.rstrip("/")
 _JOB_ID = r"(?P<job_id>[^/]+)"
 
 _F = TypeVar("_F", bound=Callable[..., Awaitable[None]])
@@ -140,7 +141,7 @@ class UpdatesHandler(_Handler):
     """``POST updates``: what kernels report. Accepts the publish token as well as the server's own auth."""
 
     is_publisher = False
-    # issue 8: a report is not user activity by itself; running jobs count through activity.py, as configured.
+    # A report is not user activity by itself; running jobs count through activity.py, as configured.
     _track_activity = False
 
     async def prepare(self) -> None:  # type: ignore[override]
@@ -240,7 +241,7 @@ class EventsHandler(_Handler):
 
     _subscription: Subscription | None = None
     _refused = False
-    # issue 8: an open stream (and its end, hours later) is not activity, or a forgotten tab would keep the
+    # An open stream (and its end, hours later) is not activity, or a forgotten tab would keep the
     # server from being culled; running jobs count through activity.py.
     _track_activity = False
 
@@ -269,7 +270,8 @@ class EventsHandler(_Handler):
             )
             limits.refused = 0
         self.set_status(503)
-        self.set_header("Retry-After", str(self.settings["jupyter_sse_config"]["retry_after"]))
+        # what the stream's `retry:` says, in whole seconds
+        self.set_header("Retry-After", str(max(1, -(-int(self.config["retry_ms"]) // 1000))))
         self.set_header("Content-Type", "application/json")
         # Closed after the answer (tornado's own flag for it): a refused client kept alive would hold the
         # descriptor the cap is there to save.
@@ -298,12 +300,10 @@ class EventsHandler(_Handler):
             jobs = self.get_arguments("job")
             bad = [one for one in jobs if not is_valid_job_id(one)]
             if bad:
-                raise ProtocolError(
-                    400, "invalid_query", f"job must be a job id (1 to 64 of [A-Za-z0-9_-]): {bad[0]!r}"
-                )
+                raise ProtocolError(400, "invalid_query", f"job must be a job id ({JOB_ID_RULE}): {bad[0]!r}")
             sub = broker.subscribe(jobs or None, last_event_id)
         self._subscription = sub
-        config = self.settings["jupyter_sse_config"]
+        config = self.config  # the extension's own settings, as jupyter_server hands them to its handlers
         self._transforms = []  # never gzip a stream: compression buffers it
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
