@@ -197,7 +197,7 @@ def markdown(r: dict[str, Any]) -> str:
             extra_ms = None
             if row.get("progress_live_ns") is not None:
                 extra_ms = (row["progress_live_ns"] - row["progress_ns"]) * ov["n"] / 1e6
-            # The targets are the issue's: progress with no server against the same loop bare (as tqdm writes to a
+            # The targets: progress with no server against the same loop bare (as tqdm writes to a
             # null file). The live column adds what a server costs a loop; see "live extra ms per loop".
             if kind == "generator":
                 target, ok = "overhead ≤ 0.5x tqdm's", row["progress_overhead_vs_tqdm"] <= 0.5

@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from ._version import __version__
 from .client import Client, ClientError, Event, find_server
-from .client._common import MAX_PAGE_SIZE as _PAGE
-from .client._common import TERMINAL_STATES
+from .protocol import MAX_PAGE_SIZE as _PAGE
+from .protocol import TERMINAL_STATES
 
 __all__ = ["main"]
 

@@ -20,9 +20,10 @@ from urllib.parse import quote
 import httpx
 from httpx_sse import ServerSentEvent
 
+from ..protocol import API_PATH, TERMINAL_STATES
+
 __all__ = [
     "RETRYABLE_ERRORS",
-    "TERMINAL_STATES",
     "ClientError",
     "Event",
     "FollowState",
@@ -39,8 +40,6 @@ __all__ = [
     "stream_timeout",
 ]
 
-#: A job in one of these states has ended (`lost` may come back, but its stream ends all the same).
-TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "lost"})
 
 # Reconnect delays: the server's `retry:` replaces the initial delay; each failed attempt doubles it.
 INITIAL_DELAY = 0.25
@@ -61,10 +60,6 @@ RETRYABLE_ERRORS: tuple[type[httpx.TransportError], ...] = (
     httpx.RemoteProtocolError,
     httpx.ProxyError,
 )
-
-
-#: The largest page the server serves (`GET jobs?limit=`); `list()` asks for pages of this size.
-MAX_PAGE_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -103,7 +98,7 @@ class ClientError(Exception):
 
 def api_url(url: str) -> str:
     """The API root for a Jupyter server's base URL (with or without its trailing slash)."""
-    return url.rstrip("/") + "/jupyter-sse/api/"
+    return url.rstrip("/") + "/" + API_PATH
 
 
 def auth_headers(token: str | None) -> dict[str, str]:

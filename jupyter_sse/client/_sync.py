@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 from httpx_sse import connect_sse
 
+from ..protocol import MAX_PAGE_SIZE
 from ._common import (
-    MAX_PAGE_SIZE,
     RETRYABLE_ERRORS,
     Event,
     FollowState,

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..protocol import JOB_ID_RULE
 from .broker import Broker, Subscription
 from .errors import ProtocolError
 from .model import is_valid_job_id
@@ -102,7 +103,7 @@ def job_filter(values: Iterable[str]) -> list[str] | None:
     jobs = list(values)
     bad = [one for one in jobs if not is_valid_job_id(one)]
     if bad:
-        raise ProtocolError(400, "invalid_query", f"job must be a job id (1 to 64 of [A-Za-z0-9_-]): {bad[0]!r}")
+        raise ProtocolError(400, "invalid_query", f"job must be a job id ({JOB_ID_RULE}): {bad[0]!r}")
     return jobs or None
 
 

@@ -34,16 +34,13 @@ from collections import deque
 from collections.abc import Callable, Container, Iterable
 from typing import Any
 
-from ..protocol import EventKind
+from ..protocol import EVENT_ID_PATTERN, FINAL_STATES, STATES, TERMINAL_STATES, EventKind
 from ._gc import untrack
 from .errors import ProtocolError
 from .metrics import BrokerMetrics
 from .model import (
     DEFAULT_PAGE_SIZE,
-    FINAL_STATES,
     MAX_PAGE_SIZE,
-    STATES,
-    TERMINAL_STATES,
     Job,
     JobPage,
     JobUpdate,
@@ -60,7 +57,7 @@ __all__ = ["MAX_EVENTS_PER_READ", "RESET", "Broker", "Event", "Subscription"]
 
 # ``<epoch>.<seq>``, or a bare seq (ids before epochs: taken as another epoch's). Not str.isdigit(): that accepts
 # "²" and other non-ASCII digits.
-_EVENT_ID = re.compile(r"(?:([A-Za-z0-9]{1,64})\.)?([0-9]{1,30})")
+_EVENT_ID = re.compile(EVENT_ID_PATTERN.strip("^$"))
 # A subscription's cursor before its first sync; _RESET: the sync must start with a `reset` event.
 _FRESH = -1
 _RESET = -2

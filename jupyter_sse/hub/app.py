@@ -51,6 +51,7 @@ from ..core.adapter import (
 from ..core.notify import NotifyRules
 from ..core.store import StoreUnavailable
 from ..core.transitions import watch_state_changes
+from ..protocol import API_PATH, EVENT_ID_PATTERN, JOB_ID_PATTERN, JOB_ID_RULE
 from ._errors import error_response, install_error_handlers
 from ._identity import Authenticate, Identify, Identity, TokenIdentity, UsersIdentity, caller
 from ._jupyterhub import JupyterHubService, ServicePrefix
@@ -64,7 +65,7 @@ from ._users import UsersFile
 
 __all__ = ["API_PREFIX", "create_app"]
 
-API_PREFIX = "/jupyter-sse/api"
+API_PREFIX = "/" + API_PATH.rstrip("/")
 
 _log = logging.getLogger("jupyter_sse.hub")
 
@@ -72,12 +73,11 @@ StateFilter = Literal["pending", "running", "succeeded", "failed", "cancelled", 
 assert set(StateFilter.__args__) == set(STATES)  # type: ignore[attr-defined]
 # The patterns are the core's rules, stated for the schema; a request that breaks one gets the same 400 as from
 # the core (see _errors.py), so stating them here changes no answer.
-_JOB_ID = r"^[A-Za-z0-9_-]{1,64}$"
 # `<epoch>.<seq>`, or a bare seq (an id from before epochs: a reset follows); empty: no id (as if not given)
-_EVENT_ID = r"^(?:[A-Za-z0-9]{1,64}\.[0-9]{1,30}|[0-9]{0,30})$"
-JobIdPath = Annotated[str, Path(pattern=_JOB_ID, description="1 to 64 characters of [A-Za-z0-9_-]")]
+_EVENT_ID = rf"{EVENT_ID_PATTERN}|^$"
+JobIdPath = Annotated[str, Path(pattern=JOB_ID_PATTERN, description=JOB_ID_RULE)]
 JobFilter = Annotated[
-    list[Annotated[str, StringConstraints(pattern=_JOB_ID)]] | None,
+    list[Annotated[str, StringConstraints(pattern=JOB_ID_PATTERN)]] | None,
     Query(description="only these jobs (repeatable)"),
 ]
 LastEventIdHeader = Annotated[

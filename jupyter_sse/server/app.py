@@ -21,6 +21,7 @@ from ..core import Broker, MemoryStore
 from ..core.adapter import StreamSettings, default_owner, lease_check_period
 from ..core.store import StoreUnavailable
 from ..core.store_sqlite import SQLiteStore, open_store
+from ..protocol import API_PATH, STATES, TERMINAL_STATES
 from ._limits import StreamLimits, guard_accepts
 from ._memory import GcFreezer
 from ._monitor import Monitor
@@ -105,7 +106,7 @@ class SSEExtension(ExtensionApp):
         config=True,
         help="The user recorded as the owner of jobs (default: the JupyterHub user or the OS user).",
     )
-    # --- idle culling (issue 8; see activity.py) ---
+    # --- idle culling (see activity.py) ---
     running_jobs_are_activity = Bool(
         True,
         config=True,
@@ -168,7 +169,7 @@ class SSEExtension(ExtensionApp):
     )
     notify_states = List(
         Unicode(),
-        default_value=["succeeded", "failed", "cancelled", "lost"],
+        default_value=[state for state in STATES if state in TERMINAL_STATES],
         config=True,
         help="The end states that notify (a job's own notify=True or URL notifies whatever its end).",
     )
@@ -294,10 +295,6 @@ class SSEExtension(ExtensionApp):
         self.monitor = Monitor(self, self.broker)  # notifications, /metrics, the event bus
         self._flush_failing = False
         self._export_environment()
-        # Under a test harness the loop already runs here; a real server starts it later (see below).
-        with contextlib.suppress(RuntimeError):
-            asyncio.get_running_loop()
-            self._start_tasks()
         self._ready = True
 
     @property
@@ -383,7 +380,7 @@ class SSEExtension(ExtensionApp):
             asyncio.ensure_future(self._every(1.0, self._flush)),
             asyncio.ensure_future(self._every(lease_check_period(self.publisher_lease), self._expire)),
             asyncio.ensure_future(watcher.run(self.kernel_check_interval)),
-            # issue 8: a running job keeps the server's last_activity fresh (activity.py)
+            # a running job keeps the server's last_activity fresh
             asyncio.ensure_future(self._every(_ACTIVITY_PERIOD, self.activity.refresh)),
         ]
 
@@ -418,7 +415,7 @@ class SSEExtension(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers())
-        self.handlers.append((r"/jupyter-sse/api/status", StatusHandler))
+        self.handlers.append((f"/{API_PATH}status", StatusHandler))
 
     def _export_environment(self) -> None:
         # Kernels are started with a copy of the server's environment: this is how they find us.
@@ -467,6 +464,7 @@ class SSEExtension(ExtensionApp):
         return f"{scheme}://{host}:{app.port}{base_url}"
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        # jupyter_server calls this once its event loop runs: where an extension starts its background tasks.
         if not self._ready:
             return  # it did not start (logged): no URL for kernels, no tasks over nothing
         self._export_environment()  # the port is final now (port retries)

@@ -38,12 +38,13 @@ from ..core.adapter import (
     open_subscription,
     token_from_authorization,
 )
+from ..protocol import API_PATH
 from ._memory import TrimScheduler
 
 __all__ = ["handlers"]
 
 AUTH_RESOURCE = "jupyter_sse"
-_API = r"/jupyter-sse/api"
+_API = "/" + API_PATH.rstrip("/")
 _JOB_ID = r"(?P<job_id>[^/]+)"
 
 _F = TypeVar("_F", bound=Callable[..., Awaitable[None]])
@@ -144,7 +145,7 @@ class UpdatesHandler(_Handler):
     """``POST updates``: what kernels report. Accepts the publish token as well as the server's own auth."""
 
     is_publisher = False
-    # issue 8: a report is not user activity by itself; running jobs count through activity.py, as configured.
+    # A report is not user activity by itself; running jobs count through activity.py, as configured.
     _track_activity = False
 
     async def prepare(self) -> None:  # type: ignore[override]
@@ -240,7 +241,7 @@ class EventsHandler(_Handler):
 
     _subscription: Subscription | None = None
     _refused = False
-    # issue 8: an open stream (and its end, hours later) is not activity, or a forgotten tab would keep the
+    # An open stream (and its end, hours later) is not activity, or a forgotten tab would keep the
     # server from being culled; running jobs count through activity.py.
     _track_activity = False
 

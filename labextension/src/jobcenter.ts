@@ -5,7 +5,9 @@
  */
 import type { IJob } from './stream';
 
-export const TERMINAL = new Set(['succeeded', 'failed', 'cancelled', 'lost']);
+import { TERMINAL_STATES as TERMINAL } from './protocol.js';
+
+export { TERMINAL };
 
 export function isActive(job: IJob): boolean {
   return job.state === 'running' || job.state === 'pending';
