@@ -1,6 +1,7 @@
 # The two commands of the README's quick start, and what they need.
 #   make demo   set up a virtual environment and open JupyterLab on the demo notebook
-#   make test   set up the same environment and run every check: ruff, mypy and the test suite
+#   make test   set up the same environment and run every check: ruff, mypy, eslint, prettier, stylelint and the
+#               test suite
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
@@ -32,7 +33,9 @@ demo: install
 lint: install
 	$(BIN)/ruff check jupyter_sse tests bench
 	$(BIN)/ruff format --check jupyter_sse tests bench
-	cd labextension && ([ -d node_modules ] || npm ci --no-audit --no-fund) && npm run typecheck && npm run lint && npm run build:lib && npm test
+	# npm ci again when package-lock.json changed since node_modules was made (a new linter, say)
+	cd labextension && ([ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund) \
+		&& npm run typecheck && npm run lint && npm run build:lib && npm test
 
 typecheck: install
 	$(BIN)/mypy

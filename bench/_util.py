@@ -60,12 +60,36 @@ def median(values: list[float]) -> float:
     return percentile(values, 50) or 0.0
 
 
+def start_redis(directory: str, cpu: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Debian's redis-server on a free loopback port, as the hub's tests run it (append-only, fsync always:
+    ``BENCH_REDIS_FSYNC`` changes that); returns the process and its ``redis://`` URL once it answers."""
+    port = free_port()
+    binary = os.environ.get("JUPYTER_SSE_REDIS_SERVER", "/usr/bin/redis-server")
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", directory, "--save", ""]
+    cmd += ["--appendonly", "yes", "--appendfsync", os.environ.get("BENCH_REDIS_FSYNC", "always")]
+    proc = subprocess.Popen(pinned(cmd, cpu) if cpu else cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError("redis-server did not start")
+
+
 class Server:
-    """A server under test in its own process: the Jupyter server with jupyter-sse, or the baseline app."""
+    """A server under test in its own process: the Jupyter server with jupyter-sse, the hub (``hub``: memory
+    store; ``hub-redis``: a redis-server of its own, on the server's core too), or the baseline app."""
 
     def __init__(self, kind: str, *, extra: list[str] | None = None, cpu: str = SERVER_CPU) -> None:
         extra = [*(extra or []), *SERVER_EXTRA] if kind == "jupyter" else extra
         self.kind = kind
+        self.redis: subprocess.Popen[bytes] | None = None
         self.port = free_port()
         self.token = secrets.token_hex(16)
         self.base = f"http://127.0.0.1:{self.port}/"
@@ -95,6 +119,11 @@ class Server:
                 "--ServerApp.max_body_size=4194304",
                 *(extra or []),
             ]
+        elif kind in ("hub", "hub-redis"):
+            cmd = [PY, "-m", "jupyter_sse.cli", "hub", "--port", str(self.port), "--token", self.token]
+            if kind == "hub-redis":
+                self.redis, store = start_redis(self.tmp, cpu)
+                cmd += ["--store", store]
         elif kind == "baseline":
             cmd = [PY, str(HERE / "baseline_app.py"), "--port", str(self.port), "--token", self.token]
         else:
@@ -157,6 +186,9 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        if self.redis is not None and self.redis.poll() is None:
+            self.redis.terminate()
+            self.redis.wait(10)
         self.log.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 

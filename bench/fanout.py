@@ -1,4 +1,5 @@
-"""3. Fan-out (and 4a. memory per idle subscriber): jupyter-sse in a real Jupyter server against the baseline.
+"""3. Fan-out (and 4a. memory per idle subscriber): jupyter-sse in a real Jupyter server and in the hub (memory
+store, and Redis store with its redis-server on the server's core) against the baseline.
 
 Server on core 0; the subscriber process and the publisher process on core 1 (taskset). Per size: a fresh server,
 its RSS, N subscribers connected and idle (RSS again: memory per idle subscriber), then 20 jobs x 10 Hz for the
@@ -119,12 +120,18 @@ def run_one(
     return res
 
 
+# The servers of the fan-out table, in its order. BENCH_FANOUT_KINDS="jupyter,hub" runs some of them.
+KINDS = tuple(
+    k for k in __import__("os").environ.get("BENCH_FANOUT_KINDS", "jupyter,hub,hub-redis,baseline").split(",") if k
+)
+
+
 def run(quick: bool) -> list[dict[str, Any]]:
     sizes = [30] if quick else [100, 1000, 2000]
     duration = 1.0 if quick else 10.0
     results = []
     for n in sizes:
-        for kind in ("jupyter", "baseline"):
+        for kind in KINDS:
             try:
                 r = run_one(kind, n, duration)
             except Exception as exc:  # one size failing is a result, not the end of the run

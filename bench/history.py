@@ -1,43 +1,66 @@
 """6. A large history: the Jupyter server with 100,000 jobs kept (99,900 finished, 100 running; 10,000 in --quick).
 
 What a new subscriber is sent (the first sync), what pages of ``GET jobs`` cost, and 50 subscribers connecting at
-once while ``/api/status`` is measured every 10 ms from another thread: its latency is how long the server's loop
+once while ``/api/status`` is measured every 10 ms from another process: its latency is how long the server's loop
 kept other requests waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
-import http.client
-import threading
+import json
+import subprocess
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from _util import Server, median, percentile
+from _util import LOAD_CPU, PY, Server, median, percentile, pinned
 
 RUNNING = 100
 SUBSCRIBERS = 50
 SYNC_EVENTS = RUNNING + 100  # every running job and the 100 most recently finished (sync_finished_jobs)
 
 
-class StatusProbe(threading.Thread):
-    def __init__(self, srv: Server) -> None:
-        super().__init__(daemon=True)
-        self.srv = srv
-        self.latencies: list[float] = []
-        self.stop = threading.Event()
+# In a process of its own: a thread of this one would share the GIL with the 50 subscribers' reads, and measure them.
+_PROBE = """
+import json, sys, threading, time, http.client
+host, port, token = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+conn = http.client.HTTPConnection(host, port, timeout=60)
+latencies = []
+while not stop.is_set():
+    started = time.perf_counter()
+    conn.request("GET", "/api/status", headers={"Authorization": "token " + token})
+    conn.getresponse().read()
+    latencies.append(time.perf_counter() - started)
+    if len(latencies) == 20:
+        print("ready", flush=True)
+    stop.wait(0.01)
+print(json.dumps(latencies), flush=True)
+"""
 
-    def run(self) -> None:
-        u = urlsplit(self.srv.base)
-        conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port, timeout=60)
-        while not self.stop.is_set():
-            started = time.perf_counter()
-            conn.request("GET", "/api/status", headers=self.srv.headers())
-            conn.getresponse().read()
-            self.latencies.append(time.perf_counter() - started)
-            self.stop.wait(0.01)
-        conn.close()
+
+class StatusProbe:
+    """GET /api/status every 10 ms from another process: its latency is how long the server kept it waiting."""
+
+    def __init__(self, srv: Server) -> None:
+        u = urlsplit(srv.base)
+        self.proc = subprocess.Popen(
+            pinned([PY, "-c", _PROBE, u.hostname or "127.0.0.1", str(u.port), srv.token], LOAD_CPU),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline() != "ready\n":
+            raise RuntimeError("the /api/status probe did not start")
+
+    def stop(self) -> tuple[list[float], list[float]]:
+        """The latencies of the first 20 (before the storm: how busy the machine is anyway), and of the rest."""
+        out, _ = self.proc.communicate("", timeout=60)
+        latencies: list[float] = json.loads(out.strip().splitlines()[-1])
+        return latencies[:20], latencies[20:]
 
 
 async def _subscribe(srv: Server, go: asyncio.Event) -> tuple[int, float]:
@@ -64,10 +87,6 @@ async def _subscribe(srv: Server, go: asyncio.Event) -> tuple[int, float]:
 
 def _storm(srv: Server) -> dict[str, Any]:
     probe = StatusProbe(srv)
-    probe.start()
-    while len(probe.latencies) < 20:
-        time.sleep(0.01)
-    before = len(probe.latencies)
     cpu0 = srv.cpu_times()
 
     async def all_at_once() -> list[tuple[int, float]]:
@@ -82,15 +101,14 @@ def _storm(srv: Server) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     cpu = srv.cpu_times() - cpu0
     time.sleep(0.2)
-    probe.stop.set()
-    probe.join(30)
-    during = probe.latencies[before:]
+    quiet, during = probe.stop()
     return {
         "subscribers": SUBSCRIBERS,
         "all_synced_ms": wall * 1000,
         "sync_ms_p50": median([t for _, t in synced]) * 1000,
         "bytes_each": median([float(n) for n, _ in synced]),
         "server_cpu_ms": cpu * 1000,
+        "status_ms_p50_before": median(quiet) * 1000,
         "status_ms_p50": median(during) * 1000,
         "status_ms_p99": (percentile(during, 99) or 0) * 1000,
         "status_ms_max": max(during) * 1000,
@@ -131,6 +149,7 @@ def run(quick: bool) -> dict[str, Any]:
             if not cursor:
                 break
         all_pages_s = time.perf_counter() - started
+        gc_status = srv.request("GET", "jupyter-sse/api/status").get("gc") or {}
         storms = [_storm(srv) for _ in range(3)]
         res = {
             "jobs": jobs,
@@ -144,6 +163,7 @@ def run(quick: bool) -> dict[str, Any]:
             "page_ms": again_ms,
             "pages_of_1000": pages,
             "all_pages_s": all_pages_s,
+            "gc_frozen_objects": gc_status.get("frozen_objects"),
             "storms": storms,
         }
     for s in storms:

@@ -15,15 +15,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import sys
 from collections.abc import Awaitable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from .kernel._control import check_total, finish, step
 from .kernel._errors import JobCancelled
-from .kernel._iterators import _left_normally
-from .kernel._lifecycle import end_early, left_by_exception, start_job
-from .kernel._state import TERMINAL, DisplayOptions, JobState
+from .kernel._iterators import end_dropped
+from .kernel._lifecycle import start_job
+from .kernel._state import DisplayOptions, JobState
 
 __all__ = ["as_completed", "gather"]
 
@@ -132,18 +131,8 @@ class _Completed(Iterator["Awaitable[Any]"]):
         return result
 
     def __del__(self) -> None:
-        # dropped before the end: by break (a normal early end) or an exception in the caller's loop body,
-        # told apart from the caller's frame as progress() does
-        try:
-            job = self._job
-            if job.state in TERMINAL or job.stopping:
-                return
-            if _left_normally(sys._getframe(1), job):
-                end_early(job)
-            else:
-                left_by_exception(job)
-        except Exception:
-            _log.debug("jupyter-sse: ending as_completed failed", exc_info=True)
+        # dropped before the end: by break (a normal early end) or an exception in the caller's loop body
+        end_dropped(self, "as_completed")
 
 
 def as_completed(

@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from ._version import __version__
 from .client import Client, ClientError, Event, find_server
-from .client._common import MAX_PAGE_SIZE as _PAGE
-from .client._common import TERMINAL_STATES
+from .protocol import MAX_PAGE_SIZE as _PAGE
+from .protocol import TERMINAL_STATES
 
 __all__ = ["main"]
 
@@ -180,6 +180,21 @@ def _parser() -> argparse.ArgumentParser:
         help="keep the jobs in Redis: every hub started with the same URL serves the same jobs, so several can run "
         "behind a load balancer (default: $JUPYTER_SSE_HUB_STORE, or this process's memory; needs "
         "jupyter-sse[redis])",
+    )
+    p.add_argument(
+        "--max-event-streams",
+        type=int,
+        default=0,
+        metavar="N",
+        help="event streams held at once; beyond it 503 with Retry-After (default 0: the open-file limit less a "
+        "reserve)",
+    )
+    p.add_argument(
+        "--max-event-streams-per-user",
+        type=int,
+        default=0,
+        metavar="N",
+        help="event streams one user may hold at once (default 0: as many as --max-event-streams)",
     )
     p.set_defaults(serve=_hub)
 
@@ -485,7 +500,11 @@ def _hub(args: argparse.Namespace) -> int:
     except ImportError as exc:
         return _fail(f"the hub needs the asgi extra: pip install 'jupyter-sse[asgi]' ({exc})")
     try:
-        options: dict[str, Any] = {"notify_urls": args.notify_url}
+        options: dict[str, Any] = {
+            "notify_urls": args.notify_url,
+            "max_event_streams": args.max_event_streams,
+            "max_event_streams_per_user": args.max_event_streams_per_user,
+        }
         if args.store:
             options["store"] = args.store
         if args.users:

@@ -47,7 +47,8 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from .client import Client, Event
-from .client._common import TERMINAL_STATES, api_url, auth_headers, error_from_response
+from .client._common import api_url, auth_headers, error_from_response
+from .protocol import TERMINAL_STATES
 
 if TYPE_CHECKING:
     from .hub import BackgroundHub

@@ -4,7 +4,6 @@ loopback ports and stopped by their PIDs."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -18,8 +17,10 @@ from typing import Any
 
 import httpx
 import redis
+from httpx_sse import EventSource
 
 from tests._servers import free_port
+from tests._sse import is_event
 
 TOKEN = "replica-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -241,19 +242,12 @@ class StreamReader:
             self._response = response
             self.connections += 1
             self.connected.set()
-            fields: dict[str, str] = {}
-            for line in response.iter_lines():
+            for sse in EventSource(response).iter_sse():
                 if self._stop.is_set():
                     return
-                if line == "":
-                    if "data" in fields:
-                        self.last_id = fields.get("id", self.last_id)
-                        data = json.loads(fields["data"])
-                        self.events.append((fields.get("id", ""), fields.get("event", "message"), data, time.time()))
-                    fields = {}
-                elif not line.startswith(":"):
-                    name, _, value = line.partition(":")
-                    fields[name] = value[1:] if value.startswith(" ") else value
+                if is_event(sse):
+                    self.last_id = sse.id or self.last_id
+                    self.events.append((sse.id, sse.event, sse.json(), time.time()))
 
     def jobs(self, job_id: str) -> list[dict[str, Any]]:
         return [data for _, name, data, _ in self.events if name == "job" and data["id"] == job_id]

@@ -47,6 +47,14 @@ def jp_server_config() -> dict[str, Any]:
     }
 
 
+@pytest.fixture
+def jp_serverapp(jp_serverapp: Any, jp_asyncio_loop: asyncio.AbstractEventLoop) -> Any:
+    """pytest-jupyter's server, with its extensions started as ``jupyter server`` starts them once its loop runs
+    (``ServerApp._post_start``): the harness initializes the server but never calls that."""
+    jp_asyncio_loop.run_until_complete(jp_serverapp.extension_manager.start_all_extensions())
+    return jp_serverapp
+
+
 @dataclass
 class SSEServer:
     """A running Jupyter server with jupyter-sse, as a client sees it."""

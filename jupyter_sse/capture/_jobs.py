@@ -8,25 +8,26 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
+from ..protocol import FINAL_STATES
+
 if TYPE_CHECKING:
     from ..kernel._state import JobState
 
 __all__ = ["advance", "cancelled_error", "end", "ended", "new_job", "set_total"]
 
-_TERMINAL = ("succeeded", "failed", "cancelled", "lost")
-
 
 def ended(job: JobState) -> bool:
-    return job.state in _TERMINAL
+    return job.state in FINAL_STATES
 
 
 def new_job(name: str, total: float | None = None, unit: str = "it", *, leave: bool = True) -> JobState:
     """A running job, nested under the job current where this is called."""
     from ..kernel._lifecycle import start_job
-    from ..kernel._state import NAME_MAX, DisplayOptions, JobState, clip, finite_or_none
+    from ..kernel._state import DisplayOptions, JobState, clip, finite_or_none
+    from ..protocol import NAME_MAX_LENGTH
 
     options = DisplayOptions(leave=leave)
-    job = JobState(clip(name, NAME_MAX), finite_or_none(total), unit, options=options, manual=True)
+    job = JobState(clip(name, NAME_MAX_LENGTH), finite_or_none(total), unit, options=options, manual=True)
     start_job(job)
     return job
 
@@ -39,9 +40,10 @@ def advance(job: JobState, n: float | None = None, message: str | None = None, *
     if n is not None:
         job.count = n
     if message is not None:
-        from ..kernel._state import MESSAGE_MAX, clip
+        from ..kernel._state import clip
+        from ..protocol import TEXT_MAX_LENGTH
 
-        job.message = clip(message, MESSAGE_MAX)
+        job.message = clip(message, TEXT_MAX_LENGTH)
     if check:
         from ..kernel._control import step
 

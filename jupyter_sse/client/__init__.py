@@ -9,7 +9,8 @@ with Client(server.url, server.token) as client:
         print(event.event, event.data)
 ```
 
-`follow` reconnects by itself (backoff, `Last-Event-ID`); HTTP errors raise `ClientError`.
+`follow` reconnects by itself (backoff, `Last-Event-ID`, and the wait a server at its cap on streams asks for
+with `Retry-After`); HTTP errors raise `ClientError`.
 """
 
 from ._async import AsyncClient

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 from httpx_sse import aconnect_sse
 
+from ..protocol import MAX_PAGE_SIZE
 from ._common import (
-    MAX_PAGE_SIZE,
     RETRYABLE_ERRORS,
     Event,
     FollowState,
@@ -160,7 +160,7 @@ class AsyncClient:
                 error = error_from_response(response)
                 if not should_retry(response):
                     raise error
-                state.reason, state.error = str(error), error
+                state.refused(response, error)
                 return
             check_event_stream(response)
             state.connected()

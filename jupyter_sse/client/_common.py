@@ -7,20 +7,23 @@ so the two clients cannot drift apart.
 
 from __future__ import annotations
 
+import email.utils
 import json
 import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 from httpx_sse import ServerSentEvent
 
+from ..protocol import API_PATH, TERMINAL_STATES
+
 __all__ = [
     "RETRYABLE_ERRORS",
-    "TERMINAL_STATES",
     "ClientError",
     "Event",
     "FollowState",
@@ -32,18 +35,22 @@ __all__ = [
     "job_path",
     "page_from_reply",
     "page_params",
+    "retry_after",
     "should_retry",
     "stream_timeout",
 ]
 
-#: A job in one of these states has ended (`lost` may come back, but its stream ends all the same).
-TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "lost"})
 
 # Reconnect delays: the server's `retry:` replaces the initial delay; each failed attempt doubles it.
 INITIAL_DELAY = 0.25
 MAX_DELAY = 10.0
 # +-20 % so that many clients dropped at once (a server restart) do not come back in lockstep.
 JITTER = 0.2
+
+# A server at its cap on event streams answers 503 with `Retry-After`: waited for (never less; up to JITTER more,
+# so that the clients it refused together do not come back together), but at most this long, so that a wrong or
+# hostile header cannot park a client for hours.
+MAX_RETRY_AFTER = 60.0
 
 # What `follow` survives by reconnecting: the network, a silent peer, a connection cut mid-body. Not a bad URL
 # scheme (`UnsupportedProtocol`) or our own protocol error, which would fail the same way forever.
@@ -53,10 +60,6 @@ RETRYABLE_ERRORS: tuple[type[httpx.TransportError], ...] = (
     httpx.RemoteProtocolError,
     httpx.ProxyError,
 )
-
-
-#: The largest page the server serves (`GET jobs?limit=`); `list()` asks for pages of this size.
-MAX_PAGE_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ class ClientError(Exception):
 
 def api_url(url: str) -> str:
     """The API root for a Jupyter server's base URL (with or without its trailing slash)."""
-    return url.rstrip("/") + "/jupyter-sse/api/"
+    return url.rstrip("/") + "/" + API_PATH
 
 
 def auth_headers(token: str | None) -> dict[str, str]:
@@ -147,6 +150,25 @@ def should_retry(response: httpx.Response) -> bool:
     return response.status_code >= 500
 
 
+def retry_after(response: httpx.Response) -> float | None:
+    """The seconds a response's `Retry-After` asks to wait (delay-seconds or an HTTP date), at most
+    `MAX_RETRY_AFTER`; None when it has none, or one that is not valid."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    if value.isascii() and value.isdigit():
+        seconds = float(value) if len(value) < 10 else MAX_RETRY_AFTER
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # not an HTTP date, which is always GMT
+            return None
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
 def check_event_stream(response: httpx.Response) -> None:
     """Refuse a 200 that is not an event stream (a login page, a server without the extension)."""
     content_type = response.headers.get("content-type", "").partition(";")[0].strip()
@@ -196,9 +218,15 @@ class FollowState:
         self._failures = 0
         self._connected_at = 0.0
         self._got_event = False
+        self._asked_to_wait: float | None = None
 
     def headers(self) -> dict[str, str]:
         return {"Last-Event-ID": self.last_event_id} if self.last_event_id else {}
+
+    def refused(self, response: httpx.Response, error: ClientError) -> None:
+        """A retryable error answer (5xx): remember why, and how long the server asked us to wait."""
+        self.reason, self.error = str(error), error
+        self._asked_to_wait = retry_after(response)
 
     def connected(self) -> None:
         self.reason = "the stream ended"
@@ -262,4 +290,9 @@ class FollowState:
         self._got_event = False
         delay = min(self._initial_delay * 2.0**self._failures, max_delay)
         self._failures = min(self._failures + 1, 32)
-        return delay * random.uniform(1 - JITTER, 1 + JITTER)
+        delay *= random.uniform(1 - JITTER, 1 + JITTER)
+        asked, self._asked_to_wait = self._asked_to_wait, None
+        if asked is not None:
+            # What the server asked for, at the least: coming back sooner only gets refused again.
+            delay = max(delay, asked * random.uniform(1, 1 + JITTER))
+        return delay

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 from httpx_sse import connect_sse
 
+from ..protocol import MAX_PAGE_SIZE
 from ._common import (
-    MAX_PAGE_SIZE,
     RETRYABLE_ERRORS,
     Event,
     FollowState,
@@ -123,7 +123,8 @@ class Client:
         """Yield the events of one job until it ends, or of every job (or of `jobs`) until the caller stops.
 
         Reconnects after network errors, silences longer than the read timeout and 5xx answers, with
-        exponential backoff, resuming with `Last-Event-ID`. A 4xx answer raises `ClientError` at once.
+        exponential backoff, resuming with `Last-Event-ID`; after a 503 with `Retry-After` (a server at its cap on
+        event streams) it waits at least that long (at most 60 s). A 4xx answer raises `ClientError` at once.
         `give_up_after` (seconds, default: never) bounds how long a server that has not answered yet is tried:
         then the last error is raised (`httpx.TransportError`, or `ClientError` for a 5xx). Once a stream was
         opened, `follow` reconnects for as long as it takes.
@@ -156,7 +157,7 @@ class Client:
                 error = error_from_response(response)
                 if not should_retry(response):
                     raise error
-                state.reason, state.error = str(error), error
+                state.refused(response, error)
                 return
             check_event_stream(response)
             state.connected()

@@ -30,18 +30,17 @@ import math
 import operator
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Container, Iterable
 from typing import Any
 
-from ..protocol import EventKind
+from ..protocol import EVENT_ID_PATTERN, FINAL_STATES, STATES, TERMINAL_STATES, EventKind
+from ._gc import untrack
 from .errors import ProtocolError
 from .metrics import BrokerMetrics
 from .model import (
     DEFAULT_PAGE_SIZE,
-    FINAL_STATES,
     MAX_PAGE_SIZE,
-    STATES,
-    TERMINAL_STATES,
     Job,
     JobPage,
     JobUpdate,
@@ -58,7 +57,7 @@ __all__ = ["MAX_EVENTS_PER_READ", "RESET", "Broker", "Event", "Subscription"]
 
 # ``<epoch>.<seq>``, or a bare seq (ids before epochs: taken as another epoch's). Not str.isdigit(): that accepts
 # "²" and other non-ASCII digits.
-_EVENT_ID = re.compile(r"(?:([A-Za-z0-9]{1,64})\.)?([0-9]{1,30})")
+_EVENT_ID = re.compile(EVENT_ID_PATTERN.strip("^$"))
 # A subscription's cursor before its first sync; _RESET: the sync must start with a `reset` event.
 _FRESH = -1
 _RESET = -2
@@ -186,6 +185,8 @@ class Subscription:
         self._woken = True  # the first call sends the initial snapshot at once
         self._waiter: asyncio.Future[None] | None = None
         self._writer: Callable[[bytes], bool] | None = None
+        # Told of every wake-up: a reader of several subscriptions waits on them all without a task each.
+        self.on_wake: Callable[[], None] | None = None
 
     def set_writer(self, writer: Callable[[bytes], bool] | None) -> None:
         """Let the broker write this subscriber's new events itself, while it waits in ``next_events``.
@@ -201,6 +202,13 @@ class Subscription:
         self._woken = True
         if self._waiter is not None:
             _resolve(self._waiter)
+        if self.on_wake is not None:
+            self.on_wake()
+
+    @property
+    def woken(self) -> bool:
+        """There is something to read (or the subscription ended): ``next_events`` returns without waiting."""
+        return self._woken
 
     async def next_events(self, timeout: float) -> list[Event]:
         """The events after the cursor, waiting up to ``timeout`` for some; ``[]`` means none came in time."""
@@ -220,6 +228,10 @@ class Subscription:
             if not self._woken:
                 return []
         self._woken = False
+        if self.cursor < 0 or self.syncing:
+            # A sync is the costly read (hundreds of snapshots): one per turn of the loop, so that a crowd of new
+            # subscribers does not keep every other request waiting until all of theirs are made.
+            await self._broker._sync_turn()
         if self.done:
             return []
         in_sync = self.jobs is None and (self.cursor < 0 or self.syncing)
@@ -321,7 +333,29 @@ class Broker:
         for entry in self.store.entries():  # a store loaded from disk
             self._finished_count += entry.job.terminal
             entry.heard = now  # a running job's publisher gets a whole lease to come back after a restart
+        self._sync_granted = False  # a sync has run in this turn of the loop
+        self._sync_waiters: deque[asyncio.Future[None]] = deque()
         self.closed = False
+
+    async def _sync_turn(self) -> None:
+        """Wait for this turn of the loop's sync (see ``Subscription.next_events``): at most one per turn."""
+        if not self._sync_granted:
+            self._sync_granted = True
+            asyncio.get_running_loop().call_soon(self._next_sync_turn)
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._sync_waiters.append(waiter)
+        await waiter
+
+    def _next_sync_turn(self) -> None:
+        # The next turn of the loop: hand it to the next waiter still waiting (a closed stream's was cancelled).
+        while self._sync_waiters:
+            waiter = self._sync_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                asyncio.get_running_loop().call_soon(self._next_sync_turn)
+                return
+        self._sync_granted = False
 
     # ---- reading -------------------------------------------------------------------------------------------
     def get(self, job_id: str) -> Job:
@@ -652,7 +686,8 @@ class Broker:
 
     def _snapshot(self, entry: JobEntry) -> Event:
         if entry.event is None:
-            entry.event = Event(entry.seq, EventKind.JOB, _dumps(entry.job.to_dict()), self.store.epoch)
+            entry.event = event = Event(entry.seq, EventKind.JOB, _dumps(entry.job.to_dict()), self.store.epoch)
+            untrack(event)  # kept as long as the job: out of the cycle collector's way too (see JobEntry)
         assert isinstance(entry.event, Event)
         return entry.event
 
@@ -730,6 +765,9 @@ class Broker:
                     listener(jobs)
                 except Exception:
                     _log.warning("jupyter-sse: a job listener failed", exc_info=True)
+        self._schedule_wake(touched)
+
+    def _schedule_wake(self, touched: dict[str, JobEntry]) -> None:
         if self.wake_delay > 0:
             # Wake subscribers once per window, not once per change: with many subscribers and many publishers,
             # a pass over every subscriber for every request is what saturates the server. A subscriber reads
@@ -757,7 +795,8 @@ class Broker:
         the change: wake this server's subscribers. Listeners are not told (the server that made the change
         told its own), and nothing is written."""
         self._finished_count = sum(1 for entry in self.store.entries() if entry.job.terminal)
-        self._wake(touched)
+        # In windows, as this server's own changes: a busy replica hears of every other's changes one by one.
+        self._schedule_wake(touched)
 
     def _wake_pending(self) -> None:
         pending, self._pending_wake = self._pending_wake, {}
@@ -956,9 +995,14 @@ class Broker:
             return
         if self._indexed_seq < store.horizon or self._indexed_seq > seq:
             entries = list(store.entries())
-            self._unfinished = {e.job.id for e in entries if not e.job.terminal}
-            self._created = {e.job.id: created_key(e.job.created) for e in entries}
-            self._by_created = sorted((created, job_id) for job_id, created in self._created.items())
+            # Refilled in place: a long-lived server freezes its start-up objects out of the cycle collector's
+            # passes (see server/_memory.py), these among them; new containers of 100,000 items would be visited
+            # by every full pass again.
+            self._unfinished.clear()
+            self._unfinished.update(e.job.id for e in entries if not e.job.terminal)
+            self._created.clear()
+            self._created.update((e.job.id, created_key(e.job.created)) for e in entries)
+            self._by_created[:] = sorted((created, job_id) for job_id, created in self._created.items())
         else:
             for entry in store.changed_since(self._indexed_seq):
                 job = entry.job

@@ -16,6 +16,26 @@ from typing import Annotated, Any, Literal
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator
 
+from ..protocol import (
+    DEFAULT_PAGE_SIZE,
+    JOB_ID_CHARS,
+    JOB_ID_MAX_LENGTH,
+    JOB_ID_PATTERN,
+    JOB_ID_RULE,
+    LOG_LINE_MAX_LENGTH,
+    MAX_BODY_BYTES,
+    MAX_JOBS_PER_REQUEST,
+    MAX_LOG_LINES_PER_REQUEST,
+    MAX_METADATA_BYTES,
+    MAX_NUMBER,
+    MAX_PAGE_SIZE,
+    NAME_MAX_LENGTH,
+    PUBLISHED_STATES,
+    STATES,
+    TERMINAL_STATES,
+    TEXT_MAX_LENGTH,
+    is_valid_job_id,
+)
 from .errors import ProtocolError
 
 __all__ = [
@@ -40,42 +60,26 @@ __all__ = [
     "parse_update_batch",
 ]
 
-STATES = ("pending", "running", "succeeded", "failed", "cancelled", "lost")
-TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "lost"})
-# Final: a lost job may come back to running when its publisher reappears; these never change again.
-FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+_MAX_NUMBER = float(MAX_NUMBER)
 
-MAX_BODY_BYTES = 1024 * 1024
-MAX_JOBS_PER_REQUEST = 1000
-MAX_LOG_LINES_PER_REQUEST = 10_000
-MAX_METADATA_BYTES = 4096
-# GET jobs: a page when the client names no limit, and the largest it may ask for. Bounded both ways: with a
-# hundred thousand jobs kept, one unbounded answer was 44 MB.
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
-_MAX_NUMBER = 1e18  # beyond this a count is a bug, and JSON readers in browsers lose integer precision
-
-_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 #: A page cursor: a creation time (whole microseconds) and a job id.
-PAGE_CURSOR = re.compile(r"([0-9]{1,20})~([A-Za-z0-9_-]{1,64})")
+PAGE_CURSOR = re.compile(rf"([0-9]{{1,20}})~([{JOB_ID_CHARS}]{{1,{JOB_ID_MAX_LENGTH}}})")
 
-JobId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+JobId = Annotated[str, Field(pattern=JOB_ID_PATTERN)]
 # Bounds on each member, not on the union: pydantic writes union-level bounds as "ge"/"le", which JSON Schema does
 # not know, so the OpenAPI schema would not say that counts are >= 0.
-Number = Annotated[StrictInt, Field(ge=0, le=10**18)] | Annotated[StrictFloat, Field(ge=0, lt=_MAX_NUMBER)]
-ShortText = Annotated[str, Field(max_length=256)]
-LongText = Annotated[str, Field(max_length=4096)]
+Number = Annotated[StrictInt, Field(ge=0, le=MAX_NUMBER)] | Annotated[StrictFloat, Field(ge=0, lt=_MAX_NUMBER)]
+ShortText = Annotated[str, Field(max_length=NAME_MAX_LENGTH)]
+LongText = Annotated[str, Field(max_length=TEXT_MAX_LENGTH)]
+LogLine = Annotated[str, Field(max_length=LOG_LINE_MAX_LENGTH)]
 PublishedState = Literal["pending", "running", "succeeded", "failed", "cancelled"]
-
-
-def is_valid_job_id(job_id: str) -> bool:
-    return _JOB_ID.fullmatch(job_id) is not None
+assert PublishedState.__args__ == PUBLISHED_STATES  # type: ignore[attr-defined]
 
 
 def check_job_id(job_id: str) -> str:
     """Return ``job_id`` or raise the protocol's 400 ``invalid_job_id``."""
     if not is_valid_job_id(job_id):
-        raise ProtocolError(400, "invalid_job_id", "a job id is 1 to 64 characters of [A-Za-z0-9_-]")
+        raise ProtocolError(400, "invalid_job_id", f"a job id is {JOB_ID_RULE}")
     return job_id
 
 
@@ -122,7 +126,7 @@ class JobUpdate(_Strict):
 
 class LogBatch(_Strict):
     job: JobId
-    lines: Annotated[list[Annotated[str, Field(max_length=8192)]], Field(max_length=MAX_LOG_LINES_PER_REQUEST)]
+    lines: Annotated[list[LogLine], Field(max_length=MAX_LOG_LINES_PER_REQUEST)]
 
 
 class UpdateBatch(_Strict):

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from .model import TERMINAL_STATES, Job
+from ..protocol import MAX_NOTIFY_TARGETS, TERMINAL_STATES
+from .model import Job
 
 __all__ = [
     "DEFAULT_STATES",
@@ -33,8 +34,8 @@ __all__ = [
     "notify_choice",
 ]
 
-DEFAULT_STATES = frozenset({"succeeded", "failed", "cancelled", "lost"})
-MAX_JOB_TARGETS = 10  # URLs one job may name
+DEFAULT_STATES = TERMINAL_STATES
+MAX_JOB_TARGETS = MAX_NOTIFY_TARGETS  # URLs one job may name
 _log = logging.getLogger("jupyter_sse")
 
 

@@ -1,7 +1,7 @@
 """Server-Sent Events wire encoding, as the WHATWG HTML spec defines the stream format.
 
 A few spec-driven lines rather than sse-starlette's encoder: importing that package pulls starlette and anyio
-into the Jupyter server process (see STACK-NOTES).
+into the Jupyter server process (its ``__init__`` also patches uvicorn's exit handler).
 """
 
 from __future__ import annotations

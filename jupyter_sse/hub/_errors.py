@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from ..core import ProtocolError
+from ..protocol import API_PATH, JOB_ID_RULE
 
 __all__ = ["error_response", "install_error_handlers"]
 
@@ -29,7 +30,7 @@ _NAMES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_n
 _BY_LOCATION = {"body": "invalid_update", "query": "invalid_query", "header": "invalid_query", "path": "invalid_job_id"}
 # A job route whose id segment held an encoded "/": the router sees one segment more and finds no route; the
 # extension (which matches the raw path) calls that a bad job id, and so do we.
-_JOB_ROUTE = re.compile(rb"/jupyter-sse/api/jobs/[^/]+(/cancel|/events)?")
+_JOB_ROUTE = re.compile(rb"/" + API_PATH.encode() + rb"jobs/[^/]+(/cancel|/events)?")
 
 
 def error_response(status: int, error: str, detail: Any = None, headers: dict[str, str] | None = None) -> Response:
@@ -48,7 +49,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     problems = [{"loc": list(err.get("loc", ())), "msg": err.get("msg", "")} for err in exc.errors()]
     where = problems[0]["loc"][0] if problems and problems[0]["loc"] else "body"
     if where == "path":  # the only path parameter is a job id: say it as the core does
-        return error_response(400, "invalid_job_id", "a job id is 1 to 64 characters of [A-Za-z0-9_-]")
+        return error_response(400, "invalid_job_id", f"a job id is {JOB_ID_RULE}")
     return error_response(400, _BY_LOCATION.get(str(where), "invalid_query"), problems)
 
 
@@ -56,7 +57,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     raw_path = request.scope.get("raw_path") or request.url.path.encode()
     if exc.status_code == 404 and _JOB_ROUTE.fullmatch(raw_path.partition(b"?")[0]):
-        return error_response(400, "invalid_job_id", "a job id is 1 to 64 characters of [A-Za-z0-9_-]")
+        return error_response(400, "invalid_job_id", f"a job id is {JOB_ID_RULE}")
     name = _NAMES.get(exc.status_code, "error")
     detail = exc.detail if exc.detail else HTTPStatus(exc.status_code).phrase
     headers = dict(exc.headers or {})

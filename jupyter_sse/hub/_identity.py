@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..core.adapter import token_from_authorization
 from ._users import UsersFile
 
 __all__ = ["Authenticate", "Identify", "Identity", "TokenIdentity", "UsersIdentity", "caller", "token_from_header"]
@@ -37,12 +38,8 @@ class Identity:
 Identify = Callable[[Scope, str | None], Awaitable[Identity | None]]
 
 
-def token_from_header(value: str) -> str | None:
-    """The token of ``Authorization: Bearer <t>`` or ``token <t>`` (the Jupyter form), else None."""
-    scheme, _, token = value.partition(" ")
-    if scheme.lower() in ("bearer", "token") and token.strip():
-        return token.strip()
-    return None
+# The header's token as the extension reads it (one function for both servers).
+token_from_header = token_from_authorization
 
 
 def _bearer(scope: Scope) -> str | None:
@@ -130,7 +127,8 @@ async def forbidden(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": _FORBIDDEN})
 
 
-def caller(request: Request) -> Identity:
-    """The dependency routes take: who is calling (set by ``Authenticate``)."""
+async def caller(request: Request) -> Identity:
+    """The dependency routes take: who is calling (set by ``Authenticate``). Async, though it never waits: FastAPI
+    runs a plain function dependency in a worker thread, which cost every POST a thread handoff."""
     identity: Identity = request.scope["state"][_STATE_KEY]
     return identity

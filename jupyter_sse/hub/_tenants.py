@@ -10,13 +10,13 @@ Event ids stay comparable across brokers: their stores share one sequence and on
 stream is in one order and its Last-Event-ID means the same to every broker. A user's store made later has
 missed nothing before it was made: its horizon is where the shared history began, so resuming an admin's
 stream never resets because a user appeared. With replicas on Redis, ids reach a hub in order per user only, so
-a merged stream passes events on only up to the watermark the hub's Redis reader keeps (``advance``).
+a merged stream over several brokers passes events on only up to the watermark the hub's Redis reader keeps
+(``advance``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -27,11 +27,6 @@ from ..core.model import created_key, encode_page_cursor
 __all__ = ["MergedSubscription", "Tenants", "merge_pages"]
 
 _HELD_MAX = 10_000  # events an admin's merged stream holds back for the watermark before it ends instead
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 class _Sequence:
@@ -187,29 +182,44 @@ class MergedSubscription:
         self._last_event_id = last_event_id
         self._subs: list[Subscription] = []
         self._added: asyncio.Future[None] | None = None
+        self._writer: Callable[[bytes], bool] | None = None
         self._held: list[Event] = []  # read from the brokers, above the watermark: not to be sent yet
         self.done = False
 
     def add(self, broker: Broker) -> None:
         if self.done:
             return
-        self._subs.append(broker.subscribe(self._jobs, self._last_event_id))
-        self.wake()
+        sub = broker.subscribe(self._jobs, self._last_event_id)
+        sub.on_wake = self._woken
+        self._subs.append(sub)
+        if len(self._subs) == 2:
+            # Two brokers write in their own order, not in one id order: the broadcast path is for one only.
+            self._subs[0].set_writer(None)
+            self._subs[0].wake()  # out of a wait on the first alone (see next_events)
+        if self._added is not None:
+            _resolve(self._added)
 
-    @property
-    def holding(self) -> bool:
-        """Whether events wait here for the watermark."""
-        return bool(self._held)
-
-    def wake(self) -> None:
-        """Look again: a broker was added, or the tenants' watermark moved."""
-        if self._added is not None and not self._added.done():
-            self._added.set_result(None)
+    def set_writer(self, writer: Callable[[bytes], bool] | None) -> None:
+        """The broadcast path (``Subscription.set_writer``), while this stream reads a single broker."""
+        self._writer = writer
+        if len(self._subs) == 1:
+            self._subs[0].set_writer(writer)
 
     async def next_events(self, timeout: float) -> list[Event]:
-        """The next events of every user's broker in one id order. With a watermark (replicas on Redis), only
-        those up to it: a change with a smaller id may still arrive from another hub, and passing a larger id
-        first would let a client resuming from it skip that change. The rest waits here for the mark to move."""
+        if self.done:
+            return []
+        if len(self._subs) == 1:
+            # The common case (one user, or the first of many): that broker's subscription as it is, without a
+            # task per wait, and with the broadcast path. A broker added meanwhile wakes it (see add).
+            first = await self._subs[0].next_events(timeout)
+            if self._subs[0].done and len(self._subs) == 1:
+                self.close()
+            return first
+        # Several brokers: one future for them all, resolved by any of them waking (on_wake), by a broker added or
+        # by the watermark moving, rather than a task per subscription per wait (with many subscribers, most of
+        # the hub's time). With a watermark (replicas on Redis), only events up to it go out: a change with a
+        # smaller id may still arrive from another hub, and passing a larger id first would let a client that
+        # resumes from it skip that change. The rest waits here for the mark to move.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not self.done:
@@ -223,18 +233,24 @@ class MergedSubscription:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return []
-            if self._held:
-                # Wait for the mark alone: what the brokers get meanwhile, _ready reads then.
-                woken = self._added = loop.create_future()
-                timer = loop.call_later(remaining, _resolve, woken)
+            if self._held or not any(sub.woken for sub in self._subs if not sub.done):
+                waiter = self._added = loop.create_future()
+                timer = loop.call_later(remaining, _resolve, waiter)
                 try:
-                    await woken
+                    await waiter
                 finally:
                     timer.cancel()
                     self._added = None
-                continue
-            self._held.extend(await self._gather(remaining))
+                if self._held:
+                    continue  # what the brokers got meanwhile, _ready reads once the mark allows
+            # Everything ready, read in one id order: one read leaves no gap behind the Last-Event-ID.
+            for sub in list(self._subs):
+                if not sub.done and sub.woken:
+                    self._held.extend(await sub.next_events(0.0))
             self._held.sort(key=lambda event: event.id)
+            if self._tenants.watermark is None:  # one process: ids are in order already
+                ready, self._held = self._held, []
+                return ready
         return []
 
     async def _ready(self) -> list[Event]:
@@ -245,11 +261,11 @@ class MergedSubscription:
             return ready
         if self._held[0].id > mark:
             return []
-        for sub in self._subs:  # every event up to the mark that a broker has but has not woken us for yet
+        for sub in list(self._subs):  # every event up to the mark that a broker has but has not woken us for yet
             if not sub.done:
-                sub._woken = True
+                sub.wake()
                 self._held.extend(await sub.next_events(0.0))
-                if sub._woken:  # a first sync too long for one read: the rest must come before what is above
+                if sub.woken:  # a first sync too long for one read: the rest must come before what is above
                     mark = min(mark, sub.cursor)
         self._held.sort(key=lambda event: event.id)
         cut = next((i for i, event in enumerate(self._held) if event.id > mark), len(self._held))
@@ -257,30 +273,19 @@ class MergedSubscription:
         del self._held[:cut]
         return ready
 
-    async def _gather(self, timeout: float) -> list[Event]:
-        added = self._added = asyncio.get_running_loop().create_future()
-        waits = {asyncio.ensure_future(sub.next_events(timeout)): sub for sub in self._subs if not sub.done}
-        try:
-            await asyncio.wait([*waits, added], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            self._added = None
-            for task in waits:
-                task.cancel()  # a task cancelled while woken keeps its wake-up: its events are read below
-            for task in waits:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        events: list[Event] = []
-        read: set[Subscription] = set()
-        for task, sub in waits.items():
-            if not task.cancelled():
-                events.extend(task.result())
-                read.add(sub)
-        # What the others have ready too: one read in one id order leaves no gap behind the Last-Event-ID.
-        for sub in self._subs:
-            if sub not in read and not sub.done and sub._woken:
-                events.extend(await sub.next_events(0.0))
-        events.sort(key=lambda event: event.id)
-        return events
+    @property
+    def holding(self) -> bool:
+        """Whether events wait here for the watermark."""
+        return bool(self._held)
+
+    def wake(self) -> None:
+        """Look again: the tenants' watermark moved."""
+        if self._added is not None:
+            _resolve(self._added)
+
+    def _woken(self) -> None:
+        if self._added is not None:
+            _resolve(self._added)
 
     def close(self) -> None:
         if not self.done:
@@ -288,5 +293,10 @@ class MergedSubscription:
             for sub in self._subs:
                 sub.close()
             self._tenants._forget(self)
-            if self._added is not None and not self._added.done():
-                self._added.set_result(None)
+            if self._added is not None:
+                _resolve(self._added)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

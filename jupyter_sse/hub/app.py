@@ -1,15 +1,16 @@
 """The hub's FastAPI app: protocol v1 (docs/protocol.md) over the core's broker, as thin as the tornado handlers.
 
-Streams are sse-starlette's ``EventSourceResponse``: it sends our frames, its ``ping`` is the heartbeat, and its
-disconnect listener cancels the stream, whose ``finally`` unsubscribes. The broker, the store and every rule
-about jobs are the core's; this module only maps HTTP onto them.
+Streams are sse-starlette's ``EventSourceResponse`` (its headers, its send with a timeout, its cleanup), sending
+the core's frames; the broker writes to a waiting stream directly (``_EventStream.write_now``, the broadcast path).
+The broker, the store, every rule about jobs and what both servers do around them (the token, the job filter, the
+start of a stream, the settings, the caps on streams: ``core.adapter``) are the core's; this module only maps HTTP
+onto them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import json
 import logging
 import os
@@ -18,9 +19,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from pydantic import StringConstraints
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 from sse_starlette.sse import SendTimeoutError
-from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -36,15 +36,23 @@ from ..core import (
     MemoryStore,
     ProtocolError,
     Subscription,
-    encode_comment,
-    encode_retry,
-    is_valid_job_id,
     parse_update_batch,
+)
+from ..core.adapter import (
+    PING,
+    StreamLimits,
+    StreamSettings,
+    job_filter,
+    last_event_id,
+    lease_check_period,
+    open_subscription,
+    os_user,
 )
 from ..core.notify import NotifyRules
 from ..core.store import StoreUnavailable
 from ..core.transitions import watch_state_changes
-from ._errors import install_error_handlers
+from ..protocol import API_PATH, EVENT_ID_PATTERN, JOB_ID_PATTERN, JOB_ID_RULE
+from ._errors import error_response, install_error_handlers
 from ._identity import Authenticate, Identify, Identity, TokenIdentity, UsersIdentity, caller
 from ._jupyterhub import JupyterHubService, ServicePrefix
 from ._metrics import add_metrics_route
@@ -57,7 +65,7 @@ from ._users import UsersFile
 
 __all__ = ["API_PREFIX", "create_app"]
 
-API_PREFIX = "/jupyter-sse/api"
+API_PREFIX = "/" + API_PATH.rstrip("/")
 
 _log = logging.getLogger("jupyter_sse.hub")
 
@@ -65,12 +73,11 @@ StateFilter = Literal["pending", "running", "succeeded", "failed", "cancelled", 
 assert set(StateFilter.__args__) == set(STATES)  # type: ignore[attr-defined]
 # The patterns are the core's rules, stated for the schema; a request that breaks one gets the same 400 as from
 # the core (see _errors.py), so stating them here changes no answer.
-_JOB_ID = r"^[A-Za-z0-9_-]{1,64}$"
 # `<epoch>.<seq>`, or a bare seq (an id from before epochs: a reset follows); empty: no id (as if not given)
-_EVENT_ID = r"^(?:[A-Za-z0-9]{1,64}\.[0-9]{1,30}|[0-9]{0,30})$"
-JobIdPath = Annotated[str, Path(pattern=_JOB_ID, description="1 to 64 characters of [A-Za-z0-9_-]")]
+_EVENT_ID = rf"{EVENT_ID_PATTERN}|^$"
+JobIdPath = Annotated[str, Path(pattern=JOB_ID_PATTERN, description=JOB_ID_RULE)]
 JobFilter = Annotated[
-    list[Annotated[str, StringConstraints(pattern=_JOB_ID)]] | None,
+    list[Annotated[str, StringConstraints(pattern=JOB_ID_PATTERN)]] | None,
     Query(description="only these jobs (repeatable)"),
 ]
 LastEventIdHeader = Annotated[
@@ -78,7 +85,12 @@ LastEventIdHeader = Annotated[
     Header(alias="Last-Event-ID", pattern=_EVENT_ID, description="resume after this event id (an id the hub sent)"),
 ]
 LastEventIdQuery = Annotated[
-    str | None, Query(pattern=_EVENT_ID, description="the same as the Last-Event-ID header, for a first connect")
+    str | None,
+    Query(
+        alias="last_event_id",
+        pattern=_EVENT_ID,
+        description="the same as the Last-Event-ID header, for a first connect",
+    ),
 ]
 _SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
@@ -86,17 +98,10 @@ _SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
         "content": {"text/event-stream": {}},
     }
 }
-# A subscription wakes on every change; between changes it only waits. The heartbeat is sse-starlette's ping,
-# so this wait is just an upper bound on how long a wake-up could go unnoticed.
-_IDLE_WAIT = 3600.0
-_SHUTDOWN_GRACE = 1.0  # below uvicorn's graceful-shutdown timeout (server.py), so that one never fires first
-
-
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # a container user with no passwd entry and no $USER
-        return f"uid-{os.getuid()}" if hasattr(os, "getuid") else "user"
+# The extension's settings and defaults (the core's), so that the two servers cannot drift.
+_DEFAULTS = StreamSettings()
+# The largest frame the broadcast path writes; a larger one goes through the stream's loop (and its send timeout).
+_BROADCAST_FRAME_BYTES = 64 * 1024
 
 
 Caller = Annotated[Identity, Depends(caller)]
@@ -111,28 +116,83 @@ def _json(value: Any, status: int = 200) -> Response:
 
 
 class _EventStream(EventSourceResponse):
-    """An ``EventSourceResponse`` that treats a subscriber too slow to take an event as gone, not as a crash."""
+    """An ``EventSourceResponse`` that treats a subscriber too slow to take an event as gone, not as a crash, and
+    that the broker can write to directly (``write_now``, the broadcast path)."""
 
     dropped: Callable[[], None] | None = None  # told when a subscriber is dropped (the metrics count it)
+    gone: Callable[[], None] | None = None  # told when the client disconnects (closes the subscription)
+    ended: Callable[[], None] | None = None  # told once the response is over, however it ended
+    _send: Send | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            await self._respond(scope, receive, send)
+        finally:
+            if self.ended is not None:
+                self.ended()
+
+    async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"].upper() == "HEAD":
+            await super().__call__(scope, receive, send)  # answered without iterating the body
+            return
+        # sse-starlette's own __call__ runs four tasks in an anyio task group per stream: the body, its ping, a
+        # shutdown watcher and a disconnect listener. Measured, they were 12 of an idle subscriber's 42 KiB. Here
+        # the body is sent by sse-starlette's _stream_response (its encoding, send timeout and cleanup) in this
+        # task; the heartbeat is the body's (the core's PING); shutdown closes the brokers, which ends every body
+        # (HubServer); only the disconnect listener needs a task of its own.
+        self._send = send
+        listener = asyncio.ensure_future(self._until_disconnect(receive))
+        try:
+            await self._stream_response(send)
         except SendTimeoutError:
             if self.dropped is not None:
                 self.dropped()
             _log.info("jupyter-sse hub: dropping a subscriber that did not read for %s s", self.send_timeout)
+        finally:
+            self._send = None
+            self.active = False
+            listener.cancel()
+
+    async def _until_disconnect(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.active = False
+        if self.gone is not None:
+            self.gone()
+
+    def write_now(self, frame: bytes) -> bool:
+        """The broker's broadcast path: hand ``frame`` to the server at once, or refuse (False) if it cannot be.
+
+        Measured at 1,000 subscribers, a task woken per subscriber per change, then sse-starlette's send chain
+        (a cancel scope per send, the middlewares' wrappers) was most of the hub's time. Here the broker writes one
+        frame, encoded once, to every waiting subscriber in one pass. The ASGI ``send`` is run to its end without
+        the loop: uvicorn writes to the transport and returns without suspending unless the socket is paused for
+        flow control, and then it suspends before writing anything, so closing it there writes nothing and the
+        subscriber reads from its cursor the usual way (with sse-starlette's send timeout for a slow client).
+        """
+        send = self._send
+        if send is None or not self.active or len(frame) > _BROADCAST_FRAME_BYTES:
+            return False
+        step = send({"type": "http.response.body", "body": frame, "more_body": True})
+        try:
+            step.send(None)  # type: ignore[attr-defined]
+        except StopIteration:
+            return True
+        except Exception:  # a closed or finished response: the stream's own loop meets it and ends
+            return False
+        step.close()  # type: ignore[attr-defined]
+        return False
 
 
 def create_app(
     token: str | None,
     *,
-    heartbeat: float = 15.0,
-    retry_ms: int = 2000,
-    send_timeout: float = 30.0,
+    heartbeat: float = _DEFAULTS.heartbeat,
+    retry_ms: int = _DEFAULTS.retry_ms,
+    send_timeout: float = _DEFAULTS.send_timeout,
     log_lines_kept: int = 1000,
     jobs_kept: int = 500,
-    publisher_lease: float = 60.0,
+    publisher_lease: float = _DEFAULTS.publisher_lease,
     owner: str | None = None,
     notify_urls: Sequence[str] | None = None,
     notify_min_duration: float = 60.0,
@@ -143,6 +203,9 @@ def create_app(
     identify: Sequence[Identify] = (),
     jupyterhub: JupyterHubService | None = None,
     store: str | None = None,
+    wake_delay: float = _DEFAULTS.wake_delay,
+    max_event_streams: int = 0,
+    max_event_streams_per_user: int = 0,
 ) -> FastAPI:
     """The hub as an ASGI app. With no ``token``, ``users`` file or ``identify`` way, it serves without auth
     (``run`` allows that on loopback only, and only when asked).
@@ -158,9 +221,26 @@ def create_app(
     route (without it, and without Redis, they last as long as the process). ``store``: ``redis://HOST:PORT/DB``
     keeps the jobs in Redis, shared by every hub started on the same URL (needs the redis extra); None keeps them
     in this process's memory.
+
+    ``max_event_streams`` (0: the open-file limit less a reserve) and ``max_event_streams_per_user`` (0: as many):
+    the caps on open event streams, as the extension's; beyond them a stream is answered 503 with Retry-After.
     """
+    settings = StreamSettings(
+        heartbeat=heartbeat,
+        retry_ms=retry_ms,
+        send_timeout=send_timeout,
+        publisher_lease=publisher_lease,
+        wake_delay=wake_delay,
+    )
+    if max_event_streams < 0 or max_event_streams_per_user < 0:
+        raise ValueError("max_event_streams and max_event_streams_per_user must be >= 0 (0: the default)")
+    limits = StreamLimits.configured(
+        max_event_streams,
+        max_event_streams_per_user,
+        report=lambda message: _log.warning("jupyter-sse hub %s", message),
+    )
     rules = NotifyRules(min_duration=notify_min_duration, window=notify_window)  # bad rules: refused now
-    owner = owner or _os_user()
+    owner = owner or os_user()
     users_file = UsersFile(users) if users is not None and not isinstance(users, UsersFile) else users
     ways: list[Identify] = []
     if users_file is not None:
@@ -179,9 +259,11 @@ def create_app(
             jobs_kept=jobs_kept,
             owner=name,
             sync_finished_jobs=sync_finished_jobs,
+            **settings.broker_options(),
         )
 
-    shared = open_shared(store, log_lines_kept)  # first: it says what is wrong with the store's URL
+    # The store first: it says what is wrong with a URL it cannot use (the notifications read the same URL).
+    shared = open_shared(store, log_lines_kept)
     notifications = HubNotifications(
         notify_urls, rules, users_file=users_file, store_url=store, settings_file=notify_settings,
         user_links=jupyterhub_user_links() if jupyterhub is not None else None,
@@ -206,7 +288,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.ensure_future(_expire_leases(tenants, publisher_lease))
+        task = asyncio.ensure_future(_expire_leases(tenants, settings.publisher_lease))
         following = asyncio.ensure_future(shared.run(tenants)) if shared is not None else None
         notifications.start(metrics)
         try:
@@ -238,6 +320,7 @@ def create_app(
     app.state.broker = broker  # the hub's own user's (the single token's holder's)
     app.state.tenants = tenants
     app.state.users_file = users_file
+    app.state.stream_limits = limits
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(
@@ -266,32 +349,49 @@ def create_app(
         mine.get(job_id)
         return mine
 
-    def stream(sub: Subscription | MergedSubscription) -> EventSourceResponse:
+    def refused(who: Identity) -> Response | None:
+        """The 503 for a stream beyond the caps, or None: the stream is counted until its response ends."""
+        refusal = limits.refuse(who.name)
+        if refusal is None:
+            return None
+        # Closed after the answer: a refused client kept alive would hold the descriptor the cap is there to save.
+        headers = {"Retry-After": str(settings.retry_after), "Connection": "close"}
+        return error_response(refusal.status, refusal.error, refusal.detail, headers)
+
+    def stream(who: Identity, sub: Subscription | MergedSubscription) -> EventSourceResponse:
         async def frames() -> AsyncIterator[bytes]:
             try:
                 # Bytes at once, so proxies and clients see a live stream before the first event.
-                yield encode_retry(retry_ms) + encode_comment("jupyter-sse v1")
+                yield settings.preamble
+                sub.set_writer(response.write_now)
                 while not sub.done:
-                    events = await sub.next_events(_IDLE_WAIT)
+                    events = await sub.next_events(settings.heartbeat)
                     if events:
                         yield b"".join(event.encode() for event in events)
+                    elif not sub.done:
+                        yield PING
             finally:
+                sub.set_writer(None)
                 sub.close()
+
+        released = False
+
+        def ended() -> None:
+            nonlocal released
+            sub.close()  # also when the body never ran (HEAD)
+            if not released:
+                released = True
+                limits.closed(who.name)
 
         response = _EventStream(
             frames(),
             headers={"Cache-Control": "no-cache"},
-            ping=heartbeat,
-            ping_message_factory=lambda: ServerSentEvent(comment="ping", sep="\n"),
-            send_timeout=send_timeout,
-            # When sse-starlette hears of shutdown itself (uvicorn's signal handlers, in the main thread), it
-            # cancels the stream mid-response unless the stream ends within this grace: HubServer closes the
-            # broker as shutdown begins, so it always does, and the response ends properly.
-            shutdown_grace_period=_SHUTDOWN_GRACE,
-            # HEAD is answered without iterating the stream: the subscription must be closed all the same.
-            background=BackgroundTask(sub.close),
+            ping=0,  # the heartbeat is the loop's (see _PING)
+            send_timeout=settings.send_timeout,
         )
         response.dropped = _count_drop
+        response.gone = sub.close
+        response.ended = ended
         return response
 
     def _count_drop() -> None:
@@ -367,22 +467,31 @@ def create_app(
         who: Caller,
         job: JobFilter = None,
         owner: OwnerQuery = None,
-        last_event_id: LastEventIdQuery = None,
+        last_event_query: LastEventIdQuery = None,
         last_event_id_header: LastEventIdHeader = None,
     ) -> Response:
         """The SSE stream of every job, or of the jobs named."""
-        bad = [one for one in job or () if not is_valid_job_id(one)]
-        if bad:
-            raise ProtocolError(400, "invalid_query", f"job must be a job id (1 to 64 of [A-Za-z0-9_-]): {bad[0]!r}")
-        resume = last_event_id_header or last_event_id
-        if who.admin and owner is None:
-            return stream(tenants.subscribe_all(job or None, resume))
+        jobs = job_filter(job or ())
+        resume = last_event_id(last_event_id_header, last_event_query)
         if owner is not None and owner != who.name and not who.admin:
             raise ProtocolError(404, "not_found", f"no user {owner!r}")
-        chosen = tenants.get(owner or who.name, create=not who.admin)
-        if chosen is None:
-            raise ProtocolError(404, "not_found", f"no jobs of {owner!r}")
-        return stream(chosen.subscribe(job or None, resume))
+        chosen = None
+        if not (who.admin and owner is None):
+            chosen = tenants.get(owner or who.name, create=not who.admin)
+            if chosen is None:
+                raise ProtocolError(404, "not_found", f"no jobs of {owner!r}")
+        too_many = refused(who)
+        if too_many is not None:
+            return too_many
+        try:
+            if chosen is None:
+                sub: Subscription | MergedSubscription = tenants.subscribe_all(jobs, resume)
+            else:
+                sub = open_subscription(chosen, None, jobs or (), resume)
+        except BaseException:
+            limits.closed(who.name)
+            raise
+        return stream(who, sub)
 
     @app.get(
         f"{API_PREFIX}/jobs/{{job_id}}/events", response_model=None, responses={**_SSE_RESPONSE, **errors(400, 404)}
@@ -391,12 +500,20 @@ def create_app(
         who: Caller,
         job_id: JobIdPath,
         owner: OwnerQuery = None,
-        last_event_id: LastEventIdQuery = None,
+        last_event_query: LastEventIdQuery = None,
         last_event_id_header: LastEventIdHeader = None,
     ) -> Response:
         """The SSE stream of one job; it ends after the job's terminal state was sent."""
         holder = holding(who, job_id, owner)  # 404 before the stream starts
-        return stream(holder.subscribe([job_id], last_event_id_header or last_event_id, end_with_job=job_id))
+        too_many = refused(who)
+        if too_many is not None:
+            return too_many
+        try:
+            sub = open_subscription(holder, job_id, (), last_event_id(last_event_id_header, last_event_query))
+        except BaseException:
+            limits.closed(who.name)
+            raise
+        return stream(who, sub)
 
     return app
 
@@ -419,7 +536,7 @@ async def _read_body(request: Request) -> bytes:
 
 async def _expire_leases(tenants: Tenants, lease: float) -> None:
     # As the extension does: a job whose publisher went silent past the lease becomes `lost`.
-    period = max(0.5, min(5.0, lease / 4))
+    period = lease_check_period(lease)
     while True:
         await asyncio.sleep(period)
         for broker in tenants:

@@ -12,9 +12,10 @@ import numbers
 import sys
 from types import FrameType
 
+from ..protocol import FINAL_STATES
 from ._errors import JobCancelled
 from ._lifecycle import end_job, outcome
-from ._state import TERMINAL, JobState
+from ._state import JobState
 
 __all__ = ["check_total", "closing_exception", "finish", "step"]
 
@@ -26,7 +27,7 @@ def step(job: JobState) -> bool:
     if job.cancel_requested:
         end_job(job, "cancelled")
         raise JobCancelled(job.id)
-    return job.state not in TERMINAL
+    return job.state not in FINAL_STATES
 
 
 def finish(job: JobState, exc: BaseException | None) -> None:
@@ -34,7 +35,7 @@ def finish(job: JobState, exc: BaseException | None) -> None:
 
     Ending normally after a cancel was asked for (the code caught :class:`JobCancelled`) is still ``cancelled``.
     """
-    if job.state in TERMINAL:
+    if job.state in FINAL_STATES:
         return
     if exc is None:
         end_job(job, "cancelled" if job.cancel_requested else "succeeded")

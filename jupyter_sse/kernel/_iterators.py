@@ -35,11 +35,12 @@ from operator import length_hint
 from types import FrameType, GeneratorType
 from typing import Any, Generic, TypeVar
 
+from ..protocol import FINAL_STATES
 from ._control import finish, step
 from ._lifecycle import end_early, end_job, left_by_exception
-from ._state import TERMINAL, JobState
+from ._state import JobState
 
-__all__ = ["CTRL_LEN", "aiterate", "iterate"]
+__all__ = ["CTRL_LEN", "aiterate", "end_dropped", "end_left_loop", "iterate"]
 
 T = TypeVar("T")
 _log = logging.getLogger("jupyter_sse")
@@ -96,6 +97,33 @@ def _left_normally(frame: FrameType, job: JobState) -> bool:
     return op in _NORMAL_EXIT_OPS
 
 
+def end_left_loop(job: JobState, frame: FrameType | None) -> None:
+    """End the job of a loop that was left before its end: by ``break`` or ``return`` (ended early), or by an
+    exception in the loop's body, told apart from ``frame``, the frame that left it (None: no Python frame left
+    it, as at interpreter shutdown)."""
+    if frame is None or _left_normally(frame, job):
+        end_early(job)
+    else:
+        left_by_exception(job)
+
+
+def end_dropped(owner: Any, what: str) -> None:
+    """For the ``__del__`` of a loop's iterator (``owner``, with the loop's job as ``_job``): end the job if the
+    loop was left before its end, as the frame that dropped the iterator tells. Never raises: an exception out
+    of ``__del__`` would print "Exception ignored in..." into the user's output."""
+    try:
+        job: JobState = owner._job
+        if job.state in FINAL_STATES or job.stopping:
+            return
+        try:
+            frame: FrameType | None = sys._getframe(2)  # 1 is the __del__ that called this, 2 what dropped it
+        except ValueError:
+            frame = None
+        end_left_loop(job, frame)
+    except Exception:
+        _log.debug("jupyter-sse: ending %s failed", what, exc_info=True)
+
+
 class _Finish:
     """Chain's second iterable: ``__iter__`` is called once, when the data ran out."""
 
@@ -118,21 +146,7 @@ class _Chain(itertools.chain):  # type: ignore[type-arg]
     _job: JobState
 
     def __del__(self) -> None:
-        try:
-            job = self._job
-            if job.state in TERMINAL or job.stopping:
-                return
-            try:
-                frame = sys._getframe(1)
-            except ValueError:  # no Python caller (interpreter shutdown)
-                end_early(job)
-                return
-            if _left_normally(frame, job):
-                end_early(job)
-            else:
-                left_by_exception(job)
-        except Exception:  # __del__ must not raise: it would print "Exception ignored in..."
-            _log.debug("jupyter-sse: ending a loop failed", exc_info=True)
+        end_dropped(self, "a loop")
 
 
 def iterate(job: JobState, iterable: Iterable[T]) -> Iterator[T]:
@@ -176,7 +190,7 @@ class _AsyncSteps(Generic[T]):
         job = self._job
         if self._inside:  # the body asked for the next item: the last one is done (tqdm's count)
             self._inside = False
-            if job.state not in TERMINAL:
+            if job.state not in FINAL_STATES:
                 job.count += 1
         step(job)
         try:
@@ -191,21 +205,7 @@ class _AsyncSteps(Generic[T]):
         return item
 
     def __del__(self) -> None:
-        try:
-            job = self._job
-            if job.state in TERMINAL or job.stopping:
-                return
-            try:
-                frame = sys._getframe(1)
-            except ValueError:
-                end_early(job)
-                return
-            if _left_normally(frame, job):
-                end_early(job)
-            else:
-                left_by_exception(job)
-        except Exception:
-            _log.debug("jupyter-sse: ending an async loop failed", exc_info=True)
+        end_dropped(self, "an async loop")
 
 
 def aiterate(job: JobState, iterable: AsyncIterable[T]) -> AsyncIterator[T]:

@@ -9,16 +9,16 @@ import threading
 import time
 from typing import Any
 
+from ..protocol import FINAL_STATES, TEXT_MAX_LENGTH
 from . import _fork, _propagate, context
 from ._errors import JobCancelled
-from ._state import END_LOCK, TERMINAL, JobState
+from ._state import END_LOCK, JobState
 from .display import make_display
 from .publisher import get_publisher
 
 __all__ = ["end_early", "end_job", "left_by_exception", "outcome", "start_job"]
 
 _log = logging.getLogger("jupyter_sse")
-ERROR_MESSAGE_MAX = 4096
 # loops left by an exception in IPython's main thread, waiting for post_run_cell to say which exception
 _stopping: list[JobState] = []
 
@@ -29,7 +29,7 @@ def outcome(exc: BaseException | None) -> tuple[str, dict[str, str] | None]:
         return "succeeded", None
     if isinstance(exc, (KeyboardInterrupt, JobCancelled)):
         return "cancelled", None
-    return "failed", {"type": type(exc).__name__, "message": str(exc)[:ERROR_MESSAGE_MAX]}
+    return "failed", {"type": type(exc).__name__, "message": str(exc)[:TEXT_MAX_LENGTH]}
 
 
 def start_job(job: JobState) -> None:
@@ -74,7 +74,7 @@ def end_job(
 ) -> bool:
     """Move ``job`` to a terminal state once (False if it had ended); final display; send it. Never raises."""
     with END_LOCK:
-        if job.state in TERMINAL:
+        if job.state in FINAL_STATES:
             return False
         job.freeze(exhausted)
         job.state = state
@@ -109,7 +109,7 @@ def end_job(
 def end_early(job: JobState) -> None:
     """The loop was left by ``break``/``return`` (or its iterator dropped): succeeded at the count reached."""
     with END_LOCK:
-        if job.state in TERMINAL:
+        if job.state in FINAL_STATES:
             return
         job.freeze(exhausted=False)
         total = job.total
@@ -145,7 +145,7 @@ def left_by_exception(job: JobState) -> None:
         and job.thread == threading.get_ident()
     ):
         with END_LOCK:
-            if job.state in TERMINAL:
+            if job.state in FINAL_STATES:
                 return
             job.freeze(exhausted=False)
             job.stopping = True

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..protocol import MAX_NOTIFY_TARGETS
+
 __all__ = ["NotifyArg", "with_notify"]
 
 NotifyArg = bool | str | list[str] | tuple[str, ...] | None
-_MAX_TARGETS = 10  # as the server accepts
 
 
 def with_notify(metadata: dict[str, Any] | None, notify: NotifyArg) -> dict[str, Any] | None:
@@ -21,13 +22,13 @@ def with_notify(metadata: dict[str, Any] | None, notify: NotifyArg) -> dict[str,
         value = notify
     elif (
         isinstance(notify, list | tuple)
-        and 1 <= len(notify) <= _MAX_TARGETS
+        and 1 <= len(notify) <= MAX_NOTIFY_TARGETS
         and all(isinstance(url, str) and "://" in url for url in notify)
     ):
         value = list(notify)
     else:
         raise ValueError(
             f"notify= takes True, False, an Apprise URL such as 'mailto://me@example.org' or a list of up to "
-            f"{_MAX_TARGETS} of them, not {notify!r}"
+            f"{MAX_NOTIFY_TARGETS} of them, not {notify!r}"
         )
     return {**(metadata or {}), "notify": value}

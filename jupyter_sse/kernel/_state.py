@@ -16,10 +16,12 @@ from collections import deque
 from operator import length_hint
 from typing import Any
 
+# The protocol's bounds: a batch with a longer string would be refused whole, so strings are clipped to them.
+from ..protocol import FINAL_STATES, LOG_LINE_MAX_LENGTH, NAME_MAX_LENGTH, TEXT_MAX_LENGTH
+
 __all__ = [
     "CORE_FIELDS",
     "END_LOCK",
-    "TERMINAL",
     "DisplayOptions",
     "JobState",
     "clip",
@@ -28,7 +30,6 @@ __all__ = [
     "new_job_id",
 ]
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 # re-made in a forked child (``_fork``): another thread may hold it at fork time and never release the copy
 END_LOCK = threading.RLock()
 # fields compared to decide whether a job changed; elapsed and rate ride along with any update
@@ -47,12 +48,10 @@ CORE_FIELDS = (
     "metadata",
 )
 MAX_PENDING_LOG_LINES = 1000
-# protocol bounds: a batch with a longer string would be rejected whole
-NAME_MAX, MESSAGE_MAX, LINE_MAX, PATH_MAX = 256, 4096, 8192, 4096
 
 
 def new_job_id() -> str:
-    """16 hex characters: valid per protocol (1 to 64 of [A-Za-z0-9_-]), unique without a round trip."""
+    """16 hex characters: a valid job id (``protocol.JOB_ID_RULE``), unique without a round trip."""
     return os.urandom(8).hex()
 
 
@@ -176,10 +175,10 @@ class JobState:
         manual: bool = True,
     ) -> None:
         self.id = new_job_id()
-        self.name = clip("" if name is None else name, NAME_MAX)
+        self.name = clip("" if name is None else name, NAME_MAX_LENGTH)
         self.state = "pending"
         self.total = finite_or_none(total)
-        self.unit = clip(unit or "it", NAME_MAX)
+        self.unit = clip(unit or "it", NAME_MAX_LENGTH)
         self.message = ""
         self.error: dict[str, str] | None = None
         self.kernel_id: str | None = None
@@ -221,7 +220,7 @@ class JobState:
 
     @property
     def ended(self) -> bool:
-        return self.state in TERMINAL
+        return self.state in FINAL_STATES
 
     def n(self) -> float:
         """Work done. While the loop is inside item k (0-based), k items are done, as tqdm counts."""
@@ -294,7 +293,7 @@ class JobState:
     def request_cancel(self) -> None:
         """From the publisher thread: the server says cancel. The loop raises at its next step."""
         with END_LOCK:
-            if self.state in TERMINAL or self.cancel_requested:
+            if self.state in FINAL_STATES or self.cancel_requested:
                 return
             src = self.src
             self.freeze(exhausted=False)  # keep the count reached; exhausting would read as "all done"
@@ -313,7 +312,7 @@ class JobState:
                 if len(self.logs) >= MAX_PENDING_LOG_LINES:
                     self.logs.popleft()
                     self.logs_dropped += 1
-                self.logs.append(clip(line, LINE_MAX))
+                self.logs.append(clip(line, LOG_LINE_MAX_LENGTH))
 
     def take_logs(self, limit: int) -> list[str]:
         """Move up to ``limit`` pending lines out (a note first if some were dropped)."""
@@ -341,7 +340,7 @@ class JobState:
 
     def wire_fields(self, now: float) -> dict[str, Any]:
         """Every JobUpdate field but ``id``, sanitized (finite numbers >= 0, bounded strings)."""
-        ended = self.state in TERMINAL
+        ended = self.state in FINAL_STATES
         n = self.count if ended else self.sample(now)
         rate = self.final_rate() if ended else self.stalled_rate(now)
         return {
@@ -350,11 +349,11 @@ class JobState:
             "n": finite_or_none(n) or 0,
             "total": finite_or_none(self.total),
             "unit": self.unit,
-            "message": clip(self.message, MESSAGE_MAX),
+            "message": clip(self.message, TEXT_MAX_LENGTH),
             "error": self.error,
             "kernel_id": self.kernel_id,
             "cell_id": self.cell_id,
-            "path": None if self.path is None else clip(self.path, PATH_MAX),
+            "path": None if self.path is None else clip(self.path, TEXT_MAX_LENGTH),
             "parent": self.parent,
             "metadata": self.metadata,
             "elapsed": finite_or_none(self.elapsed(now)) or 0.0,

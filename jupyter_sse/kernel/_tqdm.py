@@ -30,11 +30,12 @@ from typing import Any
 from tqdm.asyncio import tqdm_asyncio
 from tqdm.std import tqdm as std_tqdm
 
+from ..protocol import FINAL_STATES, NAME_MAX_LENGTH, TEXT_MAX_LENGTH
 from ._control import check_total, closing_exception, finish, step
-from ._iterators import _left_normally
-from ._lifecycle import end_early, left_by_exception, start_job
+from ._iterators import end_left_loop
+from ._lifecycle import start_job
 from ._notify import with_notify
-from ._state import NAME_MAX, TERMINAL, DisplayOptions, JobState, clip, finite_or_none
+from ._state import DisplayOptions, JobState, clip, finite_or_none
 
 __all__ = ["tqdm", "trange"]
 
@@ -50,7 +51,7 @@ class _BarState(JobState):
     bar: Callable[[], Any]
 
     def n(self) -> float:
-        bar = self.bar() if self.state not in TERMINAL else None
+        bar = self.bar() if self.state not in FINAL_STATES else None
         if bar is None:
             return self.count
         try:
@@ -61,7 +62,7 @@ class _BarState(JobState):
 
     def freeze(self, exhausted: bool) -> None:
         # ending (or a cancel request): keep the count the bar reached
-        if self.state not in TERMINAL:
+        if self.state not in FINAL_STATES:
             self.count = self.n()
 
 
@@ -141,7 +142,9 @@ class tqdm(tqdm_asyncio):  # type: ignore[misc]  # tqdm ships no types; the name
         else tqdm reads its clock (``str(bar)``, ``reset``) a cancel must not surface.
         """
         job = self._job
-        if job is not None and job.cancel_requested and job.state not in TERMINAL and sys._getframe(1).f_code in _STEPS:
+        if job is None or not job.cancel_requested or job.state in FINAL_STATES:
+            return self._clock
+        if sys._getframe(1).f_code in _STEPS:
             step(job)
         return self._clock
 
@@ -158,9 +161,9 @@ class tqdm(tqdm_asyncio):  # type: ignore[misc]  # tqdm ships no types; the name
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
         """Called at each refresh: carry what changed on the bar to the job."""
         job = self._job
-        if job is not None and job.state not in TERMINAL:
+        if job is not None and job.state not in FINAL_STATES:
             job.total = finite_or_none(self.total)
-            job.message = clip(self.postfix or "", 4096)
+            job.message = clip(self.postfix or "", TEXT_MAX_LENGTH)
         return True
 
     def clear(self, nolock: bool = False) -> None:
@@ -176,7 +179,7 @@ class tqdm(tqdm_asyncio):  # type: ignore[misc]  # tqdm ships no types; the name
         if getattr(self, "disable", True):
             return
         job = self._job
-        if job is not None and job.state not in TERMINAL:
+        if job is not None and job.state not in FINAL_STATES:
             self._end(job, sys._getframe(1))
         self.disable = True
         self._decr_instances(self)
@@ -186,17 +189,13 @@ class tqdm(tqdm_asyncio):  # type: ignore[misc]  # tqdm ships no types; the name
         self.display()
         if isinstance(sys.exc_info()[1], GeneratorExit) and caller.f_code is _STD_ITER:
             # tqdm's loop was left: by break/return, or by an exception in the body of the caller's loop
-            user = caller.f_back
-            if user is None or _left_normally(user, job):
-                end_early(job)
-            else:
-                left_by_exception(job)
+            end_left_loop(job, caller.f_back)
             return
         finish(job, closing_exception(caller))
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         job = self._job
-        if job is not None and job.state not in TERMINAL and not self.disable:
+        if job is not None and job.state not in FINAL_STATES and not self.disable:
             job.count = self.n
             self.display()
             finish(job, exc)
@@ -212,12 +211,9 @@ class tqdm(tqdm_asyncio):  # type: ignore[misc]  # tqdm ships no types; the name
         # apart from the frame that dropped it as progress() does
         with contextlib.suppress(Exception):  # __del__ must not raise
             job = self._job
-            if self._async_loop and job is not None and job.state not in TERMINAL and not self.disable:
+            if self._async_loop and job is not None and job.state not in FINAL_STATES and not self.disable:
                 job.count = self.n
-                if _left_normally(sys._getframe(1), job):
-                    end_early(job)
-                else:
-                    left_by_exception(job)
+                end_left_loop(job, sys._getframe(1))
             self.close()
 
     # -- changes to the bar the job shows at once ------------------------------------------------------------
@@ -232,8 +228,8 @@ class tqdm(tqdm_asyncio):  # type: ignore[misc]  # tqdm ships no types; the name
 
     def _rename(self, desc: str | None) -> None:
         job = self._job
-        if job is not None and job.state not in TERMINAL:
-            job.name = clip(desc or "", NAME_MAX)
+        if job is not None and job.state not in FINAL_STATES:
+            job.name = clip(desc or "", NAME_MAX_LENGTH)
 
     def set_postfix(self, ordered_dict: Any = None, refresh: bool | None = True, **kwargs: Any) -> None:
         super().set_postfix(ordered_dict, refresh, **kwargs)
@@ -248,7 +244,7 @@ class tqdm(tqdm_asyncio):  # type: ignore[misc]  # tqdm ships no types; the name
         check_total(total)
         super().reset(total)
         job = self._job
-        if job is not None and job.state not in TERMINAL:
+        if job is not None and job.state not in FINAL_STATES:
             job.count = 0
             job.start = time.monotonic()
             job.rate = None

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from contextvars import ContextVar, Token
 from typing import Any
 
+from ..protocol import JOB_ID_CHARS, JOB_ID_MAX_LENGTH, is_valid_job_id
+
 __all__ = [
     "KERNEL_ID_ENV",
     "NOT_A_TASK",
@@ -39,8 +41,8 @@ __all__ = [
     "task_parent",
 ]
 
-_KERNEL_FILE = re.compile(r"kernel-([A-Za-z0-9_-]{1,64})\.json$")
-_VALID_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# A kernel id travels in the environment and in job fields: held to the rule of job ids (UUIDs pass it).
+_KERNEL_FILE = re.compile(rf"kernel-([{JOB_ID_CHARS}]{{1,{JOB_ID_MAX_LENGTH}}})\.json$")
 KERNEL_ID_ENV = "JUPYTER_SSE_KERNEL_ID"
 _UNSET: Any = object()
 _kernel_id: Any = _UNSET
@@ -80,7 +82,7 @@ def kernel_id() -> str | None:
 def set_kernel_id(value: str | None) -> None:
     """The kernel this process works for, as carried from the process that started it (children)."""
     global _kernel_id
-    if value and _VALID_ID.fullmatch(value):
+    if value and is_valid_job_id(value):
         _kernel_id = value
         os.environ[KERNEL_ID_ENV] = value  # this process's own children inherit it
 
@@ -104,7 +106,7 @@ def _find_kernel_id() -> str | None:
         if match:
             return match.group(1)
     value = os.environ.get(KERNEL_ID_ENV, "")
-    return value if _VALID_ID.fullmatch(value) else None
+    return value if is_valid_job_id(value) else None
 
 
 def cell_id() -> str | None:

@@ -11,9 +11,10 @@ import os
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from ..protocol import API_PATH
+
 __all__ = ["ServerInfo", "discover", "flush_timeout"]
 
-_API = "jupyter-sse/api/"
 _DEFAULT_FLUSH_TIMEOUT = 2.0
 
 
@@ -34,12 +35,12 @@ class ServerInfo:
 
     @property
     def api_url(self) -> str:
-        return self.base_url + _API
+        return self.base_url + API_PATH
 
     @property
     def updates_path(self) -> str:
         """The request target of ``POST updates`` (path only, for http.client)."""
-        return urlsplit(self.base_url).path + _API + "updates"
+        return urlsplit(self.base_url).path + API_PATH + "updates"
 
     @classmethod
     def from_url(cls, url: str, token: str | None = None) -> ServerInfo:

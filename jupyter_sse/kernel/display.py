@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ..protocol import JOB_MIME_TYPE, JOB_MIME_VERSION
 from ._state import JobState
 from .context import ipython_shell, is_kernel_shell
 
@@ -62,8 +63,7 @@ _log = logging.getLogger("jupyter_sse")
 KERNEL_NCOLS = 100
 KERNEL_LIVE_INTERVAL = 1.0  # iopub allows 1,000 msg/s for everything; one update a second per bar is plenty
 # the job's MIME type, rendered by the labextension (labextension/src/mime.ts); its data: job id and version
-JOB_MIME = "application/vnd.jupyter-sse.job+json"
-JOB_MIME_VERSION = 1
+JOB_MIME = JOB_MIME_TYPE
 # Seconds between the progress lines of a headless run's log: a 15-minute loop logs about 180 lines, not tqdm's
 # thousands (it redraws every 0.1 s whether or not anyone can see it), and the newest line is never older.
 HEADLESS_LOG_INTERVAL = 5.0

@@ -2,38 +2,50 @@
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
+from ..protocol import TEXT_MAX_LENGTH
 from ._control import check_total, finish, step
 from ._lifecycle import start_job
 from ._notify import NotifyArg, with_notify
-from ._state import MESSAGE_MAX, DisplayOptions, JobState, clip, finite_or_none
+from ._state import DisplayOptions, JobState, clip, finite_or_none
 from .display import show_log
 
-__all__ = ["JobHandle", "job"]
+__all__ = ["JobHandle", "JobSteps", "job"]
 
 
-class JobHandle:
+class JobSteps:
+    """The steps of a job its code reports by hand (``job()``'s handle, ``submit()``'s). Each raises
+    :class:`JobCancelled` once cancellation was asked for; after the job ended they change nothing."""
+
+    __slots__ = ()
+    _state: JobState
+
+    def update(self, n: float = 1) -> None:
+        """Add ``n`` to the work done."""
+        if step(self._state):
+            self._state.count += n
+
+    def set(self, n: float) -> None:
+        """Set the work done to ``n``."""
+        if step(self._state):
+            self._state.count = n
+
+    def message(self, text: str) -> None:
+        """The job's latest status text."""
+        if step(self._state):
+            self._state.message = clip(text, TEXT_MAX_LENGTH)
+
+
+class JobHandle(JobSteps):
     """The object ``with job(...) as j`` gives. Every step (``update``, ``set``, ``message``, ``log``) raises
     :class:`JobCancelled` once cancellation was asked for: that is where the job stops. Steps after the job
     ended change nothing."""
 
     __slots__ = ("_state",)
 
-    def __init__(
-        self,
-        name: str = "",
-        total: float | None = None,
-        unit: str = "it",
-        *,
-        metadata: dict[str, Any] | None = None,
-        leave: bool = True,
-        notify: NotifyArg = None,
-    ) -> None:
-        metadata = with_notify(metadata, notify)
-        total = check_total(total)
-        self._state = JobState(name, total, unit, metadata=metadata, options=DisplayOptions(leave=leave), manual=True)
+    def __init__(self, state: JobState) -> None:
+        self._state = state
 
     @property
     def id(self) -> str:
@@ -59,21 +71,6 @@ class JobHandle:
     def cancel_requested(self) -> bool:
         return self._state.cancel_requested
 
-    def update(self, n: float = 1) -> None:
-        """Add ``n`` to the work done."""
-        if step(self._state):
-            self._state.count += n
-
-    def set(self, n: float) -> None:
-        """Set the work done to ``n``."""
-        if step(self._state):
-            self._state.count = n
-
-    def message(self, text: str) -> None:
-        """The job's latest status text."""
-        if step(self._state):
-            self._state.message = clip(text, MESSAGE_MAX)
-
     def log(self, line: str) -> None:
         """Append log lines (multi-line text is split); subscribers get them as ``log`` events."""
         state = self._state
@@ -89,12 +86,7 @@ class JobHandle:
             start_job(self._state)
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         finish(self._state, exc)
 
     def __repr__(self) -> str:
@@ -112,4 +104,6 @@ def job(
     notify: NotifyArg = None,
 ) -> JobHandle:
     """A job for work that is not a loop: ``with job("load", total=3) as j: ...; j.update()``."""
-    return JobHandle(name, total, unit, metadata=metadata, leave=leave, notify=notify)
+    metadata = with_notify(metadata, notify)
+    total = check_total(total)
+    return JobHandle(JobState(name, total, unit, metadata=metadata, options=DisplayOptions(leave=leave), manual=True))

@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sized
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
+from ..protocol import FINAL_STATES, NAME_MAX_LENGTH
 from ._control import check_total, closing_exception, finish, step
 from ._iterators import aiterate, iterate
 from ._lifecycle import end_job, start_job
 from ._notify import NotifyArg, with_notify
-from ._state import TERMINAL, DisplayOptions, JobState, finite_or_none
+from ._state import DisplayOptions, JobState, clip, finite_or_none
 
 __all__ = ["Progress", "progress"]
 
@@ -216,7 +217,7 @@ class Progress(Generic[T]):
     def reset(self, total: float | None = None) -> None:
         """Back to 0 (and a new total), restarting the timer, as tqdm's reset."""
         job = self._job
-        if job is None or job.state in TERMINAL:
+        if job is None or job.state in FINAL_STATES:
             return
         if total is not None:
             self.total = total
@@ -248,8 +249,8 @@ class Progress(Generic[T]):
 
     def _set_name(self, name: str) -> None:
         self._desc = name
-        if self._job is not None and self._job.state not in TERMINAL:
-            self._job.name = name[:256]
+        if self._job is not None and self._job.state not in FINAL_STATES:
+            self._job.name = clip(name, NAME_MAX_LENGTH)
 
     def set_postfix(
         self, ordered_dict: Mapping[str, Any] | None = None, refresh: bool | None = True, **kwargs: Any
@@ -267,7 +268,7 @@ class Progress(Generic[T]):
 
     def set_postfix_str(self, s: str = "", refresh: bool | None = True) -> None:
         self._postfix_str = str(s)
-        if self._job is not None and self._job.state not in TERMINAL:
+        if self._job is not None and self._job.state not in FINAL_STATES:
             self._job.message = self._postfix_str
 
     @classmethod
@@ -299,7 +300,7 @@ class Progress(Generic[T]):
     @n.setter
     def n(self, value: float) -> None:
         job = self._job
-        if job is not None and job.state not in TERMINAL:
+        if job is not None and job.state not in FINAL_STATES:
             job.count = value
 
     @property
@@ -309,7 +310,7 @@ class Progress(Generic[T]):
     @total.setter
     def total(self, value: float | None) -> None:
         self._total = _total_of(None, value)
-        if self._job is not None and self._job.state not in TERMINAL:
+        if self._job is not None and self._job.state not in FINAL_STATES:
             self._job.total = finite_or_none(self._total)
 
     @property
@@ -355,7 +356,7 @@ class Progress(Generic[T]):
             return f"<{type(self).__name__} disabled>"
         from .display import format_text
 
-        return format_text(job, final=job.state in TERMINAL)
+        return format_text(job, final=job.state in FINAL_STATES)
 
 
 def progress(

@@ -25,8 +25,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..protocol import FINAL_STATES, MAX_BODY_BYTES, MAX_JOBS_PER_REQUEST, MAX_LOG_LINES_PER_REQUEST
 from . import _fork  # also registers the at-fork reset of this module
-from ._state import CORE_FIELDS, END_LOCK, TERMINAL, JobState
+from ._state import CORE_FIELDS, END_LOCK, JobState
 from ._transport import HTTPTransport, Transport
 from .discovery import ServerInfo, discover, flush_timeout
 
@@ -34,9 +35,10 @@ __all__ = ["Publisher", "PublisherStats", "configure", "get_publisher"]
 
 _log = logging.getLogger("jupyter_sse")
 
-MAX_JOBS_PER_REQUEST = 1000
-MAX_LINES_PER_REQUEST = 10_000
-BODY_BUDGET = 900_000  # bytes; the server takes at most 1 MiB
+# Bytes: a batch stops taking jobs and lines past it, so the job that crosses it (a name, a message, metadata:
+# well under 100 kB at the protocol's bounds) still leaves the body under MAX_BODY_BYTES.
+BODY_BUDGET = 900_000
+assert BODY_BUDGET < MAX_BODY_BYTES - 100_000
 _RETRY_STATUSES = frozenset({408, 429})
 _RETRY_PAUSE = 0.05  # seconds between a short-lived process's tries of its final send
 
@@ -268,7 +270,7 @@ class Publisher:
         now = self._clock()
         jobs = self.jobs()
         for job in jobs:
-            if job.state in TERMINAL:
+            if job.state in FINAL_STATES:
                 continue
             job.sample(now)  # also feeds the rate's moving average, at every tick
             display = job.display
@@ -286,7 +288,7 @@ class Publisher:
     def _forget_finished(self, jobs: list[JobState]) -> None:
         with self._cond:
             for job in jobs:
-                if job.state not in TERMINAL or job.logs or job.logs_dropped:
+                if job.state not in FINAL_STATES or job.logs or job.logs_dropped:
                     continue
                 if self.server is None or (job.sent is not None and job.sent.get("state") == job.state):
                     self._jobs.pop(job.id, None)
@@ -328,7 +330,7 @@ class Publisher:
             known.add(job.id)
         logs: list[dict[str, Any]] = []
         taken: list[tuple[JobState, list[str]]] = []
-        lines_left = MAX_LINES_PER_REQUEST
+        lines_left = MAX_LOG_LINES_PER_REQUEST
         for job in jobs:
             if lines_left <= 0 or size >= BODY_BUDGET:
                 break

@@ -15,12 +15,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ..protocol import FINAL_STATES
 from . import context
-from ._control import check_total, finish, step
+from ._control import check_total, finish
 from ._errors import JobCancelled
 from ._lifecycle import start_job
 from ._notify import NotifyArg, with_notify
-from ._state import MESSAGE_MAX, TERMINAL, JobState, clip
+from ._state import JobState
+from .job import JobSteps
 from .publisher import get_publisher
 
 __all__ = ["SubmittedJob", "submit"]
@@ -59,7 +61,7 @@ class _SubmittedState(JobState):
 
 def _cancel_descendants(job_id: str) -> None:
     """Ask every running job below ``job_id`` (children, grandchildren...) to stop."""
-    running = [j for j in get_publisher().jobs() if j.state not in TERMINAL]
+    running = [j for j in get_publisher().jobs() if j.state not in FINAL_STATES]
     below = {job_id}
     changed = True
     while changed:  # nesting is shallow: a few passes at most
@@ -73,7 +75,7 @@ def _cancel_descendants(job_id: str) -> None:
             j.request_cancel()
 
 
-class SubmittedJob:
+class SubmittedJob(JobSteps):
     """The handle ``submit`` returns: like a ``concurrent.futures.Future`` for one background job."""
 
     def __init__(self, state: JobState, fn: Callable[..., Any]) -> None:
@@ -103,27 +105,10 @@ class SubmittedJob:
 
     def cancel(self) -> bool:
         """Ask ``fn`` to stop: it gets :class:`JobCancelled` at its next progress step. False if it had ended."""
-        if self._done.is_set() or self._state.state in TERMINAL:
+        if self._done.is_set() or self._state.state in FINAL_STATES:
             return False
         self._state.request_cancel()
         return True
-
-    # -- steps of the job itself (the handle is the job): for work that reports without an inner progress() ----
-
-    def update(self, n: float = 1) -> None:
-        """Add ``n`` to the job's count (against ``total``); raises :class:`JobCancelled` once cancelled."""
-        if step(self._state):
-            self._state.count += n
-
-    def set(self, n: float) -> None:
-        """Set the job's count to ``n``; raises :class:`JobCancelled` once cancelled."""
-        if step(self._state):
-            self._state.count = n
-
-    def message(self, text: str) -> None:
-        """The job's latest status text; raises :class:`JobCancelled` once cancelled."""
-        if step(self._state):
-            self._state.message = clip(text, MESSAGE_MAX)
 
     def result(self, timeout: float | None = None) -> Any:
         """``fn``'s return value; re-raises its exception (``JobCancelled`` if it was cancelled).

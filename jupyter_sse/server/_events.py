@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core import Job
+from ..protocol import JOB_ID_RULE, STATES
 
 __all__ = ["JOB_EVENT_SCHEMA", "JOB_EVENT_SCHEMA_ID", "JobEventEmitter"]
 
@@ -21,14 +22,14 @@ JOB_EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["job_id", "state"],
     "properties": {
-        "job_id": {"type": "string", "description": "The job's id (1 to 64 of [A-Za-z0-9_-])."},
+        "job_id": {"type": "string", "description": f"The job's id ({JOB_ID_RULE})."},
         "name": {"type": "string", "description": "The job's name (the bar's description)."},
         "state": {
-            "enum": ["pending", "running", "succeeded", "failed", "cancelled", "lost"],
+            "enum": list(STATES),
             "description": "The state the job is now in.",
         },
         "previous_state": {
-            "enum": ["pending", "running", "succeeded", "failed", "cancelled", "lost", None],
+            "enum": [*STATES, None],
             "description": "The state it was in before; null for a job the server had not seen.",
         },
         "n": {"type": "number", "description": "Work done."},

@@ -1,5 +1,5 @@
-"""Limits on connections: how many event streams the server holds, and what it does when it runs out of file
-descriptors.
+"""Limits on connections: how many event streams the server holds (the core's ``StreamLimits``, shared with the
+hub), and what it does when it runs out of file descriptors.
 
 Every open stream holds a file descriptor for as long as its client stays. Past the process's open-file limit the
 server can accept nothing, not even ``/api/status`` or a kernel's connection; so streams are capped below it, and
@@ -19,63 +19,10 @@ from typing import Any
 
 from tornado.ioloop import IOLoop
 
+from ..core.adapter import StreamLimits, default_stream_limit
+
+# StreamLimits and default_stream_limit live in the core, shared with the hub; named here as before.
 __all__ = ["AcceptGuard", "StreamLimits", "default_stream_limit", "guard_accepts"]
-
-# Descriptors kept free for everything that is not an event stream: kernels (a dozen each), files, the SQLite
-# store, API requests, and the streams refused while at the cap (each holds one until its 503 is sent).
-_RESERVED_MIN = 256
-_RESERVED_SHARE = 4  # a quarter of the limit, when that is more
-
-
-def default_stream_limit() -> int:
-    """Event streams allowed in all by default: the open-file limit less what the rest of the server needs."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        soft = 1 << 20
-    return max(1, soft - max(_RESERVED_MIN, soft // _RESERVED_SHARE))
-
-
-class StreamLimits:
-    """Counts the open event streams, in all and per user, against their caps."""
-
-    def __init__(self, total: int, per_user: int, *, log_every: float = 10.0) -> None:
-        self.total = total
-        self.per_user = per_user
-        self.open = 0
-        self.refused = 0  # since the last report
-        self.log_every = log_every
-        self._reported_at = -float("inf")
-        self._by_user: dict[str, int] = {}
-
-    def count_refusal(self) -> bool:
-        """Count one refusal; True when it is time to report them (at most once per ``log_every`` seconds)."""
-        self.refused += 1
-        now = time.monotonic()
-        if now - self._reported_at < self.log_every:
-            return False
-        self._reported_at = now
-        return True
-
-    def refusal(self, user: str) -> str | None:
-        """Why a new stream of ``user`` is refused, or None if it may open (then ``opened`` must follow)."""
-        if self.open >= self.total:
-            return f"the server holds its most event streams ({self.total}); try again later"
-        if self._by_user.get(user, 0) >= self.per_user:
-            return f"{user!r} holds the most event streams a user may ({self.per_user}); close one or try later"
-        return None
-
-    def opened(self, user: str) -> None:
-        self.open += 1
-        self._by_user[user] = self._by_user.get(user, 0) + 1
-
-    def closed(self, user: str) -> None:
-        self.open -= 1
-        left = self._by_user.get(user, 0) - 1
-        if left > 0:
-            self._by_user[user] = left
-        else:
-            self._by_user.pop(user, None)
-
 
 # Errors of accept() that mean "no resources for one more connection": retrying at once cannot succeed.
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})

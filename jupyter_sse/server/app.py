@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import os
 import secrets
 from collections.abc import Callable
@@ -19,9 +18,12 @@ from traitlets import Bool, Float, Int, List, Unicode, validate
 from .._version import __version__
 from ..capture import CAPTURE_ENV  # a name only: the capture's modules load in kernels, not here
 from ..core import Broker, MemoryStore
+from ..core.adapter import StreamSettings, default_owner, lease_check_period
 from ..core.store import StoreUnavailable
 from ..core.store_sqlite import SQLiteStore, open_store
-from ._limits import StreamLimits, default_stream_limit, guard_accepts
+from ..protocol import API_PATH, STATES, TERMINAL_STATES
+from ._limits import StreamLimits, guard_accepts
+from ._memory import GcFreezer
 from ._monitor import Monitor
 from ._status import StatusHandler
 from .activity import ActivityTracker
@@ -35,6 +37,10 @@ __all__ = ["SSEExtension"]
 _ACTIVITY_PERIOD = 2.0
 
 
+# The settings the hub shares, with the same defaults (core/adapter.py).
+_DEFAULTS = StreamSettings()
+
+
 class SSEExtension(ExtensionApp):
     """jupyter-sse: live progress of notebook jobs, streamed over Server-Sent Events."""
 
@@ -42,7 +48,7 @@ class SSEExtension(ExtensionApp):
     load_other_extensions = True
 
     heartbeat_interval = Float(
-        15.0,
+        _DEFAULTS.heartbeat,
         config=True,
         help="Seconds between heartbeat comments on an idle event stream. Keeps proxies with idle timeouts "
         "from closing the stream, and is how the server notices clients that went away.",
@@ -58,18 +64,18 @@ class SSEExtension(ExtensionApp):
         "job). Older ones are in the pages of GET jobs: a first sync stays small however many jobs are kept.",
     )
     publisher_lease = Float(
-        60.0,
+        _DEFAULTS.publisher_lease,
         config=True,
         help="Seconds a running job may go without any report from its kernel before it is marked lost. "
         "Kernels report at least every 10 s while a job runs; a lost job becomes running again if its "
         "kernel reports again.",
     )
     send_timeout = Float(
-        30.0,
+        _DEFAULTS.send_timeout,
         config=True,
         help="Seconds a subscriber may take to accept an event before the server drops its connection.",
     )
-    retry_ms = Int(2000, config=True, help="The reconnection delay (ms) sent to clients in the stream.")
+    retry_ms = Int(_DEFAULTS.retry_ms, config=True, help="The reconnection delay (ms) sent to clients in the stream.")
     store_kind = Unicode(
         "sqlite",
         config=True,
@@ -86,7 +92,7 @@ class SSEExtension(ExtensionApp):
         help="Seconds a job may ignore a cancel (its loop stuck in C code, say) before its kernel is interrupted.",
     )
     wake_delay = Float(
-        0.02,
+        _DEFAULTS.wake_delay,
         config=True,
         help="The most a change waits so that it is sent together with others (seconds). A change after a quiet "
         "spell goes out at once; the changes that follow wait until twice as long as the last pass over the "
@@ -100,13 +106,21 @@ class SSEExtension(ExtensionApp):
         config=True,
         help="The user recorded as the owner of jobs (default: the JupyterHub user or the OS user).",
     )
-    # --- idle culling (issue 8; see activity.py) ---
+    # --- idle culling (see activity.py) ---
     running_jobs_are_activity = Bool(
         True,
         config=True,
         help="Count an unfinished job as activity of the server (its last_activity, which JupyterHub's idle "
         "culler reads), so a long job that prints nothing is not culled as idle. Open event streams and their "
         "heartbeats never count as activity.",
+    )
+
+    freeze_startup_objects = Bool(
+        True,
+        config=True,
+        help="Once the server has started, move the objects it made while starting out of the passes of Python's "
+        "cycle collector (gc.freeze): they live as long as the process, and each full pass over them stopped the "
+        "server for 60 ms or more. Frozen objects are still freed when nothing refers to them.",
     )
 
     # --- connection limits ---
@@ -155,7 +169,7 @@ class SSEExtension(ExtensionApp):
     )
     notify_states = List(
         Unicode(),
-        default_value=["succeeded", "failed", "cancelled", "lost"],
+        default_value=[state for state in STATES if state in TERMINAL_STATES],
         config=True,
         help="The end states that notify (a job's own notify=True or URL notifies whatever its end).",
     )
@@ -224,9 +238,10 @@ class SSEExtension(ExtensionApp):
         return int(proposal["value"])
 
     _ready = False  # initialize_settings went through: the API is served
+    _gc_freezer: GcFreezer | None = None
 
     def _default_owner(self) -> str:
-        return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+        return default_owner()  # never fails, also in a container whose user has no passwd entry
 
     def initialize_settings(self) -> None:
         try:
@@ -247,8 +262,8 @@ class SSEExtension(ExtensionApp):
             log_lines_kept=self.log_lines_kept,
             jobs_kept=self.jobs_kept,
             owner=owner,
-            wake_delay=self.wake_delay,
             sync_finished_jobs=self.sync_finished_jobs,
+            **self._stream_settings.broker_options(),
         )
         assert self.serverapp is not None
         # Jobs kept from a server that is gone: their kernels went with it (jupyter_server starts with none of its
@@ -268,12 +283,7 @@ class SSEExtension(ExtensionApp):
                 "jupyter_sse_broker": self.broker,
                 "jupyter_sse_publish_token": self.publish_token,
                 "jupyter_sse_status": self.status,
-                "jupyter_sse_config": {
-                    "heartbeat_interval": self.heartbeat_interval,
-                    "send_timeout": self.send_timeout,
-                    "retry_ms": self.retry_ms,
-                    "retry_after": max(1, -(-self.retry_ms // 1000)),
-                },
+                "jupyter_sse_stream_settings": self._stream_settings,
                 "jupyter_sse_stream_limits": self._stream_limits(),
             }
         )
@@ -285,17 +295,26 @@ class SSEExtension(ExtensionApp):
         self.monitor = Monitor(self, self.broker)  # notifications, /metrics, the event bus
         self._flush_failing = False
         self._export_environment()
-        # Under a test harness the loop already runs here; a real server starts it later (see below).
-        with contextlib.suppress(RuntimeError):
-            asyncio.get_running_loop()
-            self._start_tasks()
         self._ready = True
 
+    @property
+    def _stream_settings(self) -> StreamSettings:
+        return StreamSettings(
+            heartbeat=self.heartbeat_interval,
+            retry_ms=self.retry_ms,
+            send_timeout=self.send_timeout,
+            publisher_lease=self.publisher_lease,
+            wake_delay=self.wake_delay,
+        )
+
     def _stream_limits(self) -> StreamLimits:
-        total = self.max_event_streams or default_stream_limit()
-        per_user = min(self.max_event_streams_per_user or total, total)
-        self.log.info("jupyter-sse: at most %d event streams (%d per user)", total, per_user)
-        return StreamLimits(total, per_user)
+        limits = StreamLimits.configured(
+            self.max_event_streams,
+            self.max_event_streams_per_user,
+            report=lambda message: self.log.warning("jupyter-sse %s", message),
+        )
+        self.log.info("jupyter-sse: at most %d event streams (%d per user)", limits.total, limits.per_user)
+        return limits
 
     def _make_store(self) -> MemoryStore:
         self._store_problem: str | None = None
@@ -341,6 +360,7 @@ class SSEExtension(ExtensionApp):
             "store": info,
             "jobs": len(store),
             "subscribers": self.broker.subscriber_count,
+            "gc": self._gc_freezer.status() if self._gc_freezer is not None else None,
         }
 
     def _start_tasks(self) -> None:
@@ -352,11 +372,15 @@ class SSEExtension(ExtensionApp):
         )
         if self.serverapp.event_logger is not None:
             self.serverapp.event_logger.add_listener(schema_id=KERNEL_ACTIONS, listener=watcher.on_kernel_action)
+        if self.freeze_startup_objects:
+            self._gc_freezer = GcFreezer()
+            # Once the loop runs: the server and every extension have started by then.
+            asyncio.get_running_loop().call_soon(self._gc_freezer.freeze)
         self._tasks = [
             asyncio.ensure_future(self._every(1.0, self._flush)),
-            asyncio.ensure_future(self._every(min(5.0, max(0.5, self.publisher_lease / 4)), self._expire)),
+            asyncio.ensure_future(self._every(lease_check_period(self.publisher_lease), self._expire)),
             asyncio.ensure_future(watcher.run(self.kernel_check_interval)),
-            # issue 8: a running job keeps the server's last_activity fresh (activity.py)
+            # a running job keeps the server's last_activity fresh
             asyncio.ensure_future(self._every(_ACTIVITY_PERIOD, self.activity.refresh)),
         ]
 
@@ -391,7 +415,7 @@ class SSEExtension(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers())
-        self.handlers.append((r"/jupyter-sse/api/status", StatusHandler))
+        self.handlers.append((f"/{API_PATH}status", StatusHandler))
 
     def _export_environment(self) -> None:
         # Kernels are started with a copy of the server's environment: this is how they find us.
@@ -440,6 +464,7 @@ class SSEExtension(ExtensionApp):
         return f"{scheme}://{host}:{app.port}{base_url}"
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        # jupyter_server calls this once its event loop runs: where an extension starts its background tasks.
         if not self._ready:
             return  # it did not start (logged): no URL for kernels, no tasks over nothing
         self._export_environment()  # the port is final now (port retries)
@@ -456,6 +481,10 @@ class SSEExtension(ExtensionApp):
         broker: Broker | None = getattr(self, "broker", None)
         if broker is not None:
             broker.close()
+        freezer: GcFreezer | None = getattr(self, "_gc_freezer", None)
+        if freezer is not None:
+            freezer.thaw()
+            self._gc_freezer = None
         tasks: list[asyncio.Task[None]] = getattr(self, "_tasks", [])
         for task in tasks:
             task.cancel()

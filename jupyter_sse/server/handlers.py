@@ -27,19 +27,24 @@ from ..core import (
     ProtocolError,
     Subscription,
     UpdateBatch,
-    encode_comment,
-    encode_retry,
-    is_valid_job_id,
     parse_limit,
     parse_update_batch,
 )
-from ._limits import StreamLimits
+from ..core.adapter import (
+    PING,
+    StreamLimits,
+    StreamSettings,
+    last_event_id,
+    open_subscription,
+    token_from_authorization,
+)
+from ..protocol import API_PATH
 from ._memory import TrimScheduler
 
 __all__ = ["handlers"]
 
 AUTH_RESOURCE = "jupyter_sse"
-_API = r"/jupyter-sse/api"
+_API = "/" + API_PATH.rstrip("/")
 _JOB_ID = r"(?P<job_id>[^/]+)"
 
 _F = TypeVar("_F", bound=Callable[..., Awaitable[None]])
@@ -140,17 +145,13 @@ class UpdatesHandler(_Handler):
     """``POST updates``: what kernels report. Accepts the publish token as well as the server's own auth."""
 
     is_publisher = False
-    # issue 8: a report is not user activity by itself; running jobs count through activity.py, as configured.
+    # A report is not user activity by itself; running jobs count through activity.py, as configured.
     _track_activity = False
 
     async def prepare(self) -> None:  # type: ignore[override]
         token = self.settings.get("jupyter_sse_publish_token")
-        scheme, _, value = self.request.headers.get("Authorization", "").partition(" ")
-        if (
-            token
-            and scheme.lower() in ("bearer", "token")
-            and hmac.compare_digest(value.strip().encode(), str(token).encode())
-        ):
+        given = token_from_authorization(self.request.headers.get("Authorization"))
+        if token and given is not None and hmac.compare_digest(given.encode(), str(token).encode()):
             if not self.check_host():
                 raise web.HTTPError(403)
             from jupyter_server.auth.identity import User
@@ -240,7 +241,7 @@ class EventsHandler(_Handler):
 
     _subscription: Subscription | None = None
     _refused = False
-    # issue 8: an open stream (and its end, hours later) is not activity, or a forgotten tab would keep the
+    # An open stream (and its end, hours later) is not activity, or a forgotten tab would keep the
     # server from being culled; running jobs count through activity.py.
     _track_activity = False
 
@@ -250,31 +251,29 @@ class EventsHandler(_Handler):
     async def get(self, job_id: str | None = None) -> None:
         limits = cast(StreamLimits, self.settings["jupyter_sse_stream_limits"])
         user = self._stream_holder()
-        refusal = limits.refusal(user)
-        if refusal is not None:
-            self._refuse(refusal, limits)
+        refused = limits.refuse(user)  # logged by the limits at a bounded rate (clients at the cap come back)
+        if refused is not None:
+            self._refuse(refused)
             return
-        limits.opened(user)
         try:
             await self._stream(job_id)
         finally:
             limits.closed(user)
 
-    def _refuse(self, refusal: str, limits: StreamLimits) -> None:
-        """503 with Retry-After; logged at a bounded rate, since clients at the cap come back again and again."""
+    def _refuse(self, refused: ProtocolError) -> None:
+        """503 with Retry-After."""
         self._refused = True
-        if limits.count_refusal():
-            self.log.warning(
-                "jupyter-sse refused event streams (%d since the last report): %s", limits.refused, refusal
-            )
-            limits.refused = 0
-        self.set_status(503)
-        self.set_header("Retry-After", str(self.settings["jupyter_sse_config"]["retry_after"]))
+        self.set_status(refused.status)
+        self.set_header("Retry-After", str(self._stream_settings.retry_after))
         self.set_header("Content-Type", "application/json")
         # Closed after the answer (tornado's own flag for it): a refused client kept alive would hold the
         # descriptor the cap is there to save.
         cast(Any, self.request.connection)._disconnect_on_finish = True
-        self.finish(json.dumps(ProtocolError(503, "too_many_streams", refusal).body()))
+        self.finish(json.dumps(refused.body()))
+
+    @property
+    def _stream_settings(self) -> StreamSettings:
+        return cast(StreamSettings, self.settings["jupyter_sse_stream_settings"])
 
     def _log(self) -> None:
         # jupyter_server logs every 5xx at ERROR with the request's headers: for a refusal, logged above instead.
@@ -289,39 +288,28 @@ class EventsHandler(_Handler):
         return str(getattr(self.current_user, "username", ""))
 
     async def _stream(self, job_id: str | None) -> None:
-        broker = self.broker
-        last_event_id = self.request.headers.get("Last-Event-ID") or self.get_argument("last_event_id", None)
-        if job_id is not None:
-            broker.get(job_id)  # 404 before the stream starts
-            sub = broker.subscribe([job_id], last_event_id, end_with_job=job_id)
-        else:
-            jobs = self.get_arguments("job")
-            bad = [one for one in jobs if not is_valid_job_id(one)]
-            if bad:
-                raise ProtocolError(
-                    400, "invalid_query", f"job must be a job id (1 to 64 of [A-Za-z0-9_-]): {bad[0]!r}"
-                )
-            sub = broker.subscribe(jobs or None, last_event_id)
+        resume = last_event_id(self.request.headers.get("Last-Event-ID"), self.get_argument("last_event_id", None))
+        sub = open_subscription(self.broker, job_id, self.get_arguments("job"), resume)
         self._subscription = sub
-        config = self.settings["jupyter_sse_config"]
+        config = self._stream_settings
         self._transforms = []  # never gzip a stream: compression buffers it
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
         try:
             # Bytes at once, so proxies and clients see a live stream before the first event.
-            self.write(encode_retry(config["retry_ms"]) + encode_comment("jupyter-sse v1"))
-            await self._send(config["send_timeout"])
+            self.write(config.preamble)
+            await self._send(config.send_timeout)
             sub.set_writer(self._write_now)
             while not sub.done:
-                events = await sub.next_events(config["heartbeat_interval"])
+                events = await sub.next_events(config.heartbeat)
                 if events:
                     # In pieces, each sent before the next is made: a large first sync to a client that does not
                     # read never sits whole in this process, only the piece the kernel has not taken yet.
                     for piece in _pieces(events, SEND_PIECE_BYTES):
                         self.write(piece)
                         del piece  # tornado keeps its own chunked copy until sent; ours would double it meanwhile
-                        await self._send(config["send_timeout"])
+                        await self._send(config.send_timeout)
                         # Let the loop run between pieces even when the socket took each at once: every write
                         # leaves a resolved future and its callbacks queued on the loop, and thousands of them
                         # (a first sync of thousands of jobs) were the peak of the process's memory. It also
@@ -329,8 +317,8 @@ class EventsHandler(_Handler):
                         await asyncio.sleep(0)
                     continue
                 if not sub.done:
-                    self.write(b": ping\n\n")
-                await self._send(config["send_timeout"])
+                    self.write(PING)
+                await self._send(config.send_timeout)
         except (StreamClosedError, TimeoutError):
             pass
         finally:

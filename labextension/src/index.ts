@@ -29,8 +29,6 @@ const widgetPlugin: JupyterFrontEndPlugin<void> = {
   requires: [IJupyterWidgetRegistry],
   activate: (_app: JupyterFrontEnd, registry: IJupyterWidgetRegistry): void => {
     registry.registerWidget({ name: MODULE_NAME, version: MODULE_VERSION, exports: { JobWidgetModel, JobWidgetView } });
-    // a handle for tests and debugging in the browser console (read-only use)
-    (window as unknown as Record<string, unknown>).jupyterSSE = { stream: getJobStream };
   }
 };
 
@@ -87,7 +85,7 @@ const jobCenterPlugin: JupyterFrontEndPlugin<void> = {
   activate: (app: JupyterFrontEnd, statusBar: IStatusBar | null, settingRegistry: ISettingRegistry | null): void => {
     const stream = getJobStream();
     const open = (job: IJob) => {
-      openJob(app, job).catch(err => console.warn('jupyter-sse: could not open the job\'s notebook', err));
+      openJob(app, job).catch(err => console.warn("jupyter-sse: could not open the job's notebook", err));
     };
 
     const panel = new JobsPanel(stream, open);
@@ -111,11 +109,12 @@ const jobCenterPlugin: JupyterFrontEndPlugin<void> = {
         .load(jobCenterPlugin.id)
         .then(settings => {
           const apply = () => {
-            const composite = settings.composite as Partial<typeof DEFAULT_NOTIFY_SETTINGS>;
+            const composite = settings.composite as Partial<typeof DEFAULT_NOTIFY_SETTINGS> & { hubUrl?: unknown };
             notifier.settings = {
               notifyAfterSeconds: Number(composite.notifyAfterSeconds ?? DEFAULT_NOTIFY_SETTINGS.notifyAfterSeconds),
               browserNotifications: composite.browserNotifications !== false
             };
+            stream.useHub(typeof composite.hubUrl === 'string' ? composite.hubUrl : '');
           };
           apply();
           settings.changed.connect(apply);

@@ -5,7 +5,9 @@
  */
 import type { IJob } from './stream';
 
-export const TERMINAL = new Set(['succeeded', 'failed', 'cancelled', 'lost']);
+import { TERMINAL_STATES as TERMINAL } from './protocol.js';
+
+export { TERMINAL };
 
 export function isActive(job: IJob): boolean {
   return job.state === 'running' || job.state === 'pending';
@@ -173,7 +175,11 @@ export interface ICellOutputs {
  * same path, a cell with the job's `cell_id`, and no output of the job's MIME type for that job in that cell.
  * Oldest first, so an outer loop's view lands above its inner one's, as the kernel displayed them.
  */
-export function reattachTargets(jobs: Iterable<IJob>, path: string, cells: ICellOutputs[]): Array<{ cellId: string; job: IJob }> {
+export function reattachTargets(
+  jobs: Iterable<IJob>,
+  path: string,
+  cells: ICellOutputs[]
+): Array<{ cellId: string; job: IJob }> {
   const want = normalizePath(path);
   const byId = new Map(cells.map(c => [c.id, c]));
   const out: Array<{ cellId: string; job: IJob }> = [];

@@ -6,41 +6,13 @@
  * (what `progress()` displays; it renders at once, also after a reload or from a saved notebook with no kernel)
  * and the ipywidgets `JobWidgetView` (for `JobWidget` in ipywidgets layouts). Both hand it their host element.
  */
-import { IJob, IJobSnapshot, TERMINAL_STATES, getJobStream } from './stream';
+import { IDisposable } from '@lumino/disposable';
 
-/** "01:05", or "1:02:03" past an hour; as tqdm prints durations. */
-export function formatDuration(seconds: number): string {
-  const s = Math.max(0, Math.floor(seconds));
-  const h = Math.floor(s / 3600);
-  const m = Math.floor((s % 3600) / 60);
-  const pad = (x: number) => String(x).padStart(2, '0');
-  return h > 0 ? `${h}:${pad(m)}:${pad(s % 60)}` : `${pad(m)}:${pad(s % 60)}`;
-}
-
-/** A count without a float's noise: 12, 12.5, 1.23e+06. */
-export function formatNumber(x: number): string {
-  if (Number.isInteger(x) && Math.abs(x) < 1e6) {
-    return String(x);
-  }
-  return Math.abs(x) < 1e6 ? String(Number(x.toPrecision(4))) : x.toPrecision(3);
-}
-
-export function formatRate(rate: number | null, unit: string): string {
-  if (rate === null || !isFinite(rate)) {
-    return `? ${unit}/s`;
-  }
-  if (rate > 0 && rate < 1) {
-    return `${formatNumber(1 / rate)} s/${unit}`;
-  }
-  return `${rate >= 100 ? Math.round(rate) : rate.toFixed(2)} ${unit}/s`;
-}
-
-function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls: string, parent?: HTMLElement): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  node.className = cls;
-  parent?.appendChild(node);
-  return node;
-}
+import { ProgressBar } from './bar';
+import { el } from './dom';
+import { formatDuration, formatNumber, formatRate } from './format';
+import { emptySnapshot } from './jobcache';
+import { IJob, IJobSnapshot, getJobStream } from './stream';
 
 const TICK_MS = 1000;
 
@@ -50,10 +22,7 @@ export class JobView {
     host.classList.add('jp-sse-job');
     const head = el('div', 'jp-sse-head', host);
     this._name = el('span', 'jp-sse-name', head);
-    this._bar = el('div', 'jp-sse-bar', head);
-    this._bar.setAttribute('role', 'progressbar');
-    this._bar.setAttribute('aria-valuemin', '0');
-    this._fill = el('div', 'jp-sse-fill', this._bar);
+    this._bar = new ProgressBar(head);
     this._percent = el('span', 'jp-sse-percent', head);
     this._state = el('span', 'jp-sse-state', head);
     this._cancel = el('button', 'jp-sse-cancel jp-mod-styled', head);
@@ -82,15 +51,15 @@ export class JobView {
       return;
     }
     this._started = true;
-    this._unwatch?.();
-    this._unwatch = null;
+    this._watch?.dispose();
+    this._watch = null;
     this._jobId = jobId;
     this._cancelSent = false;
     this.host.dataset.jobId = jobId;
-    this._snapshot = { job: null, logs: [], receivedAt: performance.now(), removed: false };
+    this._snapshot = emptySnapshot(performance.now());
     this._draw();
     if (jobId) {
-      this._unwatch = getJobStream().watch(jobId, snapshot => {
+      this._watch = getJobStream().watch(jobId, snapshot => {
         this._snapshot = snapshot;
         this._draw();
       });
@@ -103,8 +72,8 @@ export class JobView {
       return;
     }
     this._disposed = true;
-    this._unwatch?.();
-    this._unwatch = null;
+    this._watch?.dispose();
+    this._watch = null;
     this._setTicking(false);
   }
 
@@ -148,26 +117,8 @@ export class JobView {
     this._name.hidden = !job?.name;
     this._state.textContent = job?.cancel_requested && state === 'running' ? 'cancelling' : state;
 
-    const total = job?.total ?? null;
-    const n = job?.n ?? 0;
-    const known = total !== null && total > 0;
-    this._bar.classList.toggle('jp-sse-indeterminate', !known && !TERMINAL_STATES.has(state));
-    if (known) {
-      const frac = Math.min(Math.max(n / total, 0), 1);
-      this._fill.style.width = `${(frac * 100).toFixed(2)}%`;
-      this._bar.setAttribute('aria-valuenow', String(n));
-      this._bar.setAttribute('aria-valuemax', String(total));
-      this._bar.removeAttribute('aria-valuetext');
-      this._percent.textContent = `${Math.floor(frac * 100)}%`;
-    } else {
-      // no total: an indeterminate bar (no aria-valuenow, as ARIA says), the count in aria-valuetext
-      this._fill.style.width = TERMINAL_STATES.has(state) ? '100%' : '';
-      this._bar.removeAttribute('aria-valuenow');
-      this._bar.removeAttribute('aria-valuemax');
-      this._bar.setAttribute('aria-valuetext', job ? `${formatNumber(n)} ${job.unit}` : 'waiting');
-      this._percent.textContent = '';
-    }
-    this._bar.setAttribute('aria-label', job?.name ? `${job.name} progress` : 'job progress');
+    const bar = this._bar.update(job, removed);
+    this._percent.textContent = bar.percent === null ? '' : `${bar.percent}%`;
 
     this._message.textContent = job?.message ?? '';
     this._message.hidden = !job?.message;
@@ -188,13 +139,17 @@ export class JobView {
   private _drawStats(): void {
     const { job, receivedAt } = this._snapshot;
     if (!job) {
-      this._stats.textContent = this._snapshot.removed ? 'this job was removed from the server' : 'waiting for the job…';
+      this._stats.textContent = this._snapshot.removed
+        ? 'this job was removed from the server'
+        : 'waiting for the job…';
       return;
     }
     const running = job.state === 'running';
     const since = running ? (performance.now() - receivedAt) / 1000 : 0;
     const parts = [
-      job.total !== null ? `${formatNumber(job.n)}/${formatNumber(job.total)} ${job.unit}` : `${formatNumber(job.n)} ${job.unit}`,
+      job.total !== null
+        ? `${formatNumber(job.n)}/${formatNumber(job.total)} ${job.unit}`
+        : `${formatNumber(job.n)} ${job.unit}`,
       formatRate(job.rate, job.unit),
       `${formatDuration(job.elapsed + since)} elapsed`
     ];
@@ -207,13 +162,12 @@ export class JobView {
   private _jobId = '';
   private _started = false;
   private _disposed = false;
-  private _snapshot: IJobSnapshot = { job: null, logs: [], receivedAt: 0, removed: false };
-  private _unwatch: (() => void) | null = null;
+  private _snapshot: IJobSnapshot = emptySnapshot(0);
+  private _watch: IDisposable | null = null;
   private _timer: ReturnType<typeof setInterval> | null = null;
   private _cancelSent = false;
   private readonly _name: HTMLSpanElement;
-  private readonly _bar: HTMLDivElement;
-  private readonly _fill: HTMLDivElement;
+  private readonly _bar: ProgressBar;
   private readonly _percent: HTMLSpanElement;
   private readonly _state: HTMLSpanElement;
   private readonly _cancel: HTMLButtonElement;

@@ -15,7 +15,6 @@ import { Widget } from '@lumino/widgets';
 
 import { JobView } from './jobview';
 import { MIME_TYPE, jobIdOf } from './mimetype';
-import { getJobStream } from './stream';
 
 export { MIME_TYPE, jobIdOf };
 
@@ -76,9 +75,5 @@ const extension: IRenderMime.IExtension = {
   rank: 20,
   dataType: 'json'
 };
-
-// a handle for tests and debugging in the browser console (read-only use); also set by the widget plugin
-const w = window as unknown as Record<string, unknown>;
-w.jupyterSSE = w.jupyterSSE ?? { stream: getJobStream };
 
 export default extension;

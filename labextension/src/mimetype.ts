@@ -3,9 +3,11 @@
  * `{"application/vnd.jupyter-sse.job+json": {"job_id": "...", "version": 1}, "text/plain": "<text line>"}`.
  * No DOM and no JupyterLab imports here, so node's test runner can load it.
  */
-export const MIME_TYPE = 'application/vnd.jupyter-sse.job+json';
+import { JOB_ID_PATTERN, JOB_MIME_TYPE } from './protocol.js';
 
-const JOB_ID = /^[A-Za-z0-9_-]{1,64}$/;
+export const MIME_TYPE = JOB_MIME_TYPE;
+
+const JOB_ID = new RegExp(JOB_ID_PATTERN);
 
 /** The job id of a bundle's MIME data, or null when it has none that the protocol allows. */
 export function jobIdOf(data: unknown): string | null {

@@ -5,9 +5,10 @@
  * `notifyAfterSeconds` (a setting): a two-second loop is watched in its cell, a two-hour one is not.
  */
 import { Notification } from '@jupyterlab/apputils';
+import { IDisposable } from '@lumino/disposable';
 
 import { EndTracker, endMessage } from './jobcenter';
-import { IJob, JobStream } from './stream';
+import { IJob, IJobChange, JobStream } from './stream';
 
 export interface INotifySettings {
   notifyAfterSeconds: number;
@@ -18,25 +19,32 @@ export const DEFAULT_NOTIFY_SETTINGS: INotifySettings = { notifyAfterSeconds: 30
 
 export class JobNotifier {
   constructor(
-    stream: JobStream,
+    private readonly _stream: JobStream,
     private readonly _showJob: (job: IJob) => void
   ) {
-    this._unwatch = stream.watchAll((jobId, snapshot) => {
-      if (snapshot.removed || snapshot.job === null) {
-        this._tracker.forget(jobId);
-        return;
-      }
-      const ended = this._tracker.update(snapshot.job, this.settings.notifyAfterSeconds);
-      if (ended !== null) {
-        this._notify(ended);
-      }
-    });
+    _stream.changed.connect(this._onChange, this);
+    this._hold = _stream.hold();
   }
 
   settings: INotifySettings = { ...DEFAULT_NOTIFY_SETTINGS };
 
   dispose(): void {
-    this._unwatch();
+    this._stream.changed.disconnect(this._onChange, this);
+    this._hold.dispose();
+  }
+
+  private _onChange(_sender: JobStream, { jobId, kind, snapshot }: IJobChange): void {
+    if (kind === 'log') {
+      return;
+    }
+    if (snapshot.job === null) {
+      this._tracker.forget(jobId);
+      return;
+    }
+    const ended = this._tracker.update(snapshot.job, this.settings.notifyAfterSeconds);
+    if (ended !== null) {
+      this._notify(ended);
+    }
   }
 
   private _notify(job: IJob): void {
@@ -64,7 +72,10 @@ export class JobNotifier {
       return;
     }
     try {
-      const note = new Native(`Job ${job.state}: ${job.name || job.id}`, { body: message, tag: `jupyter-sse-${job.id}` });
+      const note = new Native(`Job ${job.state}: ${job.name || job.id}`, {
+        body: message,
+        tag: `jupyter-sse-${job.id}`
+      });
       note.onclick = () => {
         window.focus();
         this._showJob(job);
@@ -76,5 +87,5 @@ export class JobNotifier {
   }
 
   private readonly _tracker = new EndTracker();
-  private readonly _unwatch: () => void;
+  private readonly _hold: IDisposable;
 }

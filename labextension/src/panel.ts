@@ -1,5 +1,5 @@
 /**
- * The Jobs panel: every job on the server, live, from the tab's one shared stream (`watchAll`). Per job: name,
+ * The Jobs panel: every job on the server, live, from the tab's one shared stream (its `changed` signal). Per job: name,
  * notebook and cell, state, bar, count, rate, ETA, elapsed; a filter by state; Cancel for a running job, Remove
  * for a finished one; a click on a job opens its notebook at its cell.
  *
@@ -8,13 +8,19 @@
  *
  * The stream brings the unfinished jobs and the most recent finished ones; "Older jobs" reads the rest from GET jobs,
  * a page at a time (a server may keep 100,000 jobs). A `reset` of the stream drops the pages read, with the rest.
+ *
+ * The foot says how the stream is connected (live, or when it retries and why); the panel's node carries the same
+ * in `data-connected` and `data-connections` (connections tried), for scripts and tests.
  */
+import { IDisposable } from '@lumino/disposable';
 import { Widget } from '@lumino/widgets';
 
-import { formatDuration, formatNumber, formatRate } from './jobview';
+import { ProgressBar } from './bar';
+import { FrameScheduler, el } from './dom';
+import { formatDuration, formatNumber, formatRate } from './format';
 import { JobFilter, isActive, matchesFilter, orderJobs, TERMINAL } from './jobcenter';
 import { mergeJobs } from './jobcache';
-import { IJob, JobStream } from './stream';
+import { IJob, IJobChange, IStreamStatus, JobStream, apiUrl } from './stream';
 
 export const PANEL_ID = 'jupyter-sse-jobs';
 
@@ -27,13 +33,6 @@ const FILTERS: Array<[JobFilter, string]> = [
   ['cancelled', 'Cancelled'],
   ['lost', 'Lost']
 ];
-
-function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls: string, parent?: HTMLElement): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  node.className = cls;
-  parent?.appendChild(node);
-  return node;
-}
 
 /** Opens a job's notebook at its cell (index.ts gives the JupyterLab side of it). */
 export type OpenJob = (job: IJob) => void;
@@ -55,9 +54,7 @@ class JobRow {
       event.stopPropagation(); // the row's own click opens the notebook
       void this._onAction();
     });
-    this._bar = el('div', 'jp-sse-bar', this.node);
-    this._bar.setAttribute('role', 'progressbar');
-    this._fill = el('div', 'jp-sse-fill', this._bar);
+    this._bar = new ProgressBar(this.node);
     this._stats = el('div', 'jp-sse-row-stats', this.node);
     this._where = el('div', 'jp-sse-row-where', this.node);
     this._error = el('div', 'jp-sse-row-error', this.node);
@@ -89,13 +86,7 @@ class JobRow {
     this._button.textContent = active ? 'Cancel' : 'Remove';
     this._button.title = active ? 'Ask the server to cancel this job' : 'Forget this finished job on the server';
     this._button.disabled = active && job.cancel_requested;
-    const total = job.total;
-    const known = total !== null && total > 0;
-    const fraction = known ? Math.min(1, Math.max(0, job.n / total!)) : job.state === 'succeeded' ? 1 : 0;
-    // no total while running: the sliding indeterminate bar (its width comes from the stylesheet)
-    this._fill.style.width = !known && active ? '' : `${(fraction * 100).toFixed(1)}%`;
-    this._bar.classList.toggle('jp-sse-indeterminate', !known && active);
-    this._bar.setAttribute('aria-valuenow', String(Math.round(fraction * 100)));
+    this._percent = this._bar.update(job, false).percent;
     const where: string[] = [];
     if (typeof job.path === 'string' && job.path) {
       where.push(job.path);
@@ -123,8 +114,8 @@ class JobRow {
       const count = job.total !== null ? `${formatNumber(job.n)}/${formatNumber(job.total)}` : formatNumber(job.n);
       parts.push(`${count} ${job.unit}`);
     }
-    if (job.total !== null && job.total > 0) {
-      parts.push(`${Math.floor((100 * Math.min(job.n, job.total)) / job.total)}%`);
+    if (this._percent !== null) {
+      parts.push(`${this._percent}%`);
     }
     if (job.rate !== null) {
       parts.push(formatRate(job.rate, job.unit));
@@ -157,13 +148,13 @@ class JobRow {
   private readonly _name: HTMLSpanElement;
   private readonly _state: HTMLSpanElement;
   private readonly _button: HTMLButtonElement;
-  private readonly _bar: HTMLDivElement;
-  private readonly _fill: HTMLDivElement;
+  private readonly _bar: ProgressBar;
   private readonly _stats: HTMLDivElement;
   private readonly _where: HTMLDivElement;
   private readonly _error: HTMLDivElement;
   private _job: IJob | null = null;
   private _receivedAt = 0;
+  private _percent: number | null = null;
 }
 
 export class JobsPanel extends Widget {
@@ -174,7 +165,6 @@ export class JobsPanel extends Widget {
     super();
     this.id = PANEL_ID;
     this.addClass('jp-sse-panel');
-    this.title.caption = 'Jobs: every job on this server';
     const head = el('div', 'jp-sse-panel-head', this.node);
     el('span', 'jp-sse-panel-title', head).textContent = 'Jobs';
     this._filter = el('select', 'jp-sse-panel-filter jp-mod-styled', head);
@@ -184,7 +174,7 @@ export class JobsPanel extends Widget {
       option.value = value;
       option.textContent = label;
     }
-    this._filter.addEventListener('change', () => this._schedule());
+    this._filter.addEventListener('change', () => this._frame.schedule());
     this._clear = el('button', 'jp-sse-panel-clear jp-mod-styled', head);
     this._clear.type = 'button';
     this._clear.textContent = 'Clear';
@@ -192,6 +182,8 @@ export class JobsPanel extends Widget {
     this._clear.addEventListener('click', () => void this._removeFinished());
     this._empty = el('div', 'jp-sse-panel-empty', this.node);
     this._list = el('ul', 'jp-sse-panel-list', this.node);
+    this._connection = el('div', 'jp-sse-panel-connection', this.node);
+    this._connection.setAttribute('role', 'status');
     const foot = el('div', 'jp-sse-panel-foot', this.node);
     this._count = el('span', 'jp-sse-panel-count', foot);
     this._more = el('button', 'jp-sse-panel-more jp-mod-styled', foot);
@@ -199,24 +191,13 @@ export class JobsPanel extends Widget {
     this._more.textContent = 'Older jobs';
     this._more.title = 'Read the next page of older jobs from the server';
     this._more.addEventListener('click', () => void this._loadOlder());
-    const unwatchAll = stream.watchAll((jobId, snapshot) => {
-      if (snapshot.removed) {
-        this._older.delete(jobId);
-      }
-      this._schedule();
-    });
-    const unwatchReset = stream.onReset(() => {
-      this._older.clear();
-      this._next = undefined;
-      this._total = null;
-      this._schedule();
-    });
-    this._unwatch = () => {
-      unwatchAll();
-      unwatchReset();
-    };
+    stream.changed.connect(this._onChange, this);
+    stream.reset.connect(this._onReset, this);
+    stream.statusChanged.connect(this._drawConnection, this);
+    this._hold = stream.hold();
     this._timer = setInterval(() => this._tick(), 1000);
-    this._schedule();
+    this._drawConnection();
+    this._frame.schedule();
   }
 
   get filter(): JobFilter {
@@ -231,20 +212,66 @@ export class JobsPanel extends Widget {
     if (this.isDisposed) {
       return;
     }
-    this._unwatch();
+    this.stream.changed.disconnect(this._onChange, this);
+    this.stream.reset.disconnect(this._onReset, this);
+    this.stream.statusChanged.disconnect(this._drawConnection, this);
+    this._hold.dispose();
+    this._frame.dispose();
     clearInterval(this._timer);
     super.dispose();
   }
 
-  private _schedule(): void {
-    if (this._frame !== null) {
+  private _onChange(_sender: JobStream, change: IJobChange): void {
+    if (change.kind === 'log') {
+      return; // the panel shows no log lines
+    }
+    if (change.snapshot.removed) {
+      this._older.delete(change.jobId);
+    }
+    this._frame.schedule();
+  }
+
+  private _onReset(): void {
+    this._older.clear();
+    this._next = undefined;
+    this._total = null;
+    this._frame.schedule();
+  }
+
+  /** The foot's connection line: live, or when the next attempt is and why (redrawn every second meanwhile). */
+  private _drawConnection(): void {
+    const status: IStreamStatus = this.stream.status;
+    const hub = this.stream.hubUrl;
+    this.node.dataset.connected = String(status.connected);
+    this.node.dataset.connections = String(status.connections);
+    this.node.dataset.source = hub ? 'hub' : 'server';
+    this.title.caption = hub ? `Jobs: yours on the team hub (${hub})` : 'Jobs: every job on this server';
+    this._connection.textContent = '';
+    if (status.needsLogin) {
+      // the hub's own page runs its login (JupyterHub's OAuth); the stream comes back on its next attempt
+      this._connection.append('the team hub needs you to ');
+      const link = el('a', 'jp-sse-panel-login', this._connection);
+      link.href = apiUrl(this.stream.settings, 'jobs');
+      link.target = '_blank';
+      link.rel = 'noopener';
+      link.textContent = 'log in to it';
       return;
     }
-    // one redraw per frame however many events arrive; a hidden tab gets its frame when it is shown again
-    this._frame = requestAnimationFrame(() => {
-      this._frame = null;
-      this._render();
-    });
+    let text = '';
+    if (status.retryAt !== null) {
+      const seconds = Math.max(0, Math.ceil((status.retryAt - Date.now()) / 1000));
+      const why =
+        status.refusedStatus === 503 && status.retryAfter
+          ? 'server busy'
+          : status.refusedStatus !== null
+            ? `HTTP ${status.refusedStatus}`
+            : 'disconnected';
+      text = `${why}: retrying in ${seconds} s`;
+    } else if (!status.connected && status.connections > 0) {
+      text = 'connecting…';
+    }
+    this._connection.textContent = text;
+    this._connection.title = status.connected ? '' : 'The live stream of jobs is not connected';
   }
 
   /** The next page of older jobs (the first: the newest, most of which the stream already has). */
@@ -266,7 +293,7 @@ export class JobsPanel extends Widget {
     } finally {
       this._loading = false;
       this._more.disabled = false;
-      this._schedule();
+      this._frame.schedule();
     }
   }
 
@@ -298,13 +325,20 @@ export class JobsPanel extends Widget {
       previous = row.node;
     }
     this._empty.textContent =
-      ordered.length > 0 ? '' : all.length === 0 ? 'No jobs on this server yet.' : 'No jobs match this filter.';
+      ordered.length > 0
+        ? ''
+        : all.length === 0
+          ? `No jobs on ${this.stream.hubUrl ? 'the team hub' : 'this server'} yet.`
+          : 'No jobs match this filter.';
     this._clear.disabled = !ordered.some(o => TERMINAL.has(o.job.state));
     this._more.style.display = this._next === null ? 'none' : '';
     this._count.textContent = this._total !== null ? `${all.length} of ${this._total} jobs` : `${all.length} jobs`;
   }
 
   private _tick(): void {
+    if (this.stream.status.retryAt !== null) {
+      this._drawConnection(); // the countdown
+    }
     if (!this.isVisible) {
       return;
     }
@@ -334,12 +368,14 @@ export class JobsPanel extends Widget {
   private readonly _rows = new Map<string, JobRow>();
   private readonly _count: HTMLSpanElement;
   private readonly _more: HTMLButtonElement;
+  private readonly _connection: HTMLDivElement;
   // older jobs read by page, and the cursor of the next page (undefined: none read yet; null: no more)
   private readonly _older = new Map<string, IJob>();
   private _next: string | null | undefined = undefined;
   private _total: number | null = null;
   private _loading = false;
-  private readonly _unwatch: () => void;
+  private readonly _hold: IDisposable;
   private readonly _timer: ReturnType<typeof setInterval>;
-  private _frame: number | null = null;
+  // one redraw per frame however many events arrive
+  private readonly _frame = new FrameScheduler(() => this._render());
 }

@@ -8,9 +8,11 @@
  * from this tab shows its own output, and the kernel's display could race the stream's first event.
  * Notebooks are seen through duck-typed interfaces, so the extension needs no @jupyterlab/notebook.
  */
+import { IDisposable } from '@lumino/disposable';
+
 import { MIME_TYPE, jobIdOf } from './mimetype';
 import { ICellOutputs, reattachTargets } from './jobcenter';
-import { IJob, JobStream } from './stream';
+import { IJob, IJobChange, JobStream } from './stream';
 
 // how long after a notebook opened its running jobs may be re-attached
 const REATTACH_WINDOW_MS = 20000;
@@ -39,7 +41,14 @@ export interface INotebookPanelLike {
 
 export function isNotebookPanel(widget: unknown): widget is INotebookPanelLike {
   const w = widget as Partial<INotebookPanelLike> | null;
-  return !!w && typeof w === 'object' && !!w.context && typeof w.context.path === 'string' && !!w.content && 'model' in w.content;
+  return (
+    !!w &&
+    typeof w === 'object' &&
+    !!w.context &&
+    typeof w.context.path === 'string' &&
+    !!w.content &&
+    'model' in w.content
+  );
 }
 
 /** The text line shown by front ends without the renderer (and kept if the notebook is saved). */
@@ -49,11 +58,8 @@ function textLine(job: IJob): string {
 
 export class Reattacher {
   constructor(private readonly _stream: JobStream) {
-    this._unwatch = _stream.watchAll((_id, snapshot) => {
-      if (snapshot.job && snapshot.job.state === 'running' && this._open.size > 0) {
-        this._schedule();
-      }
-    });
+    _stream.changed.connect(this._onChange, this);
+    this._hold = _stream.hold();
   }
 
   /** Follow a notebook that was just opened. */
@@ -73,8 +79,15 @@ export class Reattacher {
   }
 
   dispose(): void {
-    this._unwatch();
+    this._stream.changed.disconnect(this._onChange, this);
+    this._hold.dispose();
     this._open.clear();
+  }
+
+  private _onChange(_sender: JobStream, { kind, snapshot }: IJobChange): void {
+    if (kind !== 'log' && snapshot.job?.state === 'running' && this._open.size > 0) {
+      this._schedule();
+    }
   }
 
   private _schedule(): void {
@@ -130,6 +143,6 @@ export class Reattacher {
 
   private readonly _tracked = new WeakSet<INotebookPanelLike>();
   private readonly _open = new Map<INotebookPanelLike, { until: number; attached: Set<string> }>();
-  private readonly _unwatch: () => void;
+  private readonly _hold: IDisposable;
   private _timer: ReturnType<typeof setTimeout> | null = null;
 }

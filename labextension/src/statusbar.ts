@@ -2,10 +2,12 @@
  * The status bar item: how many jobs run and their combined progress (sum n / sum total of the running jobs
  * that have a total); a click opens the Jobs panel. Fed by the tab's one shared stream, redrawn once per frame.
  */
+import { IDisposable } from '@lumino/disposable';
 import { Widget } from '@lumino/widgets';
 
+import { FrameScheduler, el } from './dom';
 import { combinedProgress } from './jobcenter';
-import { JobStream } from './stream';
+import { IJobChange, JobStream } from './stream';
 
 export class JobsStatus extends Widget {
   constructor(
@@ -16,16 +18,12 @@ export class JobsStatus extends Widget {
     this.addClass('jp-sse-status');
     this.node.title = 'Jobs on this server: click to open the Jobs panel';
     this.node.setAttribute('role', 'button');
-    this._label = document.createElement('span');
-    this._label.className = 'jp-sse-status-label';
-    this._bar = document.createElement('span');
-    this._bar.className = 'jp-sse-status-bar';
-    this._fill = document.createElement('span');
-    this._fill.className = 'jp-sse-status-fill';
-    this._bar.appendChild(this._fill);
-    this.node.append(this._label, this._bar);
+    this._label = el('span', 'jp-sse-status-label', this.node);
+    this._bar = el('span', 'jp-sse-status-bar', this.node);
+    this._fill = el('span', 'jp-sse-status-fill', this._bar);
     this.node.addEventListener('click', onClick);
-    this._unwatch = _stream.watchAll(() => this._schedule());
+    _stream.changed.connect(this._onChange, this);
+    this._hold = _stream.hold();
     this._render();
   }
 
@@ -33,16 +31,15 @@ export class JobsStatus extends Widget {
     if (this.isDisposed) {
       return;
     }
-    this._unwatch();
+    this._stream.changed.disconnect(this._onChange, this);
+    this._hold.dispose();
+    this._frame.dispose();
     super.dispose();
   }
 
-  private _schedule(): void {
-    if (this._frame === null) {
-      this._frame = requestAnimationFrame(() => {
-        this._frame = null;
-        this._render();
-      });
+  private _onChange(_sender: JobStream, change: IJobChange): void {
+    if (change.kind !== 'log') {
+      this._frame.schedule();
     }
   }
 
@@ -63,6 +60,6 @@ export class JobsStatus extends Widget {
   private readonly _label: HTMLSpanElement;
   private readonly _bar: HTMLSpanElement;
   private readonly _fill: HTMLSpanElement;
-  private readonly _unwatch: () => void;
-  private _frame: number | null = null;
+  private readonly _hold: IDisposable;
+  private readonly _frame = new FrameScheduler(() => this._render());
 }

@@ -1,17 +1,23 @@
 /**
  * One SSE connection per browser tab, shared by every JobWidget view, the job panel, the status bar item and
- * the notifications (`watchAll`).
+ * the notifications.
  *
  * Browsers allow 6 HTTP/1.1 connections per origin, and a notebook can hold 20 bars, so views never open their
- * own stream: they `watch` a job id here. The stream is the unfiltered `GET events` (every job of this server),
- * started on the first watch, dispatched by job id, with the latest Job snapshot and the last few log lines
- * cached per job so a new view (a re-rendered output, a reloaded notebook) draws at once. It is opened with
- * fetch through ServerConnection, so it carries JupyterLab's auth and honours base_url, and it reconnects with
- * backoff and Last-Event-ID, so the server resends only what changed while it was away.
+ * own stream: they `watch` a job id here, or listen to `changed` while they `hold` the stream open. The stream is
+ * the unfiltered `GET events` (every job of this server), started on the first hold, with the latest snapshot of
+ * each job cached (jobcache.ts) so a new view (a re-rendered output, a reloaded notebook) draws at once. It is
+ * opened with fetch through ServerConnection, so it carries JupyterLab's auth and honours base_url, and it
+ * reconnects with backoff (backoff.ts) and Last-Event-ID, so the server resends only what changed while it was away.
+ *
+ * `useHub` points it at a team hub (`jupyter sse hub`, which serves the same API) instead: the panel and every
+ * view then show the user's jobs of all their servers, as the hub has them.
  */
 import { ServerConnection } from '@jupyterlab/services';
+import { DisposableDelegate, IDisposable } from '@lumino/disposable';
+import { ISignal, Signal } from '@lumino/signaling';
 
-import { IJobPage, JobCache } from './jobcache';
+import { parseRetryAfter, reconnectDelay } from './backoff';
+import { IJobPage, IJobSnapshot, JobCache, emptySnapshot } from './jobcache';
 import { SSEParser } from './sse';
 
 /** A job as the server sends it (docs/protocol.md, "Job"). */
@@ -34,32 +40,76 @@ export interface IJob {
   [key: string]: unknown;
 }
 
-/** What a watcher is told: the job (null until the server has it), its last log lines, and when it arrived. */
-export interface IJobSnapshot {
-  job: IJob | null;
-  logs: string[];
-  /** performance.now() when `job` arrived: views tick elapsed time from it while the job runs. */
-  receivedAt: number;
-  /** The job was deleted on the server. */
-  removed: boolean;
+export type { IJobSnapshot };
+
+/**
+ * One change of what the tab knows of a job: a `job` or `log` event, a `removed` one, the job forgotten by a
+ * `reset`, or the server's answer about it after one (`confirmed`).
+ */
+export interface IJobChange {
+  readonly jobId: string;
+  readonly kind: 'job' | 'log' | 'removed' | 'reset' | 'confirmed';
+  readonly snapshot: IJobSnapshot;
 }
 
-export type JobWatcher = (snapshot: IJobSnapshot) => void;
+/** The connection as the panel shows it. */
+export interface IStreamStatus {
+  /** A response is being read. */
+  readonly connected: boolean;
+  /** Connections tried so far. */
+  readonly connections: number;
+  /** Date.now() of the next attempt while waiting to reconnect, else null. */
+  readonly retryAt: number | null;
+  /** The HTTP status of the last refused attempt (503 at the server's cap on streams), else null. */
+  readonly refusedStatus: number | null;
+  /** The wait comes from the server's Retry-After. */
+  readonly retryAfter: boolean;
+  /** The team hub refuses this browser until it logs in to it (and logging in without a click failed). */
+  readonly needsLogin: boolean;
+}
 
-/** What an "all jobs" watcher is told: one job changed (or was removed: `snapshot.removed`). */
-export type AllJobsWatcher = (jobId: string, snapshot: IJobSnapshot) => void;
-
-export const TERMINAL_STATES = new Set(['succeeded', 'failed', 'cancelled', 'lost']);
-// the key "all jobs" watchers hold in the watcher count (not a valid job id, so no job can have it)
-const ALL_JOBS = '*';
-const MIN_BACKOFF_MS = 500;
-const MAX_BACKOFF_MS = 30000;
-// with no watchers left the stream closes after this; a view re-rendered meanwhile keeps it open
+// with nothing holding it the stream closes after this; a view re-rendered meanwhile keeps it open
 const IDLE_CLOSE_MS = 10000;
 
 export function apiUrl(settings: ServerConnection.ISettings, path: string): string {
   const base = settings.baseUrl.endsWith('/') ? settings.baseUrl : settings.baseUrl + '/';
   return base + 'jupyter-sse/api/' + path;
+}
+
+/**
+ * The settings for a team hub at `hubUrl`: absolute, or a path on this origin (`/services/jupyter-sse/` when it runs
+ * as a JupyterHub service). Throws on a URL that cannot be read.
+ */
+export function hubSettings(hubUrl: string): ServerConnection.ISettings {
+  const href = new URL(hubUrl, window.location.href).href;
+  // never this server's token: the hub authenticates on its own (JupyterHub's login, through its cookie)
+  return ServerConnection.makeSettings({
+    baseUrl: href.endsWith('/') ? href : href + '/',
+    token: '',
+    appendToken: false
+  });
+}
+
+/** The server answered the events request with an error instead of a stream. */
+class StreamRefused extends Error {
+  constructor(
+    readonly status: number,
+    readonly retryAfterMs: number | null
+  ) {
+    super(`GET events: HTTP ${status}`);
+  }
+}
+
+function sleep(ms: number, stop: AbortSignal): Promise<void> {
+  return new Promise(resolve => {
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      stop.removeEventListener('abort', done);
+      resolve();
+    }
+    stop.addEventListener('abort', done);
+  });
 }
 
 export class JobStream {
@@ -71,64 +121,78 @@ export class JobStream {
     return this._settings;
   }
 
+  /** The team hub the stream reads from ('' for this server). */
+  get hubUrl(): string {
+    return this._hub;
+  }
+
+  /**
+   * Read from the team hub at `hubUrl` ('' for this server again). What was known is forgotten (another server's
+   * jobs and event ids mean nothing here) and the stream reconnects if it was open. A URL that cannot be read
+   * changes nothing and is logged.
+   */
+  useHub(hubUrl: string): void {
+    const hub = hubUrl.trim();
+    if (hub === this._hub) {
+      return;
+    }
+    let settings: ServerConnection.ISettings;
+    try {
+      settings = hub ? hubSettings(hub) : ServerConnection.makeSettings();
+    } catch (err) {
+      console.warn(`jupyter-sse: the hubUrl setting ${JSON.stringify(hub)} is no URL; nothing changed`, err);
+      return;
+    }
+    if (hub && new URL(settings.baseUrl).origin !== window.location.origin) {
+      console.warn(
+        `jupyter-sse: the team hub ${settings.baseUrl} is on another origin: unless a proxy in front of it ` +
+          'answers CORS requests for this page, the browser refuses its answers'
+      );
+    }
+    this._hub = hub;
+    this._settings = settings;
+    this._loginTried = false;
+    this._parser.lastEventId = '';
+    this._forgetAll();
+    this._setStatus({ needsLogin: false });
+    if (this._stopper !== null) {
+      this._stop();
+      this._start();
+    }
+  }
+
+  /** Every change of a job's snapshot. Listeners also `hold()` the stream, or nothing arrives. */
+  get changed(): ISignal<this, IJobChange> {
+    return this._changed;
+  }
+
+  /** The server reset the stream: everything known was forgotten (each job's `reset` change follows). */
+  get reset(): ISignal<this, void> {
+    return this._reset;
+  }
+
+  /** The connection opened, closed, or a reconnect was scheduled. */
+  get statusChanged(): ISignal<this, IStreamStatus> {
+    return this._statusChanged;
+  }
+
+  get status(): IStreamStatus {
+    return this._status;
+  }
+
   /** True while a response is being read. */
   get connected(): boolean {
-    return this._connected;
+    return this._status.connected;
   }
 
-  /** Number of connections opened so far (tests and the panel's status use it). */
+  /** Number of connections opened so far. */
   get connections(): number {
-    return this._connections;
+    return this._status.connections;
   }
 
-  /** The cached state of a job. */
+  /** The cached state of a job (an empty one if the tab knows nothing of it). */
   snapshot(jobId: string): IJobSnapshot {
-    const cache = this._cache;
-    return {
-      job: cache.jobs.get(jobId) ?? null,
-      logs: cache.logs.get(jobId) ?? [],
-      receivedAt: cache.receivedAt.get(jobId) ?? performance.now(),
-      removed: cache.removed.has(jobId)
-    };
-  }
-
-  /** Call `watcher` with the job's state now (if cached) and on every change; returns the unwatch function. */
-  watch(jobId: string, watcher: JobWatcher): () => void {
-    let set = this._watchers.get(jobId);
-    if (!set) {
-      set = new Set();
-      this._watchers.set(jobId, set);
-    }
-    set.add(watcher);
-    this._watchCount++;
-    if (this._idleTimer !== null) {
-      clearTimeout(this._idleTimer);
-      this._idleTimer = null;
-    }
-    if (this._cache.jobs.has(jobId)) {
-      watcher(this.snapshot(jobId));
-    }
-    this._start();
-    let active = true;
-    return () => {
-      if (!active) {
-        return;
-      }
-      active = false;
-      set!.delete(watcher);
-      if (set!.size === 0) {
-        this._watchers.delete(jobId);
-      }
-      this._watchCount--;
-      if (this._watchCount === 0 && this._idleTimer === null) {
-        this._idleTimer = setTimeout(() => {
-          this._idleTimer = null;
-          if (this._watchCount === 0) {
-            this._stop();
-          }
-        }, IDLE_CLOSE_MS);
-      }
-    };
+    return this._cache.get(jobId) ?? emptySnapshot(performance.now());
   }
 
   /**
@@ -136,13 +200,54 @@ export class JobStream {
    * most recent finished ones; older ones are read by page (`page`).
    */
   jobs(): IJob[] {
-    return Array.from(this._cache.jobs.values());
+    return this._cache.jobs();
   }
 
-  /** Call `watcher` when the server resets the stream (what was known is forgotten); returns the unwatch function. */
-  onReset(watcher: () => void): () => void {
-    this._resetWatchers.add(watcher);
-    return () => this._resetWatchers.delete(watcher);
+  /** Keep the stream open (it opens now if it was closed) until the returned handle is disposed. */
+  hold(): IDisposable {
+    this._holds++;
+    if (this._idleTimer !== null) {
+      clearTimeout(this._idleTimer);
+      this._idleTimer = null;
+    }
+    this._start();
+    return new DisposableDelegate(() => {
+      this._holds--;
+      if (this._holds === 0 && this._idleTimer === null) {
+        this._idleTimer = setTimeout(() => {
+          this._idleTimer = null;
+          if (this._holds === 0) {
+            this._stop();
+          }
+        }, IDLE_CLOSE_MS);
+      }
+    });
+  }
+
+  /** Call `watcher` with the job's snapshot now (if cached) and on every change, holding the stream open. */
+  watch(jobId: string, watcher: (snapshot: IJobSnapshot) => void): IDisposable {
+    const slot = (_sender: JobStream, change: IJobChange) => {
+      if (change.jobId === jobId) {
+        watcher(change.snapshot);
+      }
+    };
+    this._changed.connect(slot);
+    this._watched.set(jobId, (this._watched.get(jobId) ?? 0) + 1);
+    const hold = this.hold();
+    const known = this._cache.get(jobId);
+    if (known !== undefined && (known.job !== null || known.removed)) {
+      watcher(known);
+    }
+    return new DisposableDelegate(() => {
+      this._changed.disconnect(slot);
+      const left = (this._watched.get(jobId) ?? 1) - 1;
+      if (left > 0) {
+        this._watched.set(jobId, left);
+      } else {
+        this._watched.delete(jobId);
+      }
+      hold.dispose();
+    });
   }
 
   /** One page of GET jobs, newest first: pass the previous page's `next` as `cursor` for the following one. */
@@ -156,19 +261,6 @@ export class JobStream {
     const jobs = Array.isArray(body.jobs) ? body.jobs : [];
     // a server from before pages sends every job, with no total and no next
     return { jobs, total: typeof body.total === 'number' ? body.total : jobs.length, next: body.next ?? null };
-  }
-
-  /**
-   * Call `watcher` on every `job` and `removed` event of any job (the job panel, the status bar, notifications);
-   * returns the unwatch function. It keeps the stream open like a job watcher does.
-   */
-  watchAll(watcher: AllJobsWatcher): () => void {
-    this._allWatchers.add(watcher);
-    const unwatch = this.watch(ALL_JOBS, () => undefined);
-    return () => {
-      this._allWatchers.delete(watcher);
-      unwatch();
-    };
   }
 
   /** Ask the server to forget a finished job: DELETE jobs/{id} (409 while it runs). */
@@ -191,43 +283,68 @@ export class JobStream {
   }
 
   private _start(): void {
-    if (this._running) {
+    if (this._stopper !== null) {
       return;
     }
-    this._running = true;
-    void this._loop();
+    this._stopper = new AbortController();
+    void this._loop(this._stopper.signal);
   }
 
   private _stop(): void {
-    this._running = false;
-    this._abort?.abort();
-    this._abort = null;
+    this._stopper?.abort();
+    this._stopper = null;
   }
 
-  private async _loop(): Promise<void> {
+  private _setStatus(change: Partial<IStreamStatus>): void {
+    this._status = { ...this._status, ...change };
+    this._statusChanged.emit(this._status);
+  }
+
+  /** One loop per start: it ends when `stop` aborts (which also aborts the read and the wait in progress). */
+  private async _loop(stop: AbortSignal): Promise<void> {
     let backoff = 0;
-    while (this._running) {
-      const abort = new AbortController();
-      this._abort = abort;
+    while (!stop.aborted) {
+      let retryAfterMs: number | null = null;
+      let refusedStatus: number | null = null;
       try {
-        await this._connect(abort.signal, () => {
+        await this._connect(stop, () => {
           backoff = 0; // the server answered: the next drop reconnects after the server's retry only
         });
       } catch (err) {
-        if (!this._running) {
+        if (stop.aborted) {
           break;
         }
+        if (err instanceof StreamRefused) {
+          refusedStatus = err.status;
+          retryAfterMs = err.retryAfterMs;
+        }
         console.debug('jupyter-sse: event stream failed', err);
-      } finally {
-        this._connected = false;
       }
-      if (!this._running) {
+      if (stop.aborted) {
         break;
       }
-      // exponential backoff with jitter, from the server's retry hint, capped
-      const base = backoff === 0 ? Math.max(this._retryMs, MIN_BACKOFF_MS) : Math.min(backoff * 2, MAX_BACKOFF_MS);
-      backoff = base;
-      await new Promise(resolve => setTimeout(resolve, base * (0.75 + Math.random() * 0.5)));
+      if (refusedStatus === 403 && this._hub && !this._loginTried) {
+        this._loginTried = true;
+        const loggedIn = await this._login(stop);
+        this._setStatus({ needsLogin: !loggedIn });
+        if (loggedIn) {
+          continue;
+        }
+      }
+      const next = reconnectDelay(backoff, this._retryMs, retryAfterMs, Math.random());
+      backoff = next.backoff;
+      this._setStatus({
+        connected: false,
+        retryAt: Date.now() + next.delay,
+        refusedStatus,
+        retryAfter: retryAfterMs !== null
+      });
+      await sleep(next.delay, stop);
+    }
+    // a loop stopped for a restart (useHub) leaves the status to the loop that replaced it
+    const replaced = this._stopper !== null && this._stopper.signal !== stop;
+    if (!replaced && (this._status.connected || this._status.retryAt !== null)) {
+      this._setStatus({ connected: false, retryAt: null });
     }
   }
 
@@ -236,17 +353,22 @@ export class JobStream {
     if (this._parser.lastEventId) {
       headers['Last-Event-ID'] = this._parser.lastEventId;
     }
-    this._connections++;
+    this._setStatus({ connections: this._status.connections + 1 });
     const response = await ServerConnection.makeRequest(
       apiUrl(this._settings, 'events'),
       { method: 'GET', headers, signal, cache: 'no-store' },
       this._settings
     );
     if (!response.ok || !response.body) {
-      throw new Error(`GET events: HTTP ${response.status}`);
+      // Retry-After means something only with these two (RFC 9110)
+      const honoured = response.status === 503 || response.status === 429;
+      const retryAfter = honoured ? parseRetryAfter(response.headers.get('Retry-After'), Date.now()) : null;
+      void response.body?.cancel().catch(() => undefined);
+      throw new StreamRefused(response.status, retryAfter);
     }
-    this._connected = true;
     onOpen();
+    this._loginTried = false;
+    this._setStatus({ connected: true, retryAt: null, refusedStatus: null, retryAfter: false, needsLogin: false });
     const reader = response.body.getReader();
     const decoder = new TextDecoder('utf-8');
     this._parser.reset();
@@ -263,6 +385,28 @@ export class JobStream {
     }
   }
 
+  /**
+   * A hub run as a JupyterHub service answers 403 until this browser has its login cookie. Its OAuth login is a
+   * chain of redirects on this origin, which fetch follows: a user logged in to JupyterHub gets the cookie without
+   * a click. Whether it worked: the answer at the end is the hub's JSON, not a page asking for something.
+   */
+  private async _login(signal: AbortSignal): Promise<boolean> {
+    try {
+      const response = await fetch(apiUrl(this._settings, 'jobs?limit=1'), {
+        headers: { Accept: 'text/html' },
+        credentials: 'same-origin',
+        redirect: 'follow',
+        cache: 'no-store',
+        signal
+      });
+      void response.body?.cancel().catch(() => undefined);
+      return response.ok && (response.headers.get('Content-Type') ?? '').includes('json');
+    } catch (err) {
+      console.debug('jupyter-sse: logging in to the team hub failed', err);
+      return false;
+    }
+  }
+
   private _onEvent(type: string, data: string): void {
     let payload: Record<string, unknown>;
     try {
@@ -271,58 +415,33 @@ export class JobStream {
       return;
     }
     if (type === 'reset') {
-      this._reset();
+      this._forgetAll();
       return;
     }
     const jobId = this._cache.apply(type, payload, performance.now());
     if (jobId === null) {
       return; // an event this version does not know: ignored, as the protocol says
     }
-    this._notify(jobId, type !== 'log');
+    this._emit(jobId, type as IJobChange['kind']);
   }
 
-  private _notify(jobId: string, toAll: boolean): void {
-    const watchers = this._watchers.get(jobId);
-    const all = toAll ? Array.from(this._allWatchers) : [];
-    if (!watchers && all.length === 0) {
-      return;
-    }
-    const snapshot = this.snapshot(jobId);
-    for (const watcher of all) {
-      try {
-        watcher(jobId, snapshot);
-      } catch (err) {
-        console.error('jupyter-sse: a job watcher failed', err);
-      }
-    }
-    for (const watcher of Array.from(watchers ?? [])) {
-      try {
-        watcher(snapshot);
-      } catch (err) {
-        console.error('jupyter-sse: a job watcher failed', err);
-      }
-    }
+  private _emit(jobId: string, kind: IJobChange['kind']): void {
+    this._changed.emit({ jobId, kind, snapshot: this.snapshot(jobId) });
   }
 
   /** The server no longer has the history we resumed from: forget it all, then take the sync that follows. */
-  private _reset(): void {
+  private _forgetAll(): void {
     const known = this._cache.reset();
-    for (const watcher of Array.from(this._resetWatchers)) {
-      try {
-        watcher();
-      } catch (err) {
-        console.error('jupyter-sse: a reset watcher failed', err);
-      }
-    }
+    this._reset.emit();
     for (const jobId of known) {
-      this._notify(jobId, true);
-      if (this._watchers.has(jobId)) {
+      this._emit(jobId, 'reset');
+      if (this._watched.has(jobId)) {
         void this._confirm(jobId);
       }
     }
   }
 
-  /** Ask the server about a job a view shows that the sync may have left out (an older finished one). */
+  /** Ask the server about a job a view shows, which the sync may have left out (an older finished one). */
   private async _confirm(jobId: string): Promise<void> {
     let job: IJob | null = null;
     try {
@@ -340,28 +459,37 @@ export class JobStream {
       return;
     }
     if (this._cache.confirm(jobId, job, performance.now())) {
-      this._notify(jobId, true);
+      this._emit(jobId, 'confirmed');
     }
   }
 
-  private readonly _settings: ServerConnection.ISettings;
+  private _settings: ServerConnection.ISettings;
   private readonly _parser = new SSEParser(
     event => this._onEvent(event.type, event.data),
     ms => {
       this._retryMs = ms;
     }
   );
-  private readonly _watchers = new Map<string, Set<JobWatcher>>();
-  private readonly _allWatchers = new Set<AllJobsWatcher>();
   private readonly _cache = new JobCache();
-  private readonly _resetWatchers = new Set<() => void>();
-  private _watchCount = 0;
+  private readonly _changed = new Signal<this, IJobChange>(this);
+  private readonly _reset = new Signal<this, void>(this);
+  private readonly _statusChanged = new Signal<this, IStreamStatus>(this);
+  private _status: IStreamStatus = {
+    connected: false,
+    connections: 0,
+    retryAt: null,
+    refusedStatus: null,
+    retryAfter: false,
+    needsLogin: false
+  };
+  // how many views watch each job id: after a reset, only these are checked with the server
+  private readonly _watched = new Map<string, number>();
+  private _holds = 0;
   private _idleTimer: ReturnType<typeof setTimeout> | null = null;
-  private _running = false;
-  private _connected = false;
-  private _connections = 0;
+  private _stopper: AbortController | null = null;
   private _retryMs = 2000;
-  private _abort: AbortController | null = null;
+  private _hub = '';
+  private _loginTried = false;
 }
 
 let shared: JobStream | null = null;

@@ -43,5 +43,5 @@ export class JobWidgetView extends DOMWidgetView {
   private _view: JobView | null = null;
 }
 
-export { formatDuration, formatNumber, formatRate } from './jobview';
+export { formatDuration, formatNumber, formatRate } from './format';
 export type { IJob } from './stream';

@@ -15,9 +15,25 @@ import {
 
 function job(fields) {
   return {
-    id: 'j', name: 'job', state: 'running', n: 0, total: null, unit: 'it', message: '', created: 0, updated: 0,
-    finished: null, elapsed: 0, rate: null, eta: null, error: null, cancel_requested: false, parent: null,
-    path: null, cell_id: null, ...fields
+    id: 'j',
+    name: 'job',
+    state: 'running',
+    n: 0,
+    total: null,
+    unit: 'it',
+    message: '',
+    created: 0,
+    updated: 0,
+    finished: null,
+    elapsed: 0,
+    rate: null,
+    eta: null,
+    error: null,
+    cancel_requested: false,
+    parent: null,
+    path: null,
+    cell_id: null,
+    ...fields
   };
 }
 
@@ -34,8 +50,11 @@ test('combined progress: sum n / sum total of running jobs with a total', () => 
   assert.ok(Math.abs(p.fraction - 40 / 150) < 1e-9);
 });
 
-test('combined progress: nested jobs count as running but their progress is their parent\'s', () => {
-  const p = combinedProgress([job({ id: 'outer', n: 1, total: 4 }), job({ id: 'inner', parent: 'outer', n: 90, total: 100 })]);
+test("combined progress: nested jobs count as running but their progress is their parent's", () => {
+  const p = combinedProgress([
+    job({ id: 'outer', n: 1, total: 4 }),
+    job({ id: 'inner', parent: 'outer', n: 90, total: 100 })
+  ]);
   assert.deepEqual(p, { running: 2, n: 1, total: 4, fraction: 0.25 });
   // a submitted job has no total of its own: its loop's progress is the progress
   const q = combinedProgress([job({ id: 'submitted' }), job({ id: 'loop', parent: 'submitted', n: 25, total: 100 })]);
@@ -91,10 +110,14 @@ test('endings: only jobs seen running, once, past the threshold', () => {
 });
 
 test('end messages', () => {
-  assert.equal(endMessage(job({ name: 'train', state: 'succeeded', elapsed: 75, path: 'a/b.ipynb' })),
-    'train (b.ipynb) finished after 1 min 15 s');
-  assert.match(endMessage(job({ state: 'failed', elapsed: 3, error: { type: 'ValueError', message: 'bad' } })),
-    /failed after 3 s: ValueError: bad$/);
+  assert.equal(
+    endMessage(job({ name: 'train', state: 'succeeded', elapsed: 75, path: 'a/b.ipynb' })),
+    'train (b.ipynb) finished after 1 min 15 s'
+  );
+  assert.match(
+    endMessage(job({ state: 'failed', elapsed: 3, error: { type: 'ValueError', message: 'bad' } })),
+    /failed after 3 s: ValueError: bad$/
+  );
   assert.match(endMessage(job({ state: 'cancelled' })), /was cancelled/);
   assert.match(endMessage(job({ state: 'lost' })), /was lost/);
 });

@@ -15,8 +15,20 @@ test('a job id that the protocol allows is taken', () => {
 });
 
 test('anything else is refused (the renderer then shows the text line)', () => {
-  for (const data of [null, undefined, 'abc', 42, ['abc'], {}, { job_id: '' }, { job_id: 7 },
-    { job_id: 'x'.repeat(65) }, { job_id: '../etc' }, { job_id: 'a b' }, { job_id: '<img>' }]) {
+  for (const data of [
+    null,
+    undefined,
+    'abc',
+    42,
+    ['abc'],
+    {},
+    { job_id: '' },
+    { job_id: 7 },
+    { job_id: 'x'.repeat(65) },
+    { job_id: '../etc' },
+    { job_id: 'a b' },
+    { job_id: '<img>' }
+  ]) {
     assert.equal(jobIdOf(data), null, JSON.stringify(data));
   }
 });

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 CHROMIUM = os.environ.get("JUPYTER_SSE_CHROMIUM", "/usr/bin/chromium")
-# flags that work as root, offline, in containers (see STACK-NOTES)
+# flags that work as root, offline, in containers
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--headless",

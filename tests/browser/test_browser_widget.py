@@ -43,7 +43,8 @@ def _watch_values(nb: NotebookPage, widget: Any, until: str, timeout: float = 30
 
 
 def _stream_connections(nb: NotebookPage) -> int:
-    return int(nb.page.evaluate("() => window.jupyterSSE.stream().connections"))
+    """Connections the tab's shared stream has opened, as the Jobs panel's node tells them."""
+    return int(nb.page.evaluate("() => document.getElementById('jupyter-sse-jobs').dataset.connections"))
 
 
 def test_progress_cell_shows_a_moving_bar_that_ends_succeeded(lab: Any, notebook_page: Any) -> None:
@@ -284,3 +285,17 @@ def test_unknown_total_shows_an_indeterminate_bar_with_count_and_rate(lab: Any, 
     nb.screenshot("widget-indeterminate", widget)
     _wait_state(widget, "succeeded")
     assert widget.locator(".jp-sse-log").inner_text().splitlines()[-1] == "chunk 19"
+    # ended without a total: a full bar that stands still
+    assert "jp-sse-indeterminate" not in (bar.get_attribute("class") or "")
+    assert _fill_animation(widget) == "none"
+    # removed on the server (the panel's Remove): the view says so, and its bar stands still too
+    lab.request("DELETE", f"jupyter-sse/api/jobs/{widget.get_attribute('data-job-id')}")
+    _wait_state(widget, "removed")
+    assert "jp-sse-indeterminate" not in (bar.get_attribute("class") or "")
+    assert _fill_animation(widget) == "none"
+    assert bar.get_attribute("aria-valuenow") is None and bar.get_attribute("aria-valuetext") == "removed"
+    assert widget.locator(".jp-sse-stats").inner_text() == "this job was removed from the server"
+
+
+def _fill_animation(widget: Any) -> str:
+    return str(widget.evaluate("el => getComputedStyle(el.querySelector('.jp-sse-fill')).animationName"))

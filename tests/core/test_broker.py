@@ -24,6 +24,7 @@ from jupyter_sse.core import (
     UpdateBatch,
     parse_update_batch,
 )
+from tests._wait import until
 from tests.core.test_sse import spec_parse
 
 try:
@@ -48,6 +49,11 @@ def batch(*jobs: dict[str, Any], logs: dict[str, list[str]] | None = None) -> Up
 
 def up(job_id: str, **fields: Any) -> dict[str, Any]:
     return {"id": job_id, **fields}
+
+
+def parked(sub: Subscription) -> bool:
+    """Whether ``sub`` waits in ``next_events`` (as a stream between changes)."""
+    return sub._waiter is not None
 
 
 async def read(sub: Subscription) -> list[Event]:
@@ -174,7 +180,7 @@ async def test_a_waiting_subscriber_wakes_on_an_update() -> None:
     sub = broker.subscribe()
     assert await read(sub) == []
     waiting = asyncio.ensure_future(sub.next_events(5))
-    await asyncio.sleep(0.01)
+    await until(lambda: parked(sub), what="the subscriber to wait")
     assert not waiting.done()
     broker.apply(batch(up("a")))
     events = await asyncio.wait_for(waiting, 2)
@@ -533,7 +539,7 @@ async def test_close_ends_every_subscription_even_waiting_ones() -> None:
     for sub in subs:
         await read(sub)
     waiting = [asyncio.ensure_future(sub.next_events(30)) for sub in subs]
-    await asyncio.sleep(0.01)
+    await until(lambda: all(parked(sub) for sub in subs), what="the subscribers to wait")
     broker.close()
     results = await asyncio.wait_for(asyncio.gather(*waiting), 2)
     assert results == [[], [], []]
@@ -884,7 +890,7 @@ async def test_wake_delay_sends_the_first_change_at_once_and_gathers_the_rest_of
         broker.apply(batch(up(f"j{n}", n=n)))
     # ...and the changes that follow within the window wait for its end: one wake-up reads all five.
     waiting = asyncio.ensure_future(sub.next_events(1.0))
-    await asyncio.sleep(0.01)
+    await until(lambda: parked(sub), what="the subscriber to wait")
     assert not waiting.done()
     events = await waiting
     assert sorted(json.loads(e.data)["id"] for e in events) == [f"j{n}" for n in range(5)]
@@ -927,7 +933,7 @@ async def _parked(
     sub.set_writer(writer)
     await read(sub)
     waiting = asyncio.ensure_future(sub.next_events(30))
-    await asyncio.sleep(0)  # let it park
+    await until(lambda: parked(sub), what="the subscriber to wait")
     return sub, waiting
 
 
@@ -1041,8 +1047,7 @@ async def test_with_a_wake_delay_a_window_of_changes_is_written_as_one_frame() -
     for n in range(5):
         broker.apply(batch(up(f"j{n}", n=n)))
     assert len(writer.frames) == 1
-    await asyncio.sleep(0.1)
-    assert len(writer.frames) == 2
+    await until(lambda: len(writer.frames) == 2, timeout=2, what="the window's frame")
     assert sorted(data["id"] for _, data in decoded_frame(writer.frames[1])) == [f"j{n}" for n in range(5)]
     sub.close()
     await waiting
@@ -1092,7 +1097,8 @@ async def test_after_a_cheap_pass_the_next_change_is_not_held_for_the_whole_wake
     sub, waiting = await _parked(broker, writer)
     broker.apply(batch(up("a", n=1)))
     broker.apply(batch(up("a", n=2)))  # within the window of a pass over one subscriber: microseconds long
-    await asyncio.sleep(0.3)
+    # well before the wake_delay of 1 s
+    await until(lambda: len(writer.frames) == 2, timeout=0.5, what="the second frame")
     assert [data["n"] for frame in writer.frames for _, data in decoded_frame(frame)] == [1, 2]
     sub.close()
     await waiting
@@ -1113,8 +1119,8 @@ async def test_a_costly_pass_holds_the_next_change_for_twice_as_long_as_it_took(
     broker.apply(batch(up("a", n=2)))
     await asyncio.sleep(0.05)
     assert len(slow.frames) == 1  # held: the window after a 50 ms pass is about 100 ms
-    await asyncio.sleep(0.5)
-    assert len(slow.frames) == 2  # and not for the whole wake_delay
+    # and not for the whole wake_delay of 1 s
+    await until(lambda: len(slow.frames) == 2, timeout=0.7, what="the held frame")
     sub.close()
     await waiting
     broker.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -160,3 +161,31 @@ async def test_a_first_sync_longer_than_one_read_goes_on_as_a_sync_not_as_a_resu
     assert await read(sub) == []
     # and it ends where a resume hears nothing the sync left out
     assert sub.cursor == broker.store.current_seq
+
+
+async def test_a_crowd_of_new_subscribers_syncs_one_per_turn_of_the_loop() -> None:
+    broker = Broker(jobs_kept=1000)
+    broker.apply(batch(*(up(f"d{i}", state="succeeded") for i in range(500)), up("running")))
+    turns = 0
+    stop = False
+
+    async def ticker() -> None:  # counts the turns of the loop
+        nonlocal turns
+        while not stop:
+            turns += 1
+            await asyncio.sleep(0)
+
+    synced_at: list[int] = []
+
+    async def subscriber() -> None:
+        events = await broker.subscribe().next_events(1.0)
+        assert len([e for e in events if e.name == "job"]) == 101
+        synced_at.append(turns)
+
+    ticking = asyncio.ensure_future(ticker())
+    await asyncio.gather(*(subscriber() for _ in range(50)))
+    stop = True
+    await ticking
+    # Each sync in a turn of its own: between two, the loop polls its sockets (other requests get in). All 50 in
+    # one turn kept everything else waiting for the whole crowd's syncs.
+    assert len(set(synced_at)) == 50, synced_at

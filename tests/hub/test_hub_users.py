@@ -3,7 +3,6 @@ an admin, on a real uvicorn server over real HTTP."""
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import subprocess
@@ -14,9 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
+from httpx_sse import ServerSentEvent
 
 from jupyter_sse.cli import main
 from jupyter_sse.hub import BackgroundHub, HubConfigError, UsersFile, UsersFileError, check_auth
+from tests._sse import read_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -49,23 +50,11 @@ def _events(
     client: httpx.Client, path: str, until: Callable[[list[tuple[str, Any, str]]], bool], **kw: Any
 ) -> list[tuple[str, Any, str]]:
     """The (event, data, id) read from a stream until ``until(seen)``; a read timeout fails the test."""
-    seen: list[tuple[str, Any, str]] = []
-    name, data, event_id = "message", "", ""
-    with client.stream("GET", path, **kw) as response:
-        assert response.status_code == 200, response.read()
-        for line in response.iter_lines():
-            if line.startswith("event:"):
-                name = line[6:].strip()
-            elif line.startswith("data:"):
-                data += line[5:].strip()
-            elif line.startswith("id:"):
-                event_id = line[3:].strip()
-            elif line == "" and data:
-                seen.append((name, json.loads(data), event_id))
-                name, data = "message", ""
-                if until(seen):
-                    return seen
-    raise AssertionError(f"the stream ended before the condition: {seen}")
+
+    def as_tuples(events: list[ServerSentEvent]) -> list[tuple[str, Any, str]]:
+        return [(sse.event, sse.json(), sse.id) for sse in events]
+
+    return as_tuples(read_until(client, path, lambda seen: until(as_tuples(seen)), **kw))
 
 
 def _publish(client: httpx.Client, *jobs: dict[str, Any]) -> list[str]:

@@ -7,11 +7,11 @@ import time
 from typing import Any
 
 from jupyter_sse.client import AsyncClient
+from jupyter_sse.protocol import JOB_MIME_TYPE as JOB_MIME
+from jupyter_sse.protocol import TERMINAL_STATES
 from tests.conftest import SSEServer
 
-JOB_MIME = "application/vnd.jupyter-sse.job+json"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-TERMINAL = ("succeeded", "failed", "cancelled", "lost")
 
 
 async def jobs_by_name(server: SSEServer) -> dict[str, dict[str, Any]]:
@@ -24,7 +24,7 @@ async def settled(server: SSEServer, names: list[str], timeout: float = 20) -> d
     deadline = time.monotonic() + timeout
     while True:
         jobs = await jobs_by_name(server)
-        if all(jobs.get(n, {}).get("state") in TERMINAL for n in names):
+        if all(jobs.get(n, {}).get("state") in TERMINAL_STATES for n in names):
             return jobs
         if time.monotonic() > deadline:
             raise AssertionError(f"not all of {names} ended: {jobs}")

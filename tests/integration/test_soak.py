@@ -14,6 +14,7 @@ import time
 import httpx
 import pytest
 
+from tests import _wait
 from tests._servers import ServerProcess
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(300)]
@@ -40,6 +41,7 @@ class Subscriber:
         self.finished: set[str] = set()  # jobs whose terminal state this subscriber saw
         self.errors: list[str] = []
         self.events = 0
+        self.connected = False  # its stream answered 200 at least once
 
     async def run(self, until: float, *, stay: bool) -> None:
         while time.monotonic() < until:
@@ -67,6 +69,7 @@ class Subscriber:
             if not head.startswith(b"HTTP/1.1 200"):
                 self.errors.append(head.split(b"\r\n", 1)[0].decode())
                 return
+            self.connected = True
             while (left := deadline - time.monotonic()) > 0:
                 try:
                     chunk = await asyncio.wait_for(reader.read(65536), left)
@@ -119,7 +122,7 @@ def test_soak_subscribers_churn_while_jobs_publish(server_process: ServerProcess
         stayers = [Subscriber(server_process) for _ in range(STAYERS)]
         churners = [Subscriber(server_process) for _ in range(SUBSCRIBERS - STAYERS)]
         tasks = [asyncio.ensure_future(s.run(until, stay=True)) for s in stayers]
-        await asyncio.sleep(1.0)  # stayers connected before the first update
+        await _wait.until(lambda: all(s.connected for s in stayers), what="the stayers to connect")  # before any update
         tasks += [asyncio.ensure_future(s.run(until, stay=False)) for s in churners]
         share = JOBS // PUBLISHERS
         tasks += [

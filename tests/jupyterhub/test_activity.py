@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from jupyter_sse.server.activity import ACTIVITY_KEY, ActivityTracker
+from tests._wait import until
 from tests.conftest import SSEServer
 
 
@@ -63,7 +64,8 @@ async def test_an_open_stream_is_not_activity(sse_server: SSEServer) -> None:
                 pings += line == ": ping"
                 if pings == 2:  # two heartbeats (1 s apart in the tests' config)
                     break
-        await asyncio.sleep(0.2)  # the server notices the close and finishes the handler
+        # the server notices the close and finishes the handler
+        await until(lambda: sse_server.broker.subscriber_count == 0, what="the stream's handler to finish")
         tracker(sse_server).refresh()
         assert "api_last_activity" not in settings
         assert ACTIVITY_KEY not in settings

@@ -1,4 +1,4 @@
-"""jupyter-sse under a real JupyterHub: per-user isolation, streams through the proxy, idle culling (issue 8).
+"""jupyter-sse under a real JupyterHub: per-user isolation, streams through the proxy, idle culling.
 
 The hub (conftest.py) runs configurable-http-proxy in front of alice's and bob's single-user servers; every
 request here goes through that proxy unless it says otherwise. Tokens come from the hub's API with the scope a

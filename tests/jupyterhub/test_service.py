@@ -4,7 +4,6 @@ kernel publishes with its server's token, and a browser logs in through JupyterH
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Iterator
@@ -12,7 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+from httpx_sse import ServerSentEvent
 
+from tests._sse import read_until
 from tests.jupyterhub._hub import HARNESS_TOKEN, SERVICE, Hub
 from tests.jupyterhub.test_jupyterhub import run_in_kernel
 
@@ -64,18 +65,12 @@ def _publish(client: httpx.Client, *jobs: dict[str, Any]) -> list[str]:
 
 def _stream_until(client: httpx.Client, path: str, name: str, **kw: Any) -> list[dict[str, Any]]:
     """The jobs of the stream's `job` events, read until one named ``name``."""
-    jobs: list[dict[str, Any]] = []
-    event = ""
-    with client.stream("GET", path, **kw) as response:
-        assert response.status_code == 200, response.read()
-        for line in response.iter_lines():
-            if line.startswith("event:"):
-                event = line[6:].strip()
-            elif line.startswith("data:") and event == "job":
-                jobs.append(json.loads(line[5:]))
-                if jobs[-1].get("name") == name:
-                    return jobs
-    raise AssertionError(f"the stream ended first: {jobs}")
+
+    def named(seen: list[ServerSentEvent]) -> bool:
+        return seen[-1].event == "job" and seen[-1].json().get("name") == name
+
+    events = read_until(client, path, named, **kw)
+    return [sse.json() for sse in events if sse.event == "job"]
 
 
 def test_isolation_over_every_route_as_a_jupyterhub_service(service: tuple[str, dict[str, str]]) -> None:

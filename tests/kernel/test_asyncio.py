@@ -14,6 +14,7 @@ import jupyter_sse
 from jupyter_sse import asyncio as sse_asyncio
 from jupyter_sse.kernel import JobCancelled, progress
 from jupyter_sse.kernel._state import JobState
+from tests._wait import until
 from tests.kernel._local_jobs import named, recording_jobs
 
 
@@ -88,7 +89,7 @@ def test_async_for_cancel_and_task_cancel(jobs: list[JobState]) -> None:
                 pass
 
         task = asyncio.ensure_future(forever())
-        await asyncio.sleep(0.05)
+        await until(lambda: [j.count for j in jobs if j.name == "task"] >= [1], what="the task's loop to run")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -155,7 +156,7 @@ def test_gather_failure_return_exceptions_and_cancel(jobs: list[JobState]) -> No
         got = await sse_asyncio.gather(work(0), work(1, fail=True), desc="returns", return_exceptions=True)
         assert got[0] == 0 and isinstance(got[1], ValueError)
         task = asyncio.ensure_future(sse_asyncio.gather(work(0), work(1, delay=10), desc="cancelled"))
-        await asyncio.sleep(0.05)
+        await until(lambda: [j.count for j in jobs if j.name == "cancelled"] == [1], what="the quick task to end")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -210,7 +211,8 @@ def test_as_completed_failure_and_break(jobs: list[JobState]) -> None:
         for f in sse_asyncio.as_completed([work(0), work(5, delay=0.02)], desc="ac break"):
             await f
             break
-        await asyncio.sleep(0.05)
+        # the task left behind ends before the loop does (asyncio.run would cancel it)
+        await until(lambda: len(asyncio.all_tasks()) == 1, what="the task left behind")
 
     asyncio.run(main())
     assert named(jobs, "ac fail").state == "failed"

@@ -152,7 +152,10 @@ def test_a_script_logging_to_a_file_gets_lines_at_a_bounded_rate_and_its_log_lin
     assert piped[-1].startswith("piped: 100%|") and piped[-1].endswith(" succeeded")
     assert all(not line.endswith(" succeeded") for line in piped[:-1])
     assert "\r" not in proc.stderr  # a pipe is not redrawn
-    assert lines[-2:] == ["first note", lines[-1]] and lines[-1].startswith("noted: 100%|"), lines
+    # the note comes after the first bar and before the second's final line (on a busy machine the second bar may
+    # also be drawn in between, at its bounded rate)
+    assert lines[-1].startswith("noted: 100%|") and lines[-1].endswith(" succeeded"), lines
+    assert "first note" in lines[lines.index(piped[-1]) + 1 : -1], lines
 
 
 def test_kernel_text_display_keeps_a_bounded_tail_of_log_lines(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -130,7 +130,9 @@ def test_mime_type_matches_the_labextension() -> None:
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2] / "labextension"
-    assert f"MIME_TYPE = '{JOB_MIME}'" in (root / "src" / "mimetype.ts").read_text()
+    # the renderer takes the type from the wire rules (protocol.ts, checked against protocol.py in test_protocol)
+    assert "MIME_TYPE = JOB_MIME_TYPE;" in (root / "src" / "mimetype.ts").read_text()
+    assert f"JOB_MIME_TYPE = '{JOB_MIME}';" in (root / "src" / "protocol.ts").read_text()
     package = json.loads((root / "package.json").read_text())
     assert package["jupyterlab"]["mimeExtension"] == "lib/mime.js"  # loaded next to the widget extension
 

@@ -62,10 +62,10 @@ def test_first_update_has_every_field_then_only_changes(publish: tuple[Recorder,
     rec, _ = publish
     with job("load", total=4, unit="file", leave=False) as j:
         j.update()
-        time.sleep(0.1)
+        wait_for(lambda: rec.updates(j.id))
         j.message("half")
         j.update()
-        time.sleep(0.1)
+        wait_for(lambda: any(u.get("message") == "half" for u in rec.updates(j.id)))
     updates = rec.updates(j.id)
     first = updates[0]
     assert set(first) >= {
@@ -256,8 +256,8 @@ def test_an_unchanged_running_job_is_resent_as_a_lease(server: tuple[Recorder, s
     pub = publisher_mod.configure(url, None, interval=0.02, lease=0.1)
     try:
         with job("idle", leave=False) as j:
-            time.sleep(0.5)
-        assert len(rec.updates(j.id)) >= 3
+            # unchanged, yet sent again every lease (0.1 s)
+            wait_for(lambda: len(rec.updates(j.id)) >= 3)
     finally:
         pub.close()
         publisher_mod.configure(None)

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import httpx
 import pytest
 
+from tests._sse import EventReader
 from tests.conftest import SSEServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -29,38 +29,6 @@ def _seq(event_id: str) -> int:
     epoch, dot, seq = event_id.partition(".")
     assert epoch.isalnum() and dot, event_id
     return int(seq)
-
-
-_LINES: dict[int, Any] = {}
-
-
-async def _read_events(response: httpx.Response, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """Read ``count`` events off a live stream with a small spec-following parser (comments skipped)."""
-    # One line iterator per response: httpx streams a body once.
-    lines = _LINES.setdefault(id(response), response.aiter_lines())
-    events: list[dict[str, Any]] = []
-    current: dict[str, Any] = {}
-
-    async def read() -> None:
-        async for line in lines:
-            if line == "":
-                if "data" in current:
-                    events.append(dict(current))
-                    if len(events) == count:
-                        return
-                current.clear()
-            elif line.startswith(":"):
-                continue
-            else:
-                field, _, value = line.partition(":")
-                value = value[1:] if value.startswith(" ") else value
-                if field == "data":
-                    current["data"] = current["data"] + "\n" + value if "data" in current else value
-                elif field in ("id", "event", "retry"):
-                    current[field] = value
-
-    await asyncio.wait_for(read(), timeout)
-    return events
 
 
 async def test_extension_is_enabled_and_lists_no_jobs(api_server: SSEServer) -> None:
@@ -156,14 +124,15 @@ async def test_event_stream_headers_and_live_events(api_server: SSEServer) -> No
         assert response.headers["cache-control"] == "no-cache"
         assert response.headers["x-accel-buffering"] == "no"
         assert "content-encoding" not in response.headers
-        first = await _read_events(response, 1)
-        assert first[0]["event"] == "job"
-        assert json.loads(first[0]["data"])["n"] == 0
+        events = EventReader(response)
+        (first,) = await events.take(1)
+        assert first.event == "job"
+        assert first.json()["n"] == 0
         for n in (1, 2, 3):
             await _publish(api_server, _update("e1", n=n))
-            (event,) = await _read_events(response, 1)
-            assert json.loads(event["data"])["n"] == n
-            assert _seq(event["id"]) > _seq(first[0]["id"])
+            (event,) = await events.take(1)
+            assert event.json()["n"] == n
+            assert _seq(event.id) > _seq(first.id)
 
 
 async def test_stream_sends_heartbeat_comments(api_server: SSEServer) -> None:
@@ -189,16 +158,15 @@ async def test_job_stream_ends_after_terminal_state(api_server: SSEServer) -> No
         httpx.AsyncClient(headers=api_server.auth, timeout=10) as client,
         client.stream("GET", api_server.api + "jobs/t1/events") as response,
     ):
-        (first,) = await _read_events(response, 1)
+        events = EventReader(response)
+        (first,) = await events.take(1)
         await _publish(api_server, {**_update("t1", state="succeeded", n=5), "logs": [{"job": "t1", "lines": ["bye"]}]})
-        rest = await _read_events(response, 2)
-        # The stream closes by itself: reading to the end returns.
-        remainder = [line async for line in _LINES[id(response)] if line and not line.startswith(":")]
-    assert json.loads(first["data"])["state"] == "running"
-    assert [e["event"] for e in rest] == ["job", "log"]
-    assert json.loads(rest[0]["data"])["state"] == "succeeded"
-    assert json.loads(rest[1]["data"])["lines"] == ["bye"]
-    assert remainder == []
+        # The stream closes by itself: reading to the end returns, with nothing after the log line.
+        rest = await events.rest()
+    assert first.json()["state"] == "running"
+    assert [e.event for e in rest] == ["job", "log"]
+    assert rest[0].json()["state"] == "succeeded"
+    assert rest[1].json()["lines"] == ["bye"]
 
 
 async def test_unknown_job_stream_is_404(api_server: SSEServer) -> None:
@@ -214,23 +182,23 @@ async def test_resume_with_last_event_id_gets_latest_snapshot_and_missed_lines(a
         httpx.AsyncClient(headers=api_server.auth, timeout=10) as client,
         client.stream("GET", api_server.api + "events", params={"job": "r1"}) as response,
     ):
-        (seen,) = await _read_events(response, 1)
+        (seen,) = await EventReader(response).take(1)
     # Missed while disconnected: three updates and two log lines.
     for n in (1, 2, 3):
         await _publish(api_server, {**_update("r1", n=n), "logs": [{"job": "r1", "lines": [f"line {n}"]}]})
     async with (
         httpx.AsyncClient(headers=api_server.auth, timeout=10) as client,
         client.stream(
-            "GET", api_server.api + "events", params={"job": "r1"}, headers={"Last-Event-ID": seen["id"]}
+            "GET", api_server.api + "events", params={"job": "r1"}, headers={"Last-Event-ID": seen.id}
         ) as response,
     ):
-        events = await _read_events(response, 3)  # log [1, 2], job n=3, log [3]
+        events = await EventReader(response).take(3)  # log [1, 2], job n=3, log [3]
     # Every missed line arrives, in order, and the job event is the latest state (no stale 1 and 2).
-    lines = [line for e in events if e["event"] == "log" for line in json.loads(e["data"])["lines"]]
-    snapshots = [json.loads(e["data"]) for e in events if e["event"] == "job"]
+    lines = [line for e in events if e.event == "log" for line in e.json()["lines"]]
+    snapshots = [e.json() for e in events if e.event == "job"]
     assert lines == ["line 1", "line 2", "line 3"]
     assert [s["n"] for s in snapshots] == [3]
-    ids = [_seq(e["id"]) for e in events]
+    ids = [_seq(e.id) for e in events]
     assert ids == sorted(ids)
 
 
@@ -240,15 +208,15 @@ async def test_resume_reports_dropped_log_lines(api_server: SSEServer) -> None:
         httpx.AsyncClient(headers=api_server.auth, timeout=10) as client,
         client.stream("GET", api_server.api + "events", params={"job": "r2"}) as response,
     ):
-        (seen,) = await _read_events(response, 1)
+        (seen,) = await EventReader(response).take(1)
     # log_lines_kept is 50 in the tests: 80 lines while away drop 30 the client never saw.
     await _publish(api_server, {"logs": [{"job": "r2", "lines": [f"l{i}" for i in range(80)]}]})
     async with (
         httpx.AsyncClient(headers=api_server.auth, timeout=10) as client,
-        client.stream("GET", api_server.api + "events", params={"job": "r2", "last_event_id": seen["id"]}) as response,
+        client.stream("GET", api_server.api + "events", params={"job": "r2", "last_event_id": seen.id}) as response,
     ):
-        (event,) = await _read_events(response, 1)
-    body = json.loads(event["data"])
+        (event,) = await EventReader(response).take(1)
+    body = event.json()
     assert body["dropped"] is True
     assert body["lines"] == [f"l{i}" for i in range(30, 80)]
 
@@ -259,11 +227,12 @@ async def test_removed_event_reaches_subscribers(api_server: SSEServer) -> None:
         httpx.AsyncClient(headers=api_server.auth, timeout=10) as client,
         client.stream("GET", api_server.api + "events") as response,
     ):
-        await _read_events(response, 1)
+        events = EventReader(response)
+        await events.take(1)
         await client.delete(api_server.api + "jobs/x1")
-        (event,) = await _read_events(response, 1)
-    assert event["event"] == "removed"
-    assert json.loads(event["data"]) == {"job": "x1"}
+        (event,) = await events.take(1)
+    assert event.event == "removed"
+    assert event.json() == {"job": "x1"}
 
 
 async def test_disconnected_subscriber_is_unsubscribed(api_server: SSEServer) -> None:

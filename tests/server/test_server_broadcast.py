@@ -9,7 +9,6 @@ import json
 import socket
 import ssl
 import subprocess
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 
 from jupyter_sse.server.handlers import EventsHandler
 from tests._servers import ServerProcess
+from tests._wait import until
 from tests.conftest import SSEServer, open_raw_stream
 from tests.core.test_sse import spec_parse
 
@@ -87,6 +87,12 @@ def _jobs_in(body: bytes) -> list[tuple[int, dict[str, Any]]]:
     return [(int(e.last_event_id.rpartition(".")[2]), json.loads(e.data)) for e in events if e.type == "job"]
 
 
+async def _parked(server: SSEServer) -> None:
+    """Until every stream waits for changes again (then a change takes the broadcast path)."""
+    subscriptions = server.broker._all_subscribers
+    await until(lambda: all(sub._waiter is not None for sub in subscriptions), what="the streams to wait")
+
+
 async def _publish(server: SSEServer, n: int) -> None:
     async with httpx.AsyncClient(headers=server.publish_auth) as client:
         response = await client.post(server.api + "updates", json={"jobs": [{"id": "bc", "n": n, "total": 9}]})
@@ -101,7 +107,7 @@ async def test_http11_streams_get_broadcast_frames_as_whole_chunks(
         await _read_chunk(reader)  # retry + comment
         await _read_chunk(reader)  # the initial snapshot: a ping when there are no jobs yet
         for n in range(1, 4):
-            await asyncio.sleep(0.1)  # parked again, so the next change takes the broadcast path
+            await _parked(sse_server)  # so the next change takes the broadcast path
             await _publish(sse_server, n)
             body = await asyncio.wait_for(_read_chunk(reader), 5)
             assert [job["n"] for _, job in _jobs_in(body)] == [n]
@@ -114,7 +120,7 @@ async def test_http10_streams_get_broadcast_frames_unchunked(sse_server: SSEServ
         opening = await asyncio.wait_for(reader.readuntil(b": ping\n\n"), 5)  # the initial snapshot: no jobs
         assert opening.startswith(b"retry:"), opening
         for n in range(1, 4):
-            await asyncio.sleep(0.1)
+            await _parked(sse_server)
             await _publish(sse_server, n)
             body = await asyncio.wait_for(reader.readuntil(b"\n\n"), 5)
             assert body.startswith(b"id: "), body  # the event itself, with no chunk size before it
@@ -132,7 +138,7 @@ async def test_a_stream_whose_socket_is_full_gets_every_byte_in_order_once_it_re
     async with _open(sse_server, "HTTP/1.1", receive_buffer=4096) as (reader, _):
         await _read_chunk(reader)  # retry + comment
         await _read_chunk(reader)  # the initial snapshot (a ping: no jobs yet)
-        await asyncio.sleep(0.1)
+        await _parked(sse_server)
         async with httpx.AsyncClient(headers=sse_server.publish_auth) as client:
             for n in range(1, 6):
                 body = {"jobs": [{"id": f"full{j}", "n": n, "message": "x" * 4000} for j in range(10)]}
@@ -161,7 +167,10 @@ def test_tls_streams_get_every_event(server_process: ServerProcess, tmp_path: Pa
     )  # fmt: skip
     server_process.url = server_process.url.replace("http://", "https://")
     server_process.verify = context = ssl.create_default_context(cafile=str(cert))
-    server_process.start(f"--ServerApp.certfile={cert}", f"--ServerApp.keyfile={key}")
+    # a heartbeat comes only from a stream that waits for changes: what the test waits on
+    server_process.start(
+        f"--ServerApp.certfile={cert}", f"--ServerApp.keyfile={key}", "--SSEExtension.heartbeat_interval=0.2"
+    )
     api = server_process.url + "jupyter-sse/api/"
     seen: list[int] = []
     with (
@@ -170,7 +179,7 @@ def test_tls_streams_get_every_event(server_process: ServerProcess, tmp_path: Pa
     ):
         lines = stream.iter_lines()
         for n in range(1, 4):
-            time.sleep(0.1)  # the stream waits again: the next change takes the broadcast path
+            next(line for line in lines if line == ": ping")  # the stream waits: the change takes the broadcast path
             response = client.post(api + "updates", json={"jobs": [{"id": "tls", "n": n}]})
             assert response.status_code == 200
             for line in lines:

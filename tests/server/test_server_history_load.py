@@ -108,6 +108,9 @@ def test_fifty_subscribers_at_once_with_100k_jobs_kept_never_block_the_server(
                 assert response.status_code == 200, response.text
             page = client.get(server.url + "jupyter-sse/api/jobs").json()
             assert page["total"] == JOBS and len(page["jobs"]) == 100
+            # What the server made while starting is out of the cycle collector's passes (and the jobs never in).
+            status = client.get(server.url + "jupyter-sse/api/status").json()
+            assert status["gc"]["frozen_objects"] > 50_000, status
         logged_before = log.stat().st_size
         storms = [_storm(server) for _ in range(3)]
         slow_steps = _SLOW_STEP.findall(log.read_text(errors="replace")[logged_before:])
@@ -126,10 +129,13 @@ def test_fifty_subscribers_at_once_with_100k_jobs_kept_never_block_the_server(
         # /api/status waits behind the 50 requests that came at once (about 2 ms of the server's time each) and,
         # on this shared machine, for a core: its worst is a figure, bounded loosely (it was 17 s).
         assert max(storm.latencies) < 2.0
-    # The syncs themselves take a few ms each. What can still pass 100 ms is a full pass of Python's cyclic GC
-    # over the 100,000 jobs' objects (about 80 ms outside the server, more in it and in debug mode), which a
-    # storm's allocations may start, and on a loaded machine any step that waited for a core. How many steps pass
-    # 100 ms is a figure for bench/ (section "history"); here none may be long (one storm blocked the loop 17 s).
+    # The syncs take a few ms each, one per turn of the loop. What passed 100 ms before was a full pass of
+    # Python's cycle collector over the 100,000 jobs' objects and the server's own (100-220 ms; the heap trim
+    # after a burst of closes starts one): kept jobs are out of its passes now, and so is what the server made
+    # while starting (tests/core/test_gc_layout.py, and the frozen objects above). On a quiet machine no step
+    # passes 100 ms; a step is measured in wall time, though, and on this shared machine one that waited for a
+    # core can (seen: 0.21 s, with the server's CPU for a storm twice the usual). Bounded loosely, then: one
+    # storm blocked the loop 17 s before the first sync was bounded.
     durations = [float(took) for _, took in slow_steps]
     print(f"loop steps over 100 ms during the storms: {len(durations)}, longest {max(durations, default=0):.3f} s")
     assert all(took < 0.5 for took in durations), slow_steps[:5]

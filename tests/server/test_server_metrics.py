@@ -12,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests._notify_targets import HTTPSink
+from tests._sse import EventReader
 from tests.conftest import SSEServer, open_raw_stream
 
 pytestmark = pytest.mark.timeout(60)
@@ -69,10 +70,8 @@ async def test_metrics_after_a_known_workload(sse_server: SSEServer, http_sink: 
         httpx.AsyncClient(headers=sse_server.auth, timeout=10) as client,
         client.stream("GET", sse_server.api + "events") as stream,
     ):
-        lines = stream.aiter_lines()  # read by hand: leaving an `async for` over it would close the stream
-        events = 0
-        while events < 3:
-            events += (await lines.__anext__()).startswith("event: job")
+        events = EventReader(stream)  # kept while the stream is to stay open: dropping it closes the response
+        assert [event.event for event in await events.take(3)] == ["job"] * 3
         deadline = time.monotonic() + 10
         while http_sink.bodies == [] or sse_server.broker.metrics.notifications_sent < 1:
             assert time.monotonic() < deadline

@@ -13,8 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
+from httpx_sse import ServerSentEvent
 
 from jupyter_sse.server.handlers import EventsHandler
+from tests._sse import EventReader
 from tests.conftest import SSEServer, open_raw_stream
 
 pytestmark = pytest.mark.timeout(90)
@@ -74,17 +76,15 @@ async def test_stalled_and_slow_readers_are_dropped_without_delaying_a_live_one(
         client.stream("GET", sse_server.api + "events") as live,
     ):
         assert sse_server.broker.subscriber_count == 3
-        lines = live.aiter_lines()
+        events = EventReader(live)
 
-        async def last_round_seen(round_no: int) -> None:
-            async for line in lines:
-                if line.startswith("data:") and f'"n":{round_no},' in line:
-                    return
+        def last_round(event: ServerSentEvent) -> bool:
+            return event.event == "job" and event.json()["n"] == 4
 
         # 60 rounds of 40 x 4 KB snapshots: queued per subscriber that would be about 10 MB each.
         for _ in range(12):
             sent = await _publish_big_updates(sse_server, rounds=5)
-            await asyncio.wait_for(last_round_seen(4), 5)
+            await events.until(last_round, timeout=5)
             latencies.append(time.monotonic() - sent)
         waiting = _bytes_waiting_per_stream()
         # The live reader was never held up by the two that do not keep up...
