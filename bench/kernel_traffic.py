@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import queue
 import time
+import uuid
 from typing import Any
 
 from _util import Server
@@ -21,8 +22,18 @@ for i in {bar}(range({n})):
 """
 
 
+def _execute_as_a_notebook_cell(kc: Any, code: str) -> str:
+    """Send the cell as JupyterLab does, with its ``cellId``: without one the kernel side takes the run for a
+    headless one (papermill, nbclient) and adds its progress lines for the log."""
+    content = {"code": code, "silent": False, "store_history": True, "user_expressions": {}, "allow_stdin": False}
+    msg = kc.session.msg("execute_request", content)
+    msg["metadata"]["cellId"] = f"bench-{uuid.uuid4()}"
+    kc.shell_channel.send(msg)
+    return str(msg["header"]["msg_id"])
+
+
 def count_cell(kc: Any, code: str, settle: float = 1.0) -> dict[str, Any]:
-    msg_id = kc.execute(code)
+    msg_id = _execute_as_a_notebook_cell(kc, code)
     counts: collections.Counter[str] = collections.Counter()
     t0 = time.monotonic()
     idle_at = None
