@@ -46,7 +46,7 @@ from .broker import Event
 from .model import Job
 from .store import JobEntry, MemoryStore, StoreUnavailable
 
-__all__ = ["RedisStore"]
+__all__ = ["RedisPresence", "RedisStore"]
 
 _log = logging.getLogger("jupyter_sse")
 _FIELDS = tuple(Job.__dataclass_fields__)
@@ -90,6 +90,29 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+class RedisPresence:
+    """Whether a reader found Redis away: said in the log once when it goes, once when it is back."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.away = False
+
+    async def lost(self, exc: Exception) -> None:
+        """A read failed: subscribers keep their streams and publishers get 503 meanwhile; wait a little."""
+        if not self.away:
+            _log.warning("jupyter-sse: the Redis store at %s is away (%s)", self.url, exc)
+            self.away = True
+        await asyncio.sleep(0.5)
+
+    def back(self) -> bool:
+        """A read succeeded; True when Redis was away until now."""
+        if not self.away:
+            return False
+        _log.warning("jupyter-sse: the Redis store at %s is back", self.url)
+        self.away = False
+        return True
 
 
 def _dumps(value: Any) -> str:
@@ -536,21 +559,15 @@ class RedisStore(MemoryStore):
         client: Any = aioredis.Redis.from_url(
             self.url, decode_responses=True, socket_connect_timeout=self._socket_timeout
         )
-        away = False
+        presence = RedisPresence(self.url)
         try:
             while True:
                 try:
                     found = await client.xread({self._k_events: self._pos}, count=1000, block=block_ms)
                 except (redis.RedisError, OSError) as exc:
-                    # Redis is away: subscribers keep their streams, publishers get 503 until it is back.
-                    if not away:
-                        _log.warning("jupyter-sse: the Redis store at %s is away (%s)", self.url, exc)
-                        away = True
-                    await asyncio.sleep(0.5)
+                    await presence.lost(exc)
                     continue
-                if away:
-                    _log.warning("jupyter-sse: the Redis store at %s is back", self.url)
-                    away = False
+                presence.back()
                 items = [(str(stream_id), fields) for _, entries in found or () for stream_id, fields in entries]
                 self.apply(items)
         finally:

@@ -36,7 +36,6 @@ streams) p99 was 44-83 ms with it against 58-109 ms without, in interleaved runs
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -138,6 +137,8 @@ class SharedStores:
         import redis
         import redis.asyncio as aioredis
 
+        from ..core.store_redis import RedisPresence
+
         if tenants.watermark is None:
             tenants.watermark = 0  # ids arrive out of order from now on: merged streams hold them to the mark
         tenants.on_merge.append(self._poke)
@@ -147,7 +148,7 @@ class SharedStores:
         news = "0-0"
         sweep_at = 0.0  # when to read every user's stream, not only the announced ones
         retry_at = 0.0
-        away = False
+        presence = RedisPresence(self.url)
         try:
             while True:
                 try:
@@ -188,15 +189,9 @@ class SharedStores:
                     if not waited and mark is not None:
                         tenants.advance(mark)
                 except (redis.RedisError, OSError) as exc:
-                    # Redis is away: subscribers keep their streams, publishers get 503 until it is back.
-                    if not away:
-                        _log.warning("jupyter-sse: the Redis store at %s is away (%s)", self.url, exc)
-                        away = True
-                    await asyncio.sleep(0.5)
+                    await presence.lost(exc)
                     continue
-                if away:
-                    _log.warning("jupyter-sse: the Redis store at %s is back", self.url)
-                    away = False
+                if presence.back():
                     sweep_at = 0.0  # what was written meanwhile, and users who joined through other hubs
                 if time.monotonic() >= retry_at:  # write again what an earlier write could not, once a second
                     retry_at = time.monotonic() + _BLOCK_MS / 1000
