@@ -49,10 +49,10 @@ async def _raw_subscriber(server: SSEServer) -> tuple[asyncio.StreamReader, asyn
     return reader, writer
 
 
-async def _publish_big_updates(server: SSEServer, rounds: int, jobs: int = 40) -> float:
+async def _publish_big_updates(server: SSEServer, rounds: int, jobs: int = 40, first: int = 0) -> float:
     """Updates with 4 KB messages: a few rounds fill any socket buffer of a subscriber that does not read."""
     async with httpx.AsyncClient(headers=server.publish_auth) as client:
-        for r in range(rounds):
+        for r in range(first, first + rounds):
             body = {"jobs": [{"id": f"big{j}", "n": r, "message": f"{r:04d}" + "x" * 4000} for j in range(jobs)]}
             response = await client.post(server.api + "updates", json=body)
             assert response.status_code == 200
@@ -94,8 +94,12 @@ async def test_stalled_and_slow_readers_are_dropped_without_delaying_a_live_one(
         assert len(waiting) == 3
         assert max(waiting) < 400_000, waiting
         deadline = time.monotonic() + SEND_TIMEOUT + 10
+        round_no = 100
         while sse_server.broker.subscriber_count > 1 and time.monotonic() < deadline:
-            await _publish_big_updates(sse_server, rounds=1)
+            round_no += 1
+            await _publish_big_updates(sse_server, rounds=1, first=round_no)
+            # the live one goes on reading: one that stopped too would be dropped as stalled after the send timeout
+            await events.until(lambda e, n=round_no: e.event == "job" and e.json()["n"] == n, timeout=5)
             await asyncio.sleep(0.2)
         assert sse_server.broker.subscriber_count == 1, "the stalled subscribers were not dropped"
     slow_task.cancel()
