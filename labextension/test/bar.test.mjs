@@ -4,27 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { barModel } from '../lib/bar.js';
-
-function job(fields) {
-  return {
-    id: 'j',
-    name: 'job',
-    state: 'running',
-    n: 0,
-    total: null,
-    unit: 'it',
-    message: '',
-    created: 0,
-    updated: 0,
-    finished: null,
-    elapsed: 0,
-    rate: null,
-    eta: null,
-    error: null,
-    cancel_requested: false,
-    ...fields
-  };
-}
+import { job } from './_job.mjs';
 
 test('a known total: the width is exact, the percent rounded down, 100% only when done', () => {
   const bar = barModel(job({ n: 2, total: 3 }), false);

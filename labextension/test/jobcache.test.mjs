@@ -5,27 +5,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { JobCache, REMOVED_KEPT, mergeJobs } from '../lib/jobcache.js';
-
-function job(fields) {
-  return {
-    id: 'j',
-    name: 'job',
-    state: 'running',
-    n: 0,
-    total: null,
-    unit: 'it',
-    message: '',
-    created: 0,
-    updated: 0,
-    finished: null,
-    elapsed: 0,
-    rate: null,
-    eta: null,
-    error: null,
-    cancel_requested: false,
-    ...fields
-  };
-}
+import { job } from './_job.mjs';
 
 test('job, log and removed events fill and empty the cache; unknown events change nothing', () => {
   const cache = new JobCache();

@@ -12,30 +12,7 @@ import {
   orderJobs,
   reattachTargets
 } from '../lib/jobcenter.js';
-
-function job(fields) {
-  return {
-    id: 'j',
-    name: 'job',
-    state: 'running',
-    n: 0,
-    total: null,
-    unit: 'it',
-    message: '',
-    created: 0,
-    updated: 0,
-    finished: null,
-    elapsed: 0,
-    rate: null,
-    eta: null,
-    error: null,
-    cancel_requested: false,
-    parent: null,
-    path: null,
-    cell_id: null,
-    ...fields
-  };
-}
+import { job } from './_job.mjs';
 
 test('combined progress: sum n / sum total of running jobs with a total', () => {
   const p = combinedProgress([

@@ -19,16 +19,6 @@ from tests._replicas import RedisServer, StreamReader, wait_for
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def team(redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[list[BackgroundHub], dict[str, str]]]:
     if redis_server.proc is None:  # a test stopped it and failed before starting it again
