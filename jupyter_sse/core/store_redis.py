@@ -547,7 +547,19 @@ class RedisStore(MemoryStore):
             key, name = self._announce
             pipe.xadd(key, {"o": name}, maxlen=_ANNOUNCED_KEPT, approximate=True)
         new_logs: dict[str, int] = {}
-        for job_id in dirty:
+        # In id order, removals among the rest: the stream's order is the ids' order, within a write too.
+        changes = sorted(
+            [(self._entries[job_id].change_seq, job_id, None) for job_id in dirty]
+            + [(seq, job_id, final) for job_id, seq, final in removed],
+            key=lambda change: change[0],
+        )
+        for seq, job_id, final in changes:
+            if final is not None:
+                pipe.hdel(self._k_jobs, job_id)
+                pipe.delete(self._k_log + job_id)
+                fields = {"r": self.replica, "k": "rm", "j": job_id, "s": seq, "d": final}
+                pipe.xadd(self._k_events, fields, maxlen=self._stream_kept, approximate=True)
+                continue
             entry = self._entries[job_id]
             row = (
                 f'{{"seq":{entry.seq},"change_seq":{entry.change_seq},"dropped":{entry.last_dropped_seq},'
@@ -562,11 +574,6 @@ class RedisStore(MemoryStore):
                 pipe.ltrim(key, -self._log_lines_kept, -1)
                 new_logs[job_id] = lines[-1][0]
             fields = {"r": self.replica, "k": "job", "j": job_id, "s": entry.change_seq, "d": row, "l": _dumps(lines)}
-            pipe.xadd(self._k_events, fields, maxlen=self._stream_kept, approximate=True)
-        for job_id, seq, final in removed:
-            pipe.hdel(self._k_jobs, job_id)
-            pipe.delete(self._k_log + job_id)
-            fields = {"r": self.replica, "k": "rm", "j": job_id, "s": seq, "d": final}
             pipe.xadd(self._k_events, fields, maxlen=self._stream_kept, approximate=True)
         held = bool(self._held_until) and time.monotonic() < self._held_until
         # Other turns opened with this one have yet to make their changes: they keep the lock (see turn).
