@@ -67,6 +67,18 @@ def _start_nginx(prefix: Path, upstreams: list[str]) -> tuple[subprocess.Popen[b
     return proc, f"http://127.0.0.1:{port}/"
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time of these processes so far (Linux), to compare what the same load costs."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _wait(url: str, headers: dict[str, str], proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -99,6 +111,7 @@ def run(
         args += ["--appendonly", "yes", "--appendfsync", os.environ.get("BENCH_REDIS_FSYNC", "always")]
         procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         store = f"redis://127.0.0.1:{redis_port}/0"
+        served = [procs[0].pid]  # redis and the hubs: what serving the load costs
         bases = []
         for i in range(replicas):
             port = free_port()
@@ -107,6 +120,7 @@ def run(
             cmd += ["--store", store] if memory is False else []
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
             procs.append(proc)
+            served.append(proc.pid)
             base = f"http://127.0.0.1:{port}/"
             _wait(base + "jupyter-sse/api/jobs", {"Authorization": f"Bearer {token}"}, proc)
             bases.append(base)
@@ -133,6 +147,7 @@ def run(
         pub = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         procs.append(pub)
         time.sleep(min(2.0, duration * 0.7))
+        cpu_start, clock_start = _cpu_seconds(served), time.monotonic()
         for sub in subs:
             assert sub.stdin is not None
             sub.stdin.write(f"MEASURE {duration}\n")
@@ -141,6 +156,7 @@ def run(
         for sub in subs:
             assert sub.stdout is not None
             rows.append(json.loads(sub.stdout.readline()))
+        cpu_used = (_cpu_seconds(served) - cpu_start) / (time.monotonic() - clock_start)
         assert pub.stdin is not None and pub.stdout is not None
         pub.stdin.close()
         published = json.loads(pub.stdout.readline() or "{}")
@@ -150,6 +166,7 @@ def run(
         return {
             "server": ("hub in memory" if memory else f"hub x{replicas} on Redis") + (" behind nginx" if nginx else ""),
             "loadavg_1m": os.getloadavg()[0],
+            "server_cpu_per_s": cpu_used,  # CPU seconds a second of redis and the hubs while measured
             "delivered_ratio": events_per_s / (posts_per_s * connected) if posts_per_s and connected else None,
             "subscribers": n,
             "connected": connected,
