@@ -25,7 +25,8 @@ held for as short a time as the write takes.
 
 A server's loop never waits for the lock while another process holds it: its write routes take a ``turn`` first,
 which tries for up to ``_SPIN`` (a holder that is running lets go within a write's round trip), then waits for
-the token the holder's release leaves on ``{prefix}lock:free`` (BLPOP) without blocking. The other processes'
+the next entry a release adds to ``{prefix}lock:free`` (a short Stream: every waiter of every process is
+woken by each release) without blocking. The other processes'
 changes read while taking the lock are told to the broker once the loop comes back, not while it is held.
 A write that fails raises ``StoreUnavailable`` where the change promises something (the broker undoes it and the
 client gets 503), and is retried every second otherwise, with new ids.
@@ -69,8 +70,9 @@ if not mine and redis.call('GET', KEYS[1]) == ARGV[1] then
     mine = redis.call('PEXPIRE', KEYS[1], ARGV[2]) == 1  -- still ours: a process slower than it thought
 end
 if not mine then
-    redis.call('SET', KEYS[5], '1', 'PX', ARGV[5])  -- contended: the holder writes rather than holds (see commit)
-    return false
+    redis.call('SET', KEYS[5], '1', 'PX', ARGV[5])  -- contended: the holder writes sooner (see commit)
+    local last = redis.call('XREVRANGE', KEYS[6], '+', '-', 'COUNT', 1)[1]
+    return {0, last and last[1] or '0-0'}  -- a waiter is woken by the next release after this one
 end
 local top = redis.call('INCRBY', KEYS[3], ARGV[4])
 local start = top - ARGV[4] + 1
@@ -92,15 +94,14 @@ redis.call('SET', KEYS[1], redis.call('GET', KEYS[1]) or '0')
 return 0
 """
 _ANNOUNCED_KEPT = 10_000  # entries kept of an ``announce`` stream; a reader further behind reads every stream
-# Letting go also leaves one token in ``{prefix}lock:free``: a process waiting for the lock blocks on that list
-# (BLPOP) rather than asking again and again, and the token left when nobody waits costs one more try at most.
+# Letting go also adds an entry to ``{prefix}lock:free``: the processes waiting for the lock block on that Stream
+# (XREAD from the last entry they saw when their try failed), so that each release wakes them all.
 _RELEASE = """
 redis.set_repl(redis.REPL_NONE)
 redis.call('HDEL', KEYS[2], ARGV[1])
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     redis.call('DEL', KEYS[1])
-    redis.call('LPUSH', KEYS[3], '1')
-    redis.call('LTRIM', KEYS[3], 0, 0)
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', 16, '*', 'r', ARGV[1])
     redis.call('PEXPIRE', KEYS[3], ARGV[2])
     return 1
 end
@@ -201,7 +202,8 @@ class RedisStore(MemoryStore):
         self._k_seq = (shared_prefix if shared_prefix is not None else prefix) + "seq"
         self._k_epoch = (shared_prefix if shared_prefix is not None else prefix) + "epoch"
         self._k_lock = prefix + "lock"
-        self._k_free = prefix + "lock:free"  # a token per release, for the processes waiting for the lock
+        self._k_free = prefix + "lock:free"  # an entry per release, for the processes waiting for the lock
+        self._free_seen = "0-0"  # its last entry when a try to take the lock last failed
         self._k_wanted = prefix + "lock:wanted"  # present for _CONTENDED_MS after a try to take it failed
         # {replica: "<first id reserved>:<until, ms since the epoch>"} while a store holds its lock: ids not written
         # yet, which a reader of several stores' streams waits for before it passes on anything above them.
@@ -295,7 +297,7 @@ class RedisStore(MemoryStore):
 
     # ---- the lock ------------------------------------------------------------------------------------------
     def _lock_call(self) -> tuple[list[str], list[Any]]:
-        keys = [self._k_lock, self._k_events, self._k_seq, self._k_inflight, self._k_wanted]
+        keys = [self._k_lock, self._k_events, self._k_seq, self._k_inflight, self._k_wanted, self._k_free]
         return keys, [self.replica, int(self._lock_timeout * 1000), self._pos, _ID_BLOCK, _CONTENDED_MS]
 
     def _took(self, found: list[Any]) -> None:
@@ -323,7 +325,8 @@ class RedisStore(MemoryStore):
             found = self._acquire(keys=keys, args=args)
         except redis.RedisError as exc:
             raise self._failed(exc) from exc
-        if found is None:
+        if not int(found[0]):
+            self._free_seen = str(found[1])
             return False
         self._took(found)
         return True
@@ -385,7 +388,7 @@ class RedisStore(MemoryStore):
             )
         timeout = max(0.001, min(_WAIT_SLICE, deadline - time.monotonic()))
         try:
-            await self._aredis.blpop([self._k_free], timeout=timeout)
+            await self._aredis.xread({self._k_free: self._free_seen}, count=1, block=max(1, int(timeout * 1000)))
         except (redis.RedisError, OSError) as exc:
             raise self._failed(exc) from exc
 
