@@ -23,6 +23,8 @@ SERVER_CPU = "0"  # the server under test gets core 0 ...
 LOAD_CPU = "1" if NCPU > 1 else "0"  # ... the load generators core 1
 # extra Jupyter server options for every run, e.g. BENCH_SERVER_ARGS="--SSEExtension.store_kind=memory"
 SERVER_EXTRA = os.environ.get("BENCH_SERVER_ARGS", "").split()
+# Redis's appendfsync for the hub on Redis: "always" is what the hub's tests run; "everysec" measures the hub alone
+REDIS_FSYNC = os.environ.get("BENCH_REDIS_FSYNC", "always")
 
 
 def raise_fd_limit(want: int = 65536) -> int:
