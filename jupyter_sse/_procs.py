@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 __all__ = [
     "ChildProcess",
@@ -35,26 +35,13 @@ __all__ = [
     "history_batches",
     "service_binary",
     "stop_process",
-    "wait_until",
 ]
-
-T = TypeVar("T")
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_until(condition: Callable[[], T], timeout: float = 10.0, what: str = "a condition", poll: float = 0.02) -> T:
-    """``condition()``'s first true value; RuntimeError once ``timeout`` seconds have passed without one."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(poll)
-    return value
 
 
 def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
@@ -116,12 +103,14 @@ class ChildProcess:
             )
 
     def wait_ready(self, timeout: float) -> None:
-        wait_until(self._ready, timeout, what=f"{self.name} to start", poll=0.05)
-
-    def _ready(self) -> bool:
-        if self.proc is None or self.proc.poll() is not None:
-            raise RuntimeError(f"{self.name} exited:\n{self.tail()}")
-        return self.answers()
+        """Until ``answers()``; an error with the end of its log if it exits or ``timeout`` seconds pass first."""
+        deadline = time.monotonic() + timeout
+        while not self.answers():
+            if self.proc is None or self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not answer in {timeout} s:\n{self.tail()}")
+            time.sleep(0.05)
 
     def answers(self) -> bool:
         """Whether the service takes requests yet; each kind says how it knows."""
@@ -229,8 +218,10 @@ class HubProcess(HttpService):
         args += ["--users", str(self.users)] if self.users else []
         return args
 
-    def start(self, prefix: Sequence[str] = (), timeout: float = 30.0) -> HubProcess:
-        self.spawn(self.command(), prefix=prefix)
+    def start(
+        self, prefix: Sequence[str] = (), preexec_fn: Callable[[], object] | None = None, timeout: float = 30.0
+    ) -> HubProcess:
+        self.spawn(self.command(), prefix=prefix, preexec_fn=preexec_fn)
         self.wait_ready(timeout)
         return self
 
