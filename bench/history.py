@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from _util import LOAD_CPU, Server, median, percentile, pin_prefix
 
-from jupyter_sse._procs import StatusProbe, history_batches
+from jupyter_sse._procs import StatusProbe, at_once, history_batches
 
 RUNNING = 100
 SUBSCRIBERS = 50
@@ -47,15 +47,8 @@ def _storm(srv: Server) -> dict[str, Any]:
     probe = StatusProbe(srv.port, srv.token, prefix=pin_prefix(LOAD_CPU))
     cpu0 = srv.cpu_times()
 
-    async def all_at_once() -> list[tuple[int, float]]:
-        go = asyncio.Event()
-        tasks = [asyncio.ensure_future(_subscribe(srv, go)) for _ in range(SUBSCRIBERS)]
-        await asyncio.sleep(0)
-        go.set()
-        return await asyncio.gather(*tasks)
-
     t0 = time.perf_counter()
-    synced = asyncio.run(all_at_once())
+    synced = asyncio.run(at_once(SUBSCRIBERS, lambda go: _subscribe(srv, go)))
     wall = time.perf_counter() - t0
     cpu = srv.cpu_times() - cpu0
     time.sleep(0.2)

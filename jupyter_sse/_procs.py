@@ -1,13 +1,14 @@
 """Real services in child processes, for the tests and the benchmarks: Debian's redis-server and nginx, hub
 replicas and a Jupyter server with jupyter-sse, each on a free loopback port, waited for until it answers and
 stopped by its PID; a probe of ``/api/status`` in a process of its own; the batches that fill a server with a
-large history.
+large history, and a storm of clients connecting at once.
 
 Standard library only, so that a benchmark's process pays for nothing else. Not part of the public API.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -18,9 +19,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "ChildProcess",
@@ -30,12 +31,15 @@ __all__ = [
     "Nginx",
     "RedisServer",
     "StatusProbe",
+    "at_once",
     "cpu_seconds",
     "free_port",
     "history_batches",
     "service_binary",
     "stop_process",
 ]
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -353,6 +357,15 @@ class Nginx(HttpService):
     def stop(self, sig: int = signal.SIGQUIT, timeout: float = 10.0) -> None:
         """SIGQUIT: nginx's graceful stop, which lets the requests in flight end."""
         super().stop(sig, timeout)
+
+
+async def at_once(n: int, connect: Callable[[asyncio.Event], Awaitable[T]]) -> list[T]:
+    """``n`` calls of ``connect(go)``, each made ready to go before ``go`` is set: a storm of clients at once."""
+    go = asyncio.Event()
+    tasks = [asyncio.ensure_future(connect(go)) for _ in range(n)]
+    await asyncio.sleep(0)  # every task runs up to its wait on go
+    go.set()
+    return list(await asyncio.gather(*tasks))
 
 
 def history_batches(jobs: int, running: int, size: int) -> Iterator[list[dict[str, object]]]:

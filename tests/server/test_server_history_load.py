@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from jupyter_sse._procs import StatusProbe, cpu_seconds, history_batches
+from jupyter_sse._procs import StatusProbe, at_once, cpu_seconds, history_batches
 from tests._servers import TOKEN, ServerProcess, free_port
 
 pytestmark = pytest.mark.timeout(300)
@@ -105,16 +105,10 @@ def _storm(server: ServerProcess) -> _Storm:
     cpu_before = cpu_seconds(server.proc.pid)
 
     async def connect_all() -> list[tuple[int, int]]:
-        opened = asyncio.Event()
         limits = httpx.Limits(max_connections=SUBSCRIBERS)
         async with httpx.AsyncClient(headers=server.auth, timeout=60, limits=limits) as client:
-            tasks = [
-                asyncio.ensure_future(_subscribe(client, server.url + "jupyter-sse/api/events", opened))
-                for _ in range(SUBSCRIBERS)
-            ]
-            await asyncio.sleep(0)
-            opened.set()
-            return await asyncio.gather(*tasks)
+            url = server.url + "jupyter-sse/api/events"
+            return await at_once(SUBSCRIBERS, lambda opened: _subscribe(client, url, opened))
 
     started = time.perf_counter()
     results = asyncio.run(connect_all())
