@@ -113,6 +113,7 @@ class ChildProcess:
             if self.proc is None or self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited:\n{self.tail()}")
             if time.monotonic() > deadline:
+                self.stop()  # the caller has no handle on a service that never came up
                 raise RuntimeError(f"{self.name} did not answer in {timeout} s:\n{self.tail()}")
             time.sleep(0.05)
 
@@ -175,13 +176,11 @@ class HttpService(ChildProcess):
     ready_path = "jupyter-sse/api/jobs"
     auth_scheme = "Bearer"
 
-    def __init__(
-        self, directory: Path, name: str, *, token: str | None = None, port: int | None = None, scheme: str = "http"
-    ) -> None:
+    def __init__(self, directory: Path, name: str, *, token: str | None = None, port: int | None = None) -> None:
         super().__init__(directory, name, port)
         self.token = token
-        self.url = f"{scheme}://127.0.0.1:{self.port}/"
-        self.verify: ssl.SSLContext | None = None  # the CA of a test that serves over TLS
+        self.url = f"http://127.0.0.1:{self.port}/"  # a test that serves over TLS sets https and its CA (verify)
+        self.verify: ssl.SSLContext | None = None
 
     @property
     def auth(self) -> dict[str, str]:
