@@ -8,59 +8,17 @@ kept other requests waiting.
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from _util import LOAD_CPU, PY, Server, median, percentile, pinned
+from _util import LOAD_CPU, Server, median, percentile, pin_prefix
+
+from jupyter_sse._procs import StatusProbe, at_once, history_batches
 
 RUNNING = 100
 SUBSCRIBERS = 50
 SYNC_EVENTS = RUNNING + 100  # every running job and the 100 most recently finished (sync_finished_jobs)
-
-
-# In a process of its own: a thread of this one would share the GIL with the 50 subscribers' reads, and measure them.
-_PROBE = """
-import json, sys, threading, time, http.client
-host, port, token = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-stop = threading.Event()
-threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
-conn = http.client.HTTPConnection(host, port, timeout=60)
-latencies = []
-while not stop.is_set():
-    started = time.perf_counter()
-    conn.request("GET", "/api/status", headers={"Authorization": "token " + token})
-    conn.getresponse().read()
-    latencies.append(time.perf_counter() - started)
-    if len(latencies) == 20:
-        print("ready", flush=True)
-    stop.wait(0.01)
-print(json.dumps(latencies), flush=True)
-"""
-
-
-class StatusProbe:
-    """GET /api/status every 10 ms from another process: its latency is how long the server kept it waiting."""
-
-    def __init__(self, srv: Server) -> None:
-        u = urlsplit(srv.base)
-        self.proc = subprocess.Popen(
-            pinned([PY, "-c", _PROBE, u.hostname or "127.0.0.1", str(u.port), srv.token], LOAD_CPU),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        if self.proc.stdout.readline() != "ready\n":
-            raise RuntimeError("the /api/status probe did not start")
-
-    def stop(self) -> tuple[list[float], list[float]]:
-        """The latencies of the first 20 (before the storm: how busy the machine is anyway), and of the rest."""
-        out, _ = self.proc.communicate("", timeout=60)
-        latencies: list[float] = json.loads(out.strip().splitlines()[-1])
-        return latencies[:20], latencies[20:]
 
 
 async def _subscribe(srv: Server, go: asyncio.Event) -> tuple[int, float]:
@@ -86,18 +44,11 @@ async def _subscribe(srv: Server, go: asyncio.Event) -> tuple[int, float]:
 
 
 def _storm(srv: Server) -> dict[str, Any]:
-    probe = StatusProbe(srv)
+    probe = StatusProbe(srv.port, srv.token, prefix=pin_prefix(LOAD_CPU))
     cpu0 = srv.cpu_times()
 
-    async def all_at_once() -> list[tuple[int, float]]:
-        go = asyncio.Event()
-        tasks = [asyncio.ensure_future(_subscribe(srv, go)) for _ in range(SUBSCRIBERS)]
-        await asyncio.sleep(0)
-        go.set()
-        return await asyncio.gather(*tasks)
-
     t0 = time.perf_counter()
-    synced = asyncio.run(all_at_once())
+    synced = asyncio.run(at_once(SUBSCRIBERS, lambda go: _subscribe(srv, go)))
     wall = time.perf_counter() - t0
     cpu = srv.cpu_times() - cpu0
     time.sleep(0.2)
@@ -123,11 +74,7 @@ def run(quick: bool) -> dict[str, Any]:
     with Server("jupyter", extra=extra) as srv:
         rss0 = srv.rss()
         t0 = time.perf_counter()
-        for start in range(0, jobs, 1000):
-            batch = [
-                {"id": f"j{i}", "n": i, "total": jobs, **({} if i >= jobs - RUNNING else {"state": "succeeded"})}
-                for i in range(start, start + 1000)
-            ]
+        for batch in history_batches(jobs, RUNNING, 1000):
             srv.request("POST", "jupyter-sse/api/updates", {"jobs": batch})
         fill_s = time.perf_counter() - t0
         rss = srv.rss()

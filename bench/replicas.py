@@ -16,55 +16,16 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from _util import HERE, PY, free_port, percentile
+from _util import HERE, PY, REDIS_FSYNC, percentile
 
-_NGINX_CONF = """
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-worker_processes 1;
-worker_rlimit_nofile 65536;
-events {{ worker_connections 16384; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/client_temp;
-    proxy_temp_path {prefix}/proxy_temp;
-    fastcgi_temp_path {prefix}/fastcgi_temp;
-    uwsgi_temp_path {prefix}/uwsgi_temp;
-    scgi_temp_path {prefix}/scgi_temp;
-    upstream hubs {{
-{servers}
-        keepalive 32;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://hubs;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-            proxy_read_timeout 3600s;
-        }}
-    }}
-}}
-"""
-
-
-def _start_nginx(prefix: Path, upstreams: list[str]) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    servers = "\n".join(f"        server {u.split('//')[1].rstrip('/')};" for u in upstreams)
-    conf = prefix / "nginx.conf"
-    conf.write_text(_NGINX_CONF.format(prefix=prefix, port=port, servers=servers))
-    binary = os.environ.get("JUPYTER_SSE_NGINX", "/usr/sbin/nginx")
-    log = open(prefix / "nginx.out", "wb")  # noqa: SIM115 (kept open for the child)
-    proc = subprocess.Popen([binary, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"], stdout=log, stderr=log)
-    return proc, f"http://127.0.0.1:{port}/"
+from jupyter_sse._procs import ChildProcess, HubProcess, Nginx, RedisServer, stop_process
 
 
 def _cpu_seconds(pids: list[int]) -> float:
@@ -79,19 +40,6 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def _wait(url: str, headers: dict[str, str], proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: the process exited")
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer in {timeout} s")
-
-
 def run(
     n: int,
     replicas: int,
@@ -104,31 +52,24 @@ def run(
     tmp = Path(tempfile.mkdtemp(prefix="bench-replicas-"))
     token = "bench-replicas"
     procs: list[subprocess.Popen[Any]] = []
+    services: list[ChildProcess] = []
     try:
-        redis_port = free_port()
-        redis_bin = os.environ.get("JUPYTER_SSE_REDIS_SERVER", "/usr/bin/redis-server")
-        args = [redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(tmp), "--save", ""]
-        args += ["--appendonly", "yes", "--appendfsync", os.environ.get("BENCH_REDIS_FSYNC", "always")]
-        procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        store = f"redis://127.0.0.1:{redis_port}/0"
-        served = [procs[0].pid]  # redis and the hubs: what serving the load costs
-        bases = []
-        for i in range(replicas):
-            port = free_port()
-            log = open(tmp / f"hub{i}.log", "wb")  # noqa: SIM115 (kept open for the child)
-            cmd = [PY, "-m", "jupyter_sse.cli", "hub", "--port", str(port), "--token", token]
-            cmd += ["--store", store] if memory is False else []
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-            procs.append(proc)
-            served.append(proc.pid)
-            base = f"http://127.0.0.1:{port}/"
-            _wait(base + "jupyter-sse/api/jobs", {"Authorization": f"Bearer {token}"}, proc)
-            bases.append(base)
+        redis = RedisServer(tmp, fsync=REDIS_FSYNC)
+        services.append(redis)
+        redis.start()
+        hubs = [HubProcess(tmp, f"hub{i}", token=token, store=None if memory else redis.url) for i in range(replicas)]
+        for hub in hubs:
+            services.append(hub)
+            hub.start(timeout=60)
+        bases = [hub.url for hub in hubs]
+        served = [redis.pid, *(hub.pid for hub in hubs)]  # what serving the load costs
         front = None
         if nginx:
-            proxy, front = _start_nginx(tmp, bases)
-            procs.append(proxy)
-            _wait(front + "jupyter-sse/api/jobs", {"Authorization": f"Bearer {token}"}, proxy)
+            ports = [hub.port for hub in hubs]
+            proxy = Nginx(tmp, ports, token=token, connections=16384, keepalive=32, access_log=False, failover=False)
+            services.append(proxy)
+            proxy.start()
+            front = proxy.url
         subs = []
         for i, base in enumerate(bases):
             share = n // replicas + (1 if i < n % replicas else 0)
@@ -181,13 +122,9 @@ def run(
         }
     finally:
         for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc, timeout=10)
+        for service in reversed(services):
+            service.stop(signal.SIGTERM, timeout=10)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

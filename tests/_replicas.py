@@ -1,14 +1,9 @@
-"""Real services for the replica tests: Debian's redis-server and nginx, and hub processes, started on free
-loopback ports and stopped by their PIDs."""
+"""Real services for the replica tests: Debian's redis-server and nginx, and hub processes (started on free
+loopback ports and stopped by their PIDs, as the benchmarks start them), and a stream reader."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -16,21 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 from httpx_sse import EventSource
 
-from tests._servers import free_port
+from jupyter_sse import _procs
+from jupyter_sse._procs import RedisServer
 from tests._sse import is_event
+
+__all__ = ["AUTH", "TOKEN", "HubProcess", "Nginx", "RedisServer", "StreamReader", "wait_for"]
 
 TOKEN = "replica-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def _binary(env: str, default: str) -> str:
-    path = os.environ.get(env, default)
-    if not os.access(path, os.X_OK):
-        raise RuntimeError(f"no {path}: run scripts/ensure-redis and scripts/ensure-nginx (make pytest does)")
-    return path
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "a condition") -> Any:
@@ -44,161 +34,18 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "a
         time.sleep(0.02)
 
 
-class RedisServer:
-    """Our own redis-server, with every write on disk before it answers (appendonly + appendfsync always)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = _binary("JUPYTER_SSE_REDIS_SERVER", "/usr/bin/redis-server")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        args = [
-            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", "",
-            "--appendonly", "yes", "--appendfsync", "always",
-        ]  # fmt: skip
-        with open(self.dir / "redis.log", "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=log)
-        client = redis.Redis(port=self.port, socket_timeout=1)
-        try:
-            wait_for(lambda: self._pings(client), what="redis-server to start")
-        finally:
-            client.close()
-
-    @staticmethod
-    def _pings(client: redis.Redis) -> bool:
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(15)
-        self.proc = None
-
-    def flush(self) -> None:
-        client = redis.Redis(port=self.port)
-        try:
-            client.flushall()
-        finally:
-            client.close()
-
-
-class HubProcess:
-    """``jupyter sse hub --store redis://...`` in a child process."""
+class HubProcess(_procs.HubProcess):
+    """``jupyter sse hub --store redis://...`` in a child process, with the tests' token."""
 
     def __init__(self, directory: Path, store: str, name: str) -> None:
-        self.dir = directory
-        self.store = store
-        self.name = name
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        args = [
-            sys.executable, "-m", "jupyter_sse.cli", "hub", "--port", str(self.port), "--token", TOKEN,
-            "--store", self.store,
-        ]  # fmt: skip
-        with open(self.dir / f"{self.name}.log", "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=log)
-        wait_for(self._up, timeout=30, what=f"hub {self.name} to start")
-
-    def _up(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"hub {self.name} exited:\n" + (self.dir / f"{self.name}.log").read_text()[-3000:])
-        try:
-            return httpx.get(self.url + "jupyter-sse/api/jobs", headers=AUTH, timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+        super().__init__(directory, name, token=TOKEN, store=store)
 
 
-_NGINX_CONF = """
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-worker_processes 1;
-events {{ worker_connections 4096; }}
-http {{
-    access_log {prefix}/access.log;
-    client_body_temp_path {prefix}/client_temp;
-    proxy_temp_path {prefix}/proxy_temp;
-    fastcgi_temp_path {prefix}/fastcgi_temp;
-    uwsgi_temp_path {prefix}/uwsgi_temp;
-    scgi_temp_path {prefix}/scgi_temp;
-    upstream hubs {{
-{servers}
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://hubs;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-            proxy_read_timeout 3600s;
-            proxy_next_upstream error timeout;
-            proxy_connect_timeout 2s;
-        }}
-    }}
-}}
-"""
-
-
-class Nginx:
-    """Debian's nginx as the load balancer in front of the hubs (round robin)."""
+class Nginx(_procs.Nginx):
+    """Debian's nginx as the load balancer in front of the hubs (round robin), skipping a hub that fails."""
 
     def __init__(self, prefix: Path, upstreams: list[int]) -> None:
-        self.prefix = prefix
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.upstreams = upstreams
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = _binary("JUPYTER_SSE_NGINX", "/usr/sbin/nginx")
-        self.prefix.mkdir(parents=True, exist_ok=True)
-        servers = "\n".join(f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;" for port in self.upstreams)
-        conf = self.prefix / "nginx.conf"
-        conf.write_text(_NGINX_CONF.format(prefix=self.prefix, port=self.port, servers=servers))
-        with open(self.prefix / "stderr.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [binary, "-p", str(self.prefix), "-c", str(conf), "-g", "daemon off;"], stdout=log, stderr=log
-            )
-
-        def up() -> bool:
-            try:
-                return httpx.get(self.url + "jupyter-sse/api/jobs", headers=AUTH, timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(up, what="nginx to start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+        super().__init__(prefix, upstreams, token=TOKEN)
 
 
 class StreamReader:
@@ -259,7 +106,3 @@ class StreamReader:
             with contextlib.suppress(Exception):  # the reader thread may be closing it at the same moment
                 response.close()
         self._thread.join(timeout=35)
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -5,6 +5,12 @@ jobs kept, three or four objects each, one pass took 100-200 ms of the event loo
 tuples and dicts that hold only atomic values; a job's entry, the job, its log deque and its cached event hold only
 strings, numbers and such containers, so they can never be part of a reference cycle either, and are left out in
 the same way. Reference counting frees them as before.
+
+Why not a layout that CPython leaves out by itself: it does so only for exact tuples and dicts, and only while
+they hold no dict and no tracked tuple, so the job itself would have to be a flat tuple. Measured with 100,000
+kept jobs, tracked objects a job and the longest full pass: untracked here 0.01 and 22-38 ms; nothing untracked
+4.0 and 178-310 ms; entry and job as dicts 2.0 and 121-130 ms; entry a tuple holding a flat job dict 1.0 and
+65-77 ms.
 """
 
 from __future__ import annotations

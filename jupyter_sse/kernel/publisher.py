@@ -43,13 +43,23 @@ _RETRY_STATUSES = frozenset({408, 429})
 _RETRY_PAUSE = 0.05  # seconds between a short-lived process's tries of its final send
 
 
+# What _import_for_the_thread has imported in this process: 1 without ssl, 2 with it. A forked child inherits both
+# the modules and this mark, so it rightly does not import them again.
+_imported_for_the_thread = 0
+
+
 def _import_for_the_thread(*, https: bool) -> None:
     """Import here, on a user's thread, what the publisher thread would otherwise import on first use.
 
     A fork while our thread is inside an import leaves that module's import lock held in the child for good
     (CPython re-makes only the global import lock), and the child hangs on its first use of the module; a fork
-    from the user's thread cannot happen in the middle of the user's own import.
+    from the user's thread cannot happen in the middle of the user's own import. Once a process: a process whose
+    jobs need no thread (no server, no live display) starts every job here.
     """
+    global _imported_for_the_thread
+    wanted = 2 if https else 1
+    if _imported_for_the_thread >= wanted:
+        return
     import encodings.idna  # noqa: F401  # the socket module encodes host names with it
     import http.client  # noqa: F401
 
@@ -57,6 +67,7 @@ def _import_for_the_thread(*, https: bool) -> None:
 
     if https:
         import ssl  # noqa: F401
+    _imported_for_the_thread = wanted
 
 
 def _short_lived() -> bool:

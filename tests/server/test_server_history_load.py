@@ -1,15 +1,11 @@
 """100,000 jobs kept: 50 subscribers connecting at once get a bounded first sync, and the server keeps answering
-(``/api/status`` measured meanwhile, from another thread, on a real `jupyter server` process)."""
+(``/api/status`` measured meanwhile, from another process, on a real `jupyter server` process)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import re
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from jupyter_sse._procs import StatusProbe, at_once, cpu_seconds, history_batches
 from tests._servers import TOKEN, ServerProcess, free_port
 
 pytestmark = pytest.mark.timeout(300)
@@ -26,49 +23,6 @@ RUNNING = 100
 SUBSCRIBERS = 50
 # Jobs a request while filling: applying one takes well under 100 ms even in asyncio's (slower) debug mode.
 _BATCH = 250
-
-
-# In a process of its own: a thread of the test would also measure the test's own GIL, busy reading the streams.
-_PROBE = """
-import json, sys, threading, time
-import httpx
-url, token = sys.argv[1], sys.argv[2]
-stop = threading.Event()
-threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
-latencies = []
-with httpx.Client(headers={"Authorization": "token " + token}, timeout=30) as client:
-    while not stop.is_set():
-        started = time.perf_counter()
-        assert client.get(url + "api/status").status_code == 200
-        latencies.append(time.perf_counter() - started)
-        if len(latencies) == 20:
-            print("ready", flush=True)
-        stop.wait(0.01)
-print(json.dumps(latencies), flush=True)
-"""
-
-
-class StatusProbe:
-    """GET /api/status every 10 ms from another process; the latencies say how long the server's loop was busy."""
-
-    def __init__(self, server: ServerProcess) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _PROBE, server.url, TOKEN], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        assert self.proc.stdout is not None
-        assert self.proc.stdout.readline() == "ready\n"  # 20 probes before the subscribers come
-        self.started = time.perf_counter()
-
-    def stop(self) -> list[float]:
-        """The latencies since ready."""
-        out, _ = self.proc.communicate("", timeout=60)
-        latencies: list[float] = json.loads(out.strip().splitlines()[-1])
-        return latencies[20:]
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _subscribe(client: httpx.AsyncClient, url: str, opened: asyncio.Event) -> tuple[int, int]:
@@ -99,11 +53,7 @@ def test_fifty_subscribers_at_once_with_100k_jobs_kept_never_block_the_server(
     log = tmp_path / "server.log"
     try:
         with httpx.Client(headers=server.auth, timeout=60) as client:
-            for start in range(0, JOBS, _BATCH):
-                jobs = [
-                    {"id": f"j{i}", "n": i, "total": JOBS, **({} if i >= JOBS - RUNNING else {"state": "succeeded"})}
-                    for i in range(start, start + _BATCH)
-                ]
+            for jobs in history_batches(JOBS, RUNNING, _BATCH):
                 response = client.post(server.url + "jupyter-sse/api/updates", json={"jobs": jobs})
                 assert response.status_code == 200, response.text
             page = client.get(server.url + "jupyter-sse/api/jobs").json()
@@ -151,24 +101,19 @@ class _Storm:
 
 def _storm(server: ServerProcess) -> _Storm:
     assert server.proc is not None
-    probe = StatusProbe(server)
-    cpu_before = _cpu_seconds(server.proc.pid)
+    probe = StatusProbe(server.port, TOKEN)
+    cpu_before = cpu_seconds(server.proc.pid)
 
     async def connect_all() -> list[tuple[int, int]]:
-        opened = asyncio.Event()
         limits = httpx.Limits(max_connections=SUBSCRIBERS)
         async with httpx.AsyncClient(headers=server.auth, timeout=60, limits=limits) as client:
-            tasks = [
-                asyncio.ensure_future(_subscribe(client, server.url + "jupyter-sse/api/events", opened))
-                for _ in range(SUBSCRIBERS)
-            ]
-            await asyncio.sleep(0)
-            opened.set()
-            return await asyncio.gather(*tasks)
+            url = server.url + "jupyter-sse/api/events"
+            return await at_once(SUBSCRIBERS, lambda opened: _subscribe(client, url, opened))
 
     started = time.perf_counter()
     results = asyncio.run(connect_all())
     took = time.perf_counter() - started
-    cpu = _cpu_seconds(server.proc.pid) - cpu_before
+    cpu = cpu_seconds(server.proc.pid) - cpu_before
     time.sleep(0.2)  # a few probes after the storm, too
-    return _Storm(results, took, cpu, probe.stop())
+    _, latencies = probe.stop()
+    return _Storm(results, took, cpu, latencies)
