@@ -28,6 +28,18 @@ from _util import HERE, PY, REDIS_FSYNC, percentile
 from jupyter_sse._procs import ChildProcess, HubProcess, Nginx, RedisServer, stop_process
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time of these processes so far (Linux), to compare what the same load costs."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def run(
     n: int,
     replicas: int,
@@ -50,6 +62,7 @@ def run(
             services.append(hub)
             hub.start(timeout=60)
         bases = [hub.url for hub in hubs]
+        served = [redis.pid, *(hub.pid for hub in hubs)]  # what serving the load costs
         front = None
         if nginx:
             ports = [hub.port for hub in hubs]
@@ -75,6 +88,7 @@ def run(
         pub = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         procs.append(pub)
         time.sleep(min(2.0, duration * 0.7))
+        cpu_start, clock_start = _cpu_seconds(served), time.monotonic()
         for sub in subs:
             assert sub.stdin is not None
             sub.stdin.write(f"MEASURE {duration}\n")
@@ -83,6 +97,7 @@ def run(
         for sub in subs:
             assert sub.stdout is not None
             rows.append(json.loads(sub.stdout.readline()))
+        cpu_used = (_cpu_seconds(served) - cpu_start) / (time.monotonic() - clock_start)
         assert pub.stdin is not None and pub.stdout is not None
         pub.stdin.close()
         published = json.loads(pub.stdout.readline() or "{}")
@@ -92,6 +107,7 @@ def run(
         return {
             "server": ("hub in memory" if memory else f"hub x{replicas} on Redis") + (" behind nginx" if nginx else ""),
             "loadavg_1m": os.getloadavg()[0],
+            "server_cpu_per_s": cpu_used,  # CPU seconds a second of redis and the hubs while measured
             "delivered_ratio": events_per_s / (posts_per_s * connected) if posts_per_s and connected else None,
             "subscribers": n,
             "connected": connected,

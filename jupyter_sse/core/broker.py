@@ -660,12 +660,21 @@ class Broker:
         self.store.sync(removing=(entry.job.id,))  # a 204 promises it stays gone: off the disk first
         self._remove(entry)
 
+    def leases_expired(self, lease: float) -> bool:
+        """Whether ``expire_leases(lease)`` would mark a job ``lost`` now: a caller can get the store ready first."""
+        now = self._clock()
+        return any(self._past_lease(entry, lease, now) for entry in self.unfinished_entries())
+
+    @staticmethod
+    def _past_lease(entry: JobEntry, lease: float, now: float) -> bool:
+        return entry.job.state in ("running", "pending") and now - entry.heard > lease
+
     def expire_leases(self, lease: float) -> list[str]:
         """Mark ``lost`` the running jobs whose publisher has been silent for longer than ``lease`` seconds."""
         now = self._clock()
         lost = []
         for entry in self.unfinished_entries():
-            if entry.job.state in ("running", "pending") and now - entry.heard > lease:
+            if self._past_lease(entry, lease, now):
                 self._lose(entry, f"no report from its kernel for {lease:g} s")
                 lost.append(entry.job.id)
         return lost

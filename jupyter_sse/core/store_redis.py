@@ -19,7 +19,15 @@ truth that all of them share:
   with id 101, and a subscriber already at 101 would never be sent it.
 
 What an answer promises (a new job, a change of state, a cancel, log lines, a removal) is written before the
-answer; progress alone up to ``_BATCH_WINDOW`` later, with the changes that follow it, the lock held meanwhile.
+answer; progress alone up to ``_BATCH_WINDOW`` later, with the changes that follow it, the lock held meanwhile,
+unless another process failed to take the lock in the last ``_CONTENDED_MS``: then at once, so that the lock is
+held for as short a time as the write takes.
+
+A server's loop never waits for the lock while another process holds it: its write routes take a ``turn`` first,
+which tries for up to ``_SPIN`` (a holder that is running lets go within a write's round trip), then waits for
+the next entry a release adds to ``{prefix}lock:free`` (a short Stream: every waiter of every process is
+woken by each release) without blocking. The other processes'
+changes read while taking the lock are told to the broker once the loop comes back, not while it is held.
 A write that fails raises ``StoreUnavailable`` where the change promises something (the broker undoes it and the
 client gets 503), and is retried every second otherwise, with new ids.
 
@@ -36,7 +44,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import redis
@@ -61,17 +69,19 @@ local mine = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
 if not mine and redis.call('GET', KEYS[1]) == ARGV[1] then
     mine = redis.call('PEXPIRE', KEYS[1], ARGV[2]) == 1  -- still ours: a process slower than it thought
 end
-if mine then
-    local top = redis.call('INCRBY', KEYS[3], ARGV[4])
-    local start = top - ARGV[4] + 1
-    local held = redis.call('HGET', KEYS[4], ARGV[1])
-    if held then start = math.min(start, tonumber(string.match(held, '^(%d+)'))) end
-    local now = redis.call('TIME')
-    local expires = now[1] * 1000 + math.floor(now[2] / 1000) + ARGV[2]
-    redis.call('HSET', KEYS[4], ARGV[1], string.format('%d:%d', start, expires))
-    return {top, redis.call('XRANGE', KEYS[2], '(' .. ARGV[3], '+')}
+if not mine then
+    redis.call('SET', KEYS[5], '1', 'PX', ARGV[5])  -- contended: the holder writes sooner (see commit)
+    local last = redis.call('XREVRANGE', KEYS[6], '+', '-', 'COUNT', 1)[1]
+    return {0, last and last[1] or '0-0'}  -- a waiter is woken by the next release after this one
 end
-return false
+local top = redis.call('INCRBY', KEYS[3], ARGV[4])
+local start = top - ARGV[4] + 1
+local held = redis.call('HGET', KEYS[4], ARGV[1])
+if held then start = math.min(start, tonumber(string.match(held, '^(%d+)'))) end
+local now = redis.call('TIME')
+local expires = now[1] * 1000 + math.floor(now[2] / 1000) + ARGV[2]
+redis.call('HSET', KEYS[4], ARGV[1], string.format('%d:%d', start, expires))
+return {top, redis.call('XRANGE', KEYS[2], '(' .. ARGV[3], '+'), redis.call('EXISTS', KEYS[5])}
 """
 _BATCH_WINDOW = 0.005  # seconds progress may wait for the changes that follow it, to share their write
 _ID_BLOCK = (
@@ -84,12 +94,23 @@ redis.call('SET', KEYS[1], redis.call('GET', KEYS[1]) or '0')
 return 0
 """
 _ANNOUNCED_KEPT = 10_000  # entries kept of an ``announce`` stream; a reader further behind reads every stream
+# Letting go also adds an entry to ``{prefix}lock:free``: the processes waiting for the lock block on that Stream
+# (XREAD from the last entry they saw when their try failed), so that each release wakes them all.
 _RELEASE = """
 redis.set_repl(redis.REPL_NONE)
 redis.call('HDEL', KEYS[2], ARGV[1])
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('DEL', KEYS[1])
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', 16, '*', 'r', ARGV[1])
+    redis.call('PEXPIRE', KEYS[3], ARGV[2])
+    return 1
+end
 return 0
 """
+_CONTENDED_MS = 100  # a failed try to take the lock marks it contended for this long
+_SPIN = 0.01  # how long a turn tries to take the lock before it waits without blocking the loop
+_SPIN_PAUSE = 0.0003
+_WAIT_SLICE = 0.05  # the longest a waiter blocks before it asks again (the lock of a process that died expires)
 
 
 class RedisPresence:
@@ -148,6 +169,7 @@ class RedisStore(MemoryStore):
         lock_timeout: float = 2.0,
         socket_timeout: float = 2.0,
         client: Any = None,
+        aclient: Any = None,
         announce: tuple[str, str] | None = None,
     ) -> None:
         super().__init__(tombstones_kept=tombstones_kept)
@@ -164,6 +186,10 @@ class RedisStore(MemoryStore):
             url, decode_responses=True, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
         )
         self._socket_timeout = socket_timeout
+        # The same for ``turn``'s waits (redis.asyncio, made at the first one when not given): the loop serves
+        # its streams while another process holds the lock.
+        self._own_aclient = aclient is None
+        self._aredis: Any = aclient
         # (stream, name): each write also adds {"o": name} to that stream, in the same transaction, so that one
         # reader following many stores learns whose stream has news from one key.
         self._announce = announce
@@ -176,6 +202,9 @@ class RedisStore(MemoryStore):
         self._k_seq = (shared_prefix if shared_prefix is not None else prefix) + "seq"
         self._k_epoch = (shared_prefix if shared_prefix is not None else prefix) + "epoch"
         self._k_lock = prefix + "lock"
+        self._k_free = prefix + "lock:free"  # an entry per release, for the processes waiting for the lock
+        self._free_seen = "0-0"  # its last entry when a try to take the lock last failed
+        self._k_wanted = prefix + "lock:wanted"  # present for _CONTENDED_MS after a try to take it failed
         # {replica: "<first id reserved>:<until, ms since the epoch>"} while a store holds its lock: ids not written
         # yet, which a reader of several stores' streams waits for before it passes on anything above them.
         self._k_inflight = (shared_prefix if shared_prefix is not None else prefix) + "inflight"
@@ -183,6 +212,9 @@ class RedisStore(MemoryStore):
         self._release = self._redis.register_script(_RELEASE)
         self._persist = self._redis.register_script(_PERSIST)
         self._held_until = 0.0  # monotonic time until which this process may count on holding the lock
+        self._contended = False  # another process wanted the lock shortly before this one took it
+        self._turns = 0  # open ``turn``s: the lock stays held (and progress unwritten) until the last one ends
+        self._release_wait: asyncio.Task[None] | None = None  # the one wait for a release that every turn shares
         self._next_id = self._top_id = 0  # the ids reserved while the lock is held: _next_id up to _top_id
         self._pos = "0-0"  # the last stream entry applied
         self._dirty: set[str] = set()
@@ -191,6 +223,7 @@ class RedisStore(MemoryStore):
         self._batch: asyncio.TimerHandle | None = None  # the write of progress held back, lock still held
         self._removed: list[tuple[str, int, str]] = []  # (job, seq, final snapshot) not yet written
         self._written_log_seq: dict[str, int] = {}
+        self._untold: dict[str, JobEntry] = {}  # applied while taking the lock, for on_remote (see _apply_remote)
         try:
             self._load()
         except redis.RedisError as exc:
@@ -263,29 +296,117 @@ class RedisStore(MemoryStore):
         return Event(int(row["seq"]), "job", _dumps(row["job"]))
 
     # ---- the lock ------------------------------------------------------------------------------------------
+    def _lock_call(self) -> tuple[list[str], list[Any]]:
+        keys = [self._k_lock, self._k_events, self._k_seq, self._k_inflight, self._k_wanted, self._k_free]
+        return keys, [self.replica, int(self._lock_timeout * 1000), self._pos, _ID_BLOCK, _CONTENDED_MS]
+
+    def _took(self, found: list[Any]) -> None:
+        # Half the timeout: past that, another process may have taken it over, and this one asks again.
+        self._held_until = time.monotonic() + self._lock_timeout / 2
+        self._top_id = int(found[0])
+        self._next_id = self._top_id - _ID_BLOCK + 1
+        self._contended = bool(found[2])
+        self._apply_remote([(str(item[0]), _pairs(item[1])) for item in found[1]], later=True)
+
     def _lock(self) -> None:
-        """Hold the write lock, and apply every change written before it was taken."""
+        """Hold the write lock, and apply every change written before it was taken. Waits (blocking) while
+        another process holds it: a caller on a loop that serves others takes a ``turn`` first."""
         if time.monotonic() < self._held_until:
             return
         deadline = time.monotonic() + self._lock_timeout
-        while True:
-            try:
-                found = self._acquire(
-                    keys=[self._k_lock, self._k_events, self._k_seq, self._k_inflight],
-                    args=[self.replica, int(self._lock_timeout * 1000), self._pos, _ID_BLOCK],
-                )
-            except redis.RedisError as exc:
-                raise self._failed(exc) from exc
-            if found is not None:
-                # Half the timeout: past that, another process may have taken it over, and this one asks again.
-                self._held_until = time.monotonic() + self._lock_timeout / 2
-                self._top_id = int(found[0])
-                self._next_id = self._top_id - _ID_BLOCK + 1
-                self._apply_remote([(str(item[0]), _pairs(item[1])) for item in found[1]])
-                return
+        while not self._try_lock():
             if time.monotonic() > deadline:
-                raise StoreUnavailable(f"the Redis store's write lock was not free within {self._lock_timeout:g} s")
+                raise self._not_free()
             time.sleep(0.0005)
+
+    def _try_lock(self) -> bool:
+        keys, args = self._lock_call()
+        try:
+            found = self._acquire(keys=keys, args=args)
+        except redis.RedisError as exc:
+            raise self._failed(exc) from exc
+        if not int(found[0]):
+            self._free_seen = str(found[1])
+            return False
+        self._took(found)
+        return True
+
+    def _spin(self) -> bool:
+        """Try to take the lock for up to ``_SPIN``, blocking (see turn)."""
+        until = time.monotonic() + _SPIN
+        while not self._try_lock():
+            if time.monotonic() >= until:
+                return False
+            time.sleep(_SPIN_PAUSE)
+        return True
+
+    def _not_free(self) -> StoreUnavailable:
+        return StoreUnavailable(f"the Redis store's write lock was not free within {self._lock_timeout:g} s")
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Hold the write lock for the changes made inside (synchronously: no await), so that the store's calls
+        there find it held. While another process holds it, wait without blocking the loop.
+
+        The lock is taken without yielding (a round trip, retried for up to ``_SPIN``): it is then held for the
+        synchronous work of this turn only, never across the loop's other work (a holder that yielded would keep
+        every other process waiting for as long as its loop is busy). Measured on 3 replicas behind nginx, a
+        wait that yields at once costs more than it saves: a woken waiter comes back only when its busy loop
+        does, and another process has taken the lock by then. Past ``_SPIN``, the turn waits for a release
+        without blocking; the requests that come meanwhile wait for the same release and share the next taking:
+        what an answer promises is written by each before its answer, progress once, by the last turn to end,
+        which lets the lock go. Raises ``StoreUnavailable`` (nothing changed) when the lock is not free within its
+        timeout, or Redis cannot be reached.
+        """
+        self._turns += 1
+        try:
+            deadline = time.monotonic() + self._lock_timeout
+            while time.monotonic() >= self._held_until:
+                waiting = self._release_wait
+                if waiting is None or waiting.done():  # else the lock is elsewhere: wait with the others
+                    if self._spin():
+                        break
+                    if time.monotonic() > deadline:
+                        raise self._not_free()
+                    waiting = self._release_wait = asyncio.ensure_future(self._wait_release(deadline))
+                    waiting.add_done_callback(self._released)
+                # Shielded: a request that goes away must not end the wait of the others.
+                await asyncio.shield(waiting)
+            yield
+        finally:
+            self._turns -= 1
+            if not self._turns:
+                self._end_turns()
+
+    async def _wait_release(self, deadline: float) -> None:
+        if self._aredis is None:
+            self._aredis = aioredis.Redis.from_url(
+                self.url,
+                decode_responses=True,
+                socket_timeout=self._socket_timeout,
+                socket_connect_timeout=self._socket_timeout,
+            )
+        timeout = max(0.001, min(_WAIT_SLICE, deadline - time.monotonic()))
+        try:
+            await self._aredis.xread({self._k_free: self._free_seen}, count=1, block=max(1, int(timeout * 1000)))
+        except (redis.RedisError, OSError) as exc:
+            raise self._failed(exc) from exc
+
+    def _released(self, task: asyncio.Task[None]) -> None:
+        if self._release_wait is task:
+            self._release_wait = None
+        if not task.cancelled():
+            task.exception()  # the turns waiting for it raise it; with none left, it is not worth a warning
+
+    def _end_turns(self) -> None:
+        """The last open turn ended: write what the turns left, unless a batch holds it back, and let go."""
+        if not self._held_until or self._batch is not None:
+            return
+        if self._dirty or self._removed:
+            with contextlib.suppress(StoreUnavailable):  # left pending: written again by flush()
+                self._write()
+        else:
+            self._unlock()
 
     def _unlock(self) -> None:
         if self._batch is not None:
@@ -297,11 +418,19 @@ class RedisStore(MemoryStore):
             self._next_id = self._top_id = 0
             with contextlib.suppress(redis.RedisError):
                 pipe: Any = self._redis.pipeline(transaction=False)
-                self._release(keys=[self._k_lock, self._k_inflight], args=[self.replica], client=pipe)
+                self._release(keys=self._release_keys, args=self._release_args, client=pipe)
                 if self._announce is not None:  # no change, but readers waiting for these ids may go on
                     key, name = self._announce
                     pipe.xadd(key, {"o": name}, maxlen=_ANNOUNCED_KEPT, approximate=True)
                 pipe.execute()
+
+    @property
+    def _release_keys(self) -> list[str]:
+        return [self._k_lock, self._k_inflight, self._k_free]
+
+    @property
+    def _release_args(self) -> list[Any]:
+        return [self.replica, int(self._lock_timeout * 1000)]
 
     # ---- the Store calls -----------------------------------------------------------------------------------
     def next_seq(self) -> int:
@@ -372,17 +501,21 @@ class RedisStore(MemoryStore):
         elif self._dirty and self._held_until:
             # Progress alone (as the SQLite store writes it behind): written a moment later with whatever
             # follows, the lock held meanwhile so that ids stay in the stream's order. With publishers posting
-            # hundreds of times a second, one write then carries several changes.
-            if self._batch is None:
+            # hundreds of times a second, one write then carries several changes. Turns opened together: the
+            # last one to end writes it. Another process waiting for the lock: written now, held back by no one.
+            if self._batch is None and self._turns <= 1:
                 try:
                     loop = asyncio.get_running_loop()
                 except RuntimeError:  # no loop: a synchronous caller
+                    loop = None
+                if loop is None or self._contended:
                     with contextlib.suppress(StoreUnavailable):
                         self._write()
                     return
                 self._batch = loop.call_later(_BATCH_WINDOW, self._write_batch)
             return
-        self._unlock()
+        if self._turns <= 1:
+            self._unlock()
 
     def _write_batch(self) -> None:
         self._batch = None
@@ -425,7 +558,19 @@ class RedisStore(MemoryStore):
             key, name = self._announce
             pipe.xadd(key, {"o": name}, maxlen=_ANNOUNCED_KEPT, approximate=True)
         new_logs: dict[str, int] = {}
-        for job_id in dirty:
+        # In id order, removals among the rest: the stream's order is the ids' order, within a write too.
+        changes = sorted(
+            [(self._entries[job_id].change_seq, job_id, None) for job_id in dirty]
+            + [(seq, job_id, final) for job_id, seq, final in removed],
+            key=lambda change: change[0],
+        )
+        for seq, job_id, final in changes:
+            if final is not None:
+                pipe.hdel(self._k_jobs, job_id)
+                pipe.delete(self._k_log + job_id)
+                fields = {"r": self.replica, "k": "rm", "j": job_id, "s": seq, "d": final}
+                pipe.xadd(self._k_events, fields, maxlen=self._stream_kept, approximate=True)
+                continue
             entry = self._entries[job_id]
             row = (
                 f'{{"seq":{entry.seq},"change_seq":{entry.change_seq},"dropped":{entry.last_dropped_seq},'
@@ -441,17 +586,14 @@ class RedisStore(MemoryStore):
                 new_logs[job_id] = lines[-1][0]
             fields = {"r": self.replica, "k": "job", "j": job_id, "s": entry.change_seq, "d": row, "l": _dumps(lines)}
             pipe.xadd(self._k_events, fields, maxlen=self._stream_kept, approximate=True)
-        for job_id, seq, final in removed:
-            pipe.hdel(self._k_jobs, job_id)
-            pipe.delete(self._k_log + job_id)
-            fields = {"r": self.replica, "k": "rm", "j": job_id, "s": seq, "d": final}
-            pipe.xadd(self._k_events, fields, maxlen=self._stream_kept, approximate=True)
         held = bool(self._held_until) and time.monotonic() < self._held_until
+        # Other turns opened with this one have yet to make their changes: they keep the lock (see turn).
+        keep = held and self._turns > 1
         if self._top_id:  # the ids this change used, on disk with it (see _ACQUIRE)
             self._persist(keys=[self._k_seq], client=pipe)
-        if self._held_until:
+        if self._held_until and not keep:
             # in the same transaction
-            self._release(keys=[self._k_lock, self._k_inflight], args=[self.replica], client=pipe)
+            self._release(keys=self._release_keys, args=self._release_args, client=pipe)
         try:
             results = pipe.execute()
         except redis.RedisError as exc:
@@ -463,8 +605,9 @@ class RedisStore(MemoryStore):
             ids = [result for result in results if isinstance(result, str) and "-" in result]
             if ids:
                 self._pos = ids[-1]
-        self._held_until = 0.0
-        self._next_id = self._top_id = 0
+        if not keep:
+            self._held_until = 0.0
+            self._next_id = self._top_id = 0
         if self._batch is not None:
             self._batch.cancel()
             self._batch = None
@@ -487,6 +630,17 @@ class RedisStore(MemoryStore):
             if self._own_client:
                 self._redis.close()
 
+    async def aclose(self) -> None:
+        """``close``, and let go of the connections ``turn`` made."""
+        self.close()
+        if self._release_wait is not None:
+            self._release_wait.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StoreUnavailable):
+                await self._release_wait
+        if self._own_aclient and self._aredis is not None:
+            await self._aredis.aclose()
+            self._aredis = None
+
     def _failed(self, exc: Exception) -> StoreUnavailable:
         self.fault = f"{type(exc).__name__}: {exc}"
         return StoreUnavailable(f"the Redis store at {self.url} cannot be reached ({exc}); nothing was changed")
@@ -505,7 +659,10 @@ class RedisStore(MemoryStore):
             entries.clear()
             entries.update((e.job.id, e) for e in ordered)
 
-    def _apply_remote(self, items: list[tuple[str, dict[str, str]]]) -> None:
+    def _apply_remote(self, items: list[tuple[str, dict[str, str]]], *, later: bool = False) -> None:
+        """Apply the other processes' entries. ``later``: tell ``on_remote`` once the loop comes back to it,
+        not now: the lock is held now, and telling may wake every subscriber (a pass over thousands of them,
+        which every other process would wait for)."""
         touched: dict[str, JobEntry] = {}
         pos = _stream_id(self._pos)
         for stream_id, fields in items:
@@ -551,6 +708,22 @@ class RedisStore(MemoryStore):
             self._saved[job_id] = (entry.job.state, entry.job.cancel_requested)
             self._place(entry)
             touched[job_id] = entry
+        if not touched or self.on_remote is None:
+            return
+        if later:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                pass
+            else:
+                if not self._untold:
+                    loop.call_soon(self._tell)
+                self._untold.update(touched)
+                return
+        self.on_remote(touched)
+
+    def _tell(self) -> None:
+        touched, self._untold = self._untold, {}
         if touched and self.on_remote is not None:
             self.on_remote(touched)
 

@@ -36,6 +36,7 @@ streams) p99 was 44-83 ms with it against 58-109 ms without, in interleaved runs
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from ..core.store_redis import RedisStore
     from ._tenants import Tenants
 
-__all__ = ["SharedStores", "open_shared"]
+__all__ = ["SharedStores", "open_shared", "write_turn"]
 
 _log = logging.getLogger("jupyter_sse")
 _PREFIX = "jupyter-sse:"
@@ -55,6 +56,13 @@ _BLOCK_MS = 1000  # how long one read waits for news, and how often a failed wri
 _READ_COUNT = 1000  # entries per stream per read: a stream far behind is read over several
 _NEWS_KEPT = 10_000  # entries kept of the news stream (as a store keeps of its announcements)
 _SWEEP_PERIOD = 10.0  # how often every user's stream is read, in case announcements were trimmed unread
+
+
+def write_turn(broker: Broker) -> contextlib.AbstractAsyncContextManager[Any]:
+    """Around a change through ``broker``: a turn of its store's write lock (``RedisStore.turn``), waited for
+    without blocking the loop; nothing for a store of this process only."""
+    turn = getattr(broker.store, "turn", None)
+    return turn() if turn is not None else contextlib.nullcontext()
 
 
 def open_shared(url: str | None, log_lines_kept: int) -> SharedStores | None:
@@ -85,6 +93,8 @@ class SharedStores:
         self._redis: Any = redis.Redis.from_url(
             url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=2.0
         )
+        # The stores' waits for their locks (``RedisStore.turn``), on the hub's loop; the reader has its own.
+        self._aredis: Any = None
         self._k_owners = _PREFIX + "owners"
         self._k_news = _PREFIX + "news"
         self._k_inflight = _PREFIX + "inflight"  # the stores' (shared_prefix) names
@@ -100,15 +110,21 @@ class SharedStores:
     def make(self, owner: str) -> RedisStore:
         """``owner``'s store (``Tenants``' ``make_store``), written down as a user every hub should know."""
         import redis
+        import redis.asyncio as aioredis
 
         from ..core.store_redis import RedisStore
 
+        if self._aredis is None:
+            self._aredis = aioredis.Redis.from_url(
+                self.url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=2.0
+            )
         store = RedisStore(
             self.url,
             log_lines_kept=self._log_lines_kept,
             prefix=f"{_PREFIX}{{{owner}}}:",
             shared_prefix=_PREFIX,
             client=self._redis,
+            aclient=self._aredis,
             announce=(self._k_news, owner),
         )
         try:
@@ -258,5 +274,7 @@ class SharedStores:
 
     async def close(self) -> None:
         for store in self._stores.values():
-            store.close()
+            await store.aclose()
         self._redis.close()
+        if self._aredis is not None:
+            await self._aredis.aclose()

@@ -59,7 +59,7 @@ from ._metrics import add_metrics_route
 from ._notify import HubNotifications, jupyterhub_user_links
 from ._notify_routes import add_notify_routes
 from ._schema import CancelReply, JobList, errors, install_openapi, update_body
-from ._shared import open_shared
+from ._shared import open_shared, write_turn
 from ._tenants import MergedSubscription, Tenants, merge_pages
 from ._users import UsersFile
 
@@ -433,7 +433,9 @@ def create_app(
     )
     async def delete_job(who: Caller, job_id: JobIdPath, owner: OwnerQuery = None) -> Response:
         """Forget a finished job (409 `job_running` while it runs); subscribers get a `removed` event."""
-        holding(who, job_id, owner).delete(job_id)
+        holder = holding(who, job_id, owner)
+        async with write_turn(holder):
+            holder.delete(job_id)
         return Response(status_code=204)
 
     @app.post(
@@ -444,7 +446,9 @@ def create_app(
     )
     async def cancel_job(who: Caller, job_id: JobIdPath, owner: OwnerQuery = None) -> Response:
         """Ask for a job's cancellation: 202 with the job; a finished job is returned unchanged with 200."""
-        job, asked = holding(who, job_id, owner).request_cancel(job_id)
+        holder = holding(who, job_id, owner)
+        async with write_turn(holder):
+            job, asked = holder.request_cancel(job_id)
         return _json(job.to_dict(), status=202 if asked else 200)
 
     @app.post(
@@ -456,7 +460,10 @@ def create_app(
     async def post_updates(who: Caller, request: Request) -> Response:
         """What publishers report: upserts every job of the batch, whole or not at all, as the caller's jobs."""
         try:
-            cancel = own(who).apply(parse_update_batch(await _read_body(request)))
+            batch = parse_update_batch(await _read_body(request))
+            mine = own(who)
+            async with write_turn(mine):
+                cancel = mine.apply(batch)
         except ProtocolError as exc:
             broker.metrics.refused(exc.error)
             raise
@@ -539,6 +546,9 @@ async def _expire_leases(tenants: Tenants, lease: float) -> None:
     period = lease_check_period(lease)
     while True:
         await asyncio.sleep(period)
-        for broker in tenants:
+        for broker in list(tenants):
+            if not broker.leases_expired(lease):
+                continue  # no turn of a shared store's lock for nothing
             with contextlib.suppress(StoreUnavailable):  # the store is away: the next round marks them
-                broker.expire_leases(lease)
+                async with write_turn(broker):
+                    broker.expire_leases(lease)
