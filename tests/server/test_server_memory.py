@@ -8,6 +8,7 @@ import socket
 import sys
 import threading
 import time
+import tracemalloc
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -181,3 +182,26 @@ def test_after_a_burst_the_type_cache_lets_go_of_names_looked_up_per_request() -
 
     asyncio.run(main())
     assert sys.getrefcount(name) == before
+
+
+def _traced_here(snapshot: tracemalloc.Snapshot, lineno: int) -> int:
+    return len(snapshot.filter_traces([tracemalloc.Filter(True, __file__, lineno)]).traces)
+
+
+def test_after_a_burst_asyncio_lets_go_of_the_future_iterators_it_kept() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(600)]
+        made_at = sys._getframe().f_lineno + 1
+        iterators = [f.__await__() for f in futures]  # what ``await future`` makes, 600 streams at once
+        del iterators  # freed: asyncio keeps up to 255 of them for reuse
+        kept = _traced_here(tracemalloc.take_snapshot(), made_at)
+        assert kept >= 200, kept
+        release_burst_leftovers()
+        assert _traced_here(tracemalloc.take_snapshot(), made_at) == 0
+
+    tracemalloc.start()
+    try:
+        asyncio.run(main())
+    finally:
+        tracemalloc.stop()
