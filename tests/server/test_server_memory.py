@@ -4,6 +4,7 @@ memory whatever the number of jobs kept, and the memory comes back once they are
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import sys
 import threading
@@ -205,3 +206,19 @@ def test_after_a_burst_asyncio_lets_go_of_the_future_iterators_it_kept() -> None
         asyncio.run(main())
     finally:
         tracemalloc.stop()
+
+
+def test_the_histogram_for_stream_ends_is_made_before_any_stream() -> None:
+    # In a process of its own: the histogram's children are process-wide, and other tests' streams make them.
+    import subprocess
+
+    code = (
+        "import json\n"
+        "from jupyter_server.prometheus.metrics import HTTP_REQUEST_DURATION_SECONDS as h\n"
+        "from jupyter_sse.server.handlers import handlers\n"
+        "handlers()\n"
+        "print(json.dumps(sorted({s.labels['status_code'] for m in h.collect() for s in m.samples\n"
+        "                         if s.labels.get('handler', '').endswith('.EventsHandler')})))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert json.loads(out.stdout) == ["200", "503"]
