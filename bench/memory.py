@@ -147,8 +147,8 @@ def stalled_subscribers(srv: Server, jobs: int, subscribers: int) -> dict[str, A
     rss0 = settle(srv)
     head = f"GET /jupyter-sse/api/events HTTP/1.1\r\nHost: {u.netloc}\r\nAuthorization: token {srv.token}\r\n\r\n"
 
-    def burst() -> tuple[int, int]:
-        """RSS with the subscribers connected, and after they closed."""
+    def burst() -> tuple[int, int, int]:
+        """RSS with the subscribers connected, after they closed, and 10 s later (the updates going on)."""
         socks = []
         for _ in range(subscribers):
             s = socket.socket()
@@ -161,11 +161,13 @@ def stalled_subscribers(srv: Server, jobs: int, subscribers: int) -> dict[str, A
         for s in socks:
             s.close()
         time.sleep(3 + SETTLE[0])  # the heap is trimmed 2 s after the last close
-        return with_them, settle(srv)
+        after = settle(srv)
+        time.sleep(10)
+        return with_them, after, settle(srv)
 
-    rss1, rss2 = burst()
+    rss1, rss2, rss2_later = burst()
     # The same again: what the first left behind is reused, not added to.
-    _, rss3 = burst()
+    _, rss3, _ = burst()
     stop.set()
     churner.join()
     return {
@@ -175,6 +177,7 @@ def stalled_subscribers(srv: Server, jobs: int, subscribers: int) -> dict[str, A
         "rss_before_mib": rss0 / 2**20,
         "rss_with_mib": rss1 / 2**20,
         "rss_after_close_mib": rss2 / 2**20,
+        "rss_10s_after_close_mib": rss2_later / 2**20,
         "rss_after_second_burst_mib": rss3 / 2**20,
     }
 

@@ -3,9 +3,14 @@ memory whatever the number of jobs kept, and the memory comes back once they are
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
+import sys
 import threading
 import time
+import tracemalloc
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -13,6 +18,7 @@ import httpx
 import psutil
 import pytest
 
+from jupyter_sse.server._memory import TrimScheduler, release_burst_leftovers
 from tests._servers import TOKEN, ServerProcess
 
 pytestmark = pytest.mark.timeout(240)
@@ -127,3 +133,92 @@ def test_subscribers_that_never_read_cost_bounded_memory_and_give_it_back(server
     # What closed streams leave behind: nothing queued for them anywhere, and the memory given back.
     assert unsent_after < 1_000_000, unsent_after
     assert after < before * 1.10, f"RSS {before >> 20} MiB before, {after >> 20} MiB after they closed"
+
+
+# What keeps the small-object allocator's arenas of a burst of connections after they closed, each let go by the
+# step the server runs once closes stop (the bench's 2,000 stalled subscribers are too many for a test: RSS there).
+
+
+def _noop() -> None:
+    pass
+
+
+def test_after_a_burst_asyncio_drops_its_cancelled_timers() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        # A live timer due earlier (a stream's heartbeat, say): asyncio drops cancelled timers at the heap's top.
+        heartbeat = loop.call_later(60, _noop)
+        # What tornado does per request (its idle-connection timeout): a timer an hour ahead, cancelled at once.
+        timer = loop.call_later(3600, _noop)
+        timer.cancel()
+        freed = asyncio.Event()
+        weakref.finalize(timer, freed.set)
+        del timer
+        with pytest.raises(TimeoutError):  # asyncio keeps it (fewer than 100 timers): what the trimmer is for
+            await asyncio.wait_for(freed.wait(), 0.1)
+        trimmer = TrimScheduler(delay=0.01, min_closes=2)
+        trimmer.closed_one()
+        trimmer.closed_one()
+        try:
+            await asyncio.wait_for(freed.wait(), 5)  # raises if the cancelled timer stays in asyncio's heap
+        finally:
+            heartbeat.cancel()
+
+    asyncio.run(main())
+
+
+def test_after_a_burst_the_type_cache_lets_go_of_names_looked_up_per_request() -> None:
+    class Handler:
+        def get(self) -> None:
+            pass
+
+    # Made at run time, as tornado's ``getattr(self, self.request.method.lower())``: a new string per request.
+    name = "".join(["g", "et"])
+    before = sys.getrefcount(name)
+    getattr(Handler(), name)
+    assert sys.getrefcount(name) == before + 1, "the interpreter's type cache holds the name"
+
+    async def main() -> None:
+        release_burst_leftovers()
+
+    asyncio.run(main())
+    assert sys.getrefcount(name) == before
+
+
+def _traced_here(snapshot: tracemalloc.Snapshot, lineno: int) -> int:
+    return len(snapshot.filter_traces([tracemalloc.Filter(True, __file__, lineno)]).traces)
+
+
+def test_after_a_burst_asyncio_lets_go_of_the_future_iterators_it_kept() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(600)]
+        made_at = sys._getframe().f_lineno + 1
+        iterators = [f.__await__() for f in futures]  # what ``await future`` makes, 600 streams at once
+        del iterators  # freed: asyncio keeps up to 255 of them for reuse
+        kept = _traced_here(tracemalloc.take_snapshot(), made_at)
+        assert kept >= 200, kept
+        release_burst_leftovers()
+        assert _traced_here(tracemalloc.take_snapshot(), made_at) == 0
+
+    tracemalloc.start()
+    try:
+        asyncio.run(main())
+    finally:
+        tracemalloc.stop()
+
+
+def test_the_histogram_for_stream_ends_is_made_before_any_stream() -> None:
+    # In a process of its own: the histogram's children are process-wide, and other tests' streams make them.
+    import subprocess
+
+    code = (
+        "import json\n"
+        "from jupyter_server.prometheus.metrics import HTTP_REQUEST_DURATION_SECONDS as h\n"
+        "from jupyter_sse.server.handlers import handlers\n"
+        "handlers()\n"
+        "print(json.dumps(sorted({s.labels['status_code'] for m in h.collect() for s in m.samples\n"
+        "                         if s.labels.get('handler', '').endswith('.EventsHandler')})))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert json.loads(out.stdout) == ["200", "503"]
