@@ -129,16 +129,24 @@ def run(
 
 
 def run_section(quick: bool) -> list[dict[str, Any]]:
-    """The rows of the results' table: three replicas on Redis behind nginx."""
+    """The rows of the results' table: three replicas on Redis, the subscribers spread over them directly (the
+    publisher on the first), then every client behind nginx."""
     rows = []
-    for n in [30] if quick else [1000, 2000]:
-        try:
-            row = run(n, 3, 1.0 if quick else 10.0, nginx=True)
-        except Exception as exc:  # one size failing is a result, not the end of the run
-            row = {"server": "hub x3 on Redis behind nginx", "subscribers": n, "error": f"{type(exc).__name__}: {exc}"}
-        print(f"  replicas n={n:5}: {json.dumps({k: row.get(k) for k in ('p99_ms_worst', 'events_per_s', 'error')})}")
-        rows.append(row)
+    for nginx in (False, True):
+        for n in [30] if quick else [1000, 2000]:
+            rows.append(_row(n, quick, nginx))
     return rows
+
+
+def _row(n: int, quick: bool, nginx: bool) -> dict[str, Any]:
+    try:
+        row = run(n, 3, 1.0 if quick else 10.0, nginx=nginx)
+    except Exception as exc:  # one size failing is a result, not the end of the run
+        server = "hub x3 on Redis" + (" behind nginx" if nginx else "")
+        row = {"server": server, "subscribers": n, "error": f"{type(exc).__name__}: {exc}"}
+    shown = {k: row.get(k) for k in ("server", "p99_ms_worst", "events_per_s", "error")}
+    print(f"  replicas n={n:5}: {json.dumps(shown)}")
+    return row
 
 
 if __name__ == "__main__":
