@@ -276,7 +276,7 @@ class JupyterServer(HttpService):
 _NGINX_CONF = """
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
-worker_processes 1;
+worker_processes auto;  # as in Debian's own nginx.conf: one worker a core
 worker_rlimit_nofile {nofile};
 events {{ worker_connections {connections}; }}
 http {{
