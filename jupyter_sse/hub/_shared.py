@@ -56,6 +56,24 @@ _BLOCK_MS = 1000  # how long one read waits for news, and how often a failed wri
 _READ_COUNT = 1000  # entries per stream per read: a stream far behind is read over several
 _NEWS_KEPT = 10_000  # entries kept of the news stream (as a store keeps of its announcements)
 _SWEEP_PERIOD = 10.0  # how often every user's stream is read, in case announcements were trimmed unread
+# The blocks of ids held by stores whose lock has expired (a hub that died holding one): readers already pass them
+# by (``_mark``); the sweep deletes them, so that the hash does not grow by one a crash. One script, so that an entry
+# made again meanwhile by a live store (with a later expiry) is never the one deleted.
+_FORGET_EXPIRED = """
+redis.set_repl(redis.REPL_NONE)
+local now = redis.call('TIME')
+local ms = now[1] * 1000 + math.floor(now[2] / 1000)
+local held = redis.call('HGETALL', KEYS[1])
+local gone = 0
+for i = 1, #held, 2 do
+    local until_ms = tonumber(string.match(held[i + 1], ':(%d+)$'))
+    if until_ms and until_ms < ms then
+        redis.call('HDEL', KEYS[1], held[i])
+        gone = gone + 1
+    end
+end
+return gone
+"""
 
 
 def write_turn(broker: Broker) -> contextlib.AbstractAsyncContextManager[Any]:
@@ -173,6 +191,7 @@ class SharedStores:
                         newest = await client.xrevrange(self._k_news, count=1)
                         news = newest[0][0] if newest else news
                         self._discover(tenants, await client.smembers(self._k_owners))
+                        await client.eval(_FORGET_EXPIRED, 1, self._k_inflight)
                         await self._read(client, list(self._followed.values()))
                         sweep_at = time.monotonic() + _SWEEP_PERIOD
                     # Below the mark, every id is written (or given up), so what the news names now holds it all:

@@ -240,3 +240,27 @@ def test_an_admin_resuming_on_the_other_replica_gets_every_change_once_while_two
     assert not bad, f"an id repeated or went back: {bad} in {seqs}"
     changes = [(d["owner"], d["n"]) for _, name, d, _ in events if name == "job"]
     assert len(changes) == len(set(changes)), "a change was sent twice"
+
+
+def test_a_crashed_hubs_expired_id_blocks_are_forgotten_and_live_ones_kept(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    if redis_server.proc is None:
+        redis_server.start()
+    redis_server.flush()
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        seconds, micros = r.time()
+        now_ms = seconds * 1000 + micros // 1000
+        # "<first id>:<until, ms>": a store of a hub killed while it held its lock, and one that holds it now
+        r.hset("jupyter-sse:inflight", mapping={"dead": f"5:{now_ms - 1000}", "live": f"9:{now_ms + 60_000}"})
+        users = UsersFile(tmp_path / "users")
+        users.add("alice")
+        hub = BackgroundHub(users=users.path, heartbeat=1.0, store=redis_server.url).start()
+        try:
+            wait_for(lambda: not r.hexists("jupyter-sse:inflight", "dead"), what="the expired block to be deleted")
+            assert r.hget("jupyter-sse:inflight", "live") == f"9:{now_ms + 60_000}"
+        finally:
+            hub.stop()
+    finally:
+        r.close()
