@@ -35,6 +35,7 @@ __all__ = [
     "STATES",
     "TERMINAL_STATES",
     "TEXT_MAX_LENGTH",
+    "WRITE_HEADER",
     "EventKind",
     "is_valid_job_id",
 ]
@@ -45,6 +46,9 @@ API_PATH = "jupyter-sse/api/"
 JOB_MIME_TYPE = "application/vnd.jupyter-sse.job+json"
 #: The version of that data.
 JOB_MIME_VERSION = 1
+#: The header a page sends with a cancel or a removal that only its login cookie authenticates (the team hub behind
+#: JupyterHub): a page of another origin cannot send it without a CORS preflight, which the hub never grants.
+WRITE_HEADER = "X-Jupyter-SSE-Request"
 
 # Job ids are made by the publisher, so that publishing never waits on a round trip.
 #: The characters of a job id: a regular-expression character class, without its brackets.

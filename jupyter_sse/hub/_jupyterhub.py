@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlparse
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..protocol import WRITE_HEADER
 from ._identity import Identity
 
 __all__ = ["ADMIN_SCOPE", "JupyterHubService", "ServicePrefix", "bind_from_environment", "from_environment"]
@@ -47,6 +48,25 @@ def bind_from_environment(env: Mapping[str, str] | None = None) -> tuple[str, in
     if url.hostname and url.port:
         return url.hostname, url.port
     return None
+
+
+_WRITE_HEADER = WRITE_HEADER.lower().encode("latin-1")
+
+
+def _cookie_may_write(scope: Scope) -> bool:
+    """Whether a write that only the login cookie authenticates comes from a page of this origin.
+
+    A page elsewhere can make a browser send the cookie with a POST, but not with a header of its own choosing
+    unless a CORS preflight allows it, which the hub never does; the ``Origin`` and ``Sec-Fetch-Site`` a browser
+    adds, when present, must also say this origin (behind JupyterHub's proxy the ``Host`` is the browser's).
+    """
+    headers = {name: value.decode("latin-1") for name, value in scope.get("headers", ())}
+    if _WRITE_HEADER not in headers:
+        return False
+    if headers.get(b"sec-fetch-site", "same-origin") != "same-origin":
+        return False
+    origin = headers.get(b"origin")
+    return origin is None or urlparse(origin).netloc == headers.get(b"host", "")
 
 
 def _cookies(scope: Scope) -> SimpleCookie:
@@ -74,8 +94,8 @@ class JupyterHubService:
 
     # ---- identity --------------------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, token: str | None) -> Identity | None:
-        if token is None and scope.get("method") in ("GET", "HEAD"):
-            # The login cookie reads only: a page elsewhere could make a browser send it with a POST.
+        if token is None and (scope.get("method") in ("GET", "HEAD") or _cookie_may_write(scope)):
+            # The login cookie writes only with the page's own header (see _cookie_may_write).
             morsel = _cookies(scope).get(self.auth.cookie_name)
             token = morsel.value if morsel is not None else None
         if not token:

@@ -109,6 +109,13 @@ export const TERMINAL_STATES: ReadonlySet<string> = new Set([
 /** The longest message, error message or path. */
 export const TEXT_MAX_LENGTH = 4096;
 
+/**
+ * The header a page sends with a cancel or a removal that only its login cookie authenticates (the
+ * team hub behind JupyterHub): a page of another origin cannot send it without a CORS preflight, which
+ * the hub never grants.
+ */
+export const WRITE_HEADER = 'X-Jupyter-SSE-Request';
+
 /** The names of the SSE events a stream carries. Clients ignore names they do not know. */
 export const EventKind = {
   JOB: 'job',

@@ -18,6 +18,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 
 import { parseRetryAfter, reconnectDelay } from './backoff';
 import { IJobPage, IJobSnapshot, JobCache, emptySnapshot } from './jobcache';
+import { WRITE_HEADER } from './protocol';
 import { SSEParser } from './sse';
 
 /** A job as the server sends it (docs/protocol.md, "Job"). */
@@ -89,6 +90,12 @@ export function hubSettings(hubUrl: string): ServerConnection.ISettings {
     appendToken: false
   });
 }
+
+/**
+ * Sent with every cancel and removal: the team hub takes its login cookie for a write only with this header (a page
+ * of another origin cannot send it), and this server ignores it (its XSRF header does that job).
+ */
+const WRITE: Record<string, string> = { [WRITE_HEADER]: '1' };
 
 /** The server answered the events request with an error instead of a stream. */
 class StreamRefused extends Error {
@@ -266,7 +273,7 @@ export class JobStream {
   /** Ask the server to forget a finished job: DELETE jobs/{id} (409 while it runs). */
   async remove(jobId: string): Promise<void> {
     const url = apiUrl(this._settings, 'jobs/' + encodeURIComponent(jobId));
-    const response = await ServerConnection.makeRequest(url, { method: 'DELETE' }, this._settings);
+    const response = await ServerConnection.makeRequest(url, { method: 'DELETE', headers: WRITE }, this._settings);
     if (!response.ok && response.status !== 404) {
       throw new ServerConnection.ResponseError(response, `remove failed: ${response.status}`);
     }
@@ -275,7 +282,7 @@ export class JobStream {
   /** Ask the server to cancel a job: POST jobs/{id}/cancel (ServerConnection adds the XSRF header). */
   async cancel(jobId: string): Promise<IJob> {
     const url = apiUrl(this._settings, 'jobs/' + encodeURIComponent(jobId) + '/cancel');
-    const response = await ServerConnection.makeRequest(url, { method: 'POST' }, this._settings);
+    const response = await ServerConnection.makeRequest(url, { method: 'POST', headers: WRITE }, this._settings);
     if (!response.ok) {
       throw new ServerConnection.ResponseError(response, `cancel failed: ${response.status}`);
     }

@@ -104,6 +104,26 @@ def test_the_panel_shows_the_users_jobs_on_the_team_hub(hub: Hub, browser: Any) 
         assert panel.locator(".jp-sse-row-name", has_text="bob on the hub").count() == 0
         panel.screenshot(path=str(ARTIFACTS / "hub-panel.png"))
 
+        # she acts on her jobs there too: Cancel reaches the hub (her login cookie, with the panel's own header)
+        _publish(hub, _service_token(hub, "alice"), {"id": "stopme", "name": "alice stops this", "n": 1})
+        stop = panel.locator(".jp-sse-row", has=page.locator(".jp-sse-row-name", has_text="alice stops this"))
+        stop.wait_for(timeout=15_000)
+        stop.locator(".jp-sse-row-action").click()
+        page.wait_for_function(
+            "el => el.querySelector('.jp-sse-row-state').textContent === 'cancelling'",
+            arg=stop.element_handle(),
+            timeout=15_000,
+        )
+        # her loop sees the cancel and ends cancelled; Remove then forgets the job on the hub
+        _publish(hub, _service_token(hub, "alice"), {"id": "stopme", "state": "cancelled"})
+        page.wait_for_function(
+            "el => el.querySelector('.jp-sse-row-action').textContent === 'Remove'",
+            arg=stop.element_handle(),
+            timeout=15_000,
+        )
+        stop.locator(".jp-sse-row-action").click()
+        stop.wait_for(state="detached", timeout=15_000)
+
         # a cell's job view follows the same setting: a notebook showing the job (as a kernel publishing to the
         # hub displays it) draws it from the hub, live
         _write_notebook(hub, "alice", "teamjob.ipynb", "teamjob")

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from httpx_sse import ServerSentEvent
 
+from jupyter_sse.protocol import WRITE_HEADER
 from tests._sse import read_until
 from tests.jupyterhub._hub import HARNESS_TOKEN, SERVICE, Hub
 from tests.jupyterhub.test_jupyterhub import run_in_kernel
@@ -174,7 +175,9 @@ def test_a_kernel_publishes_with_its_servers_token(hub: Hub, service: tuple[str,
 
 
 def test_a_browser_logs_in_through_jupyterhubs_oauth(hub: Hub, service: tuple[str, dict[str, str]]) -> None:
-    api, _ = service
+    api, tokens = service
+    with _client(api, tokens["bob"]) as bob:
+        assert bob.post("updates", json={"jobs": [{"id": "bobs-run", "n": 1}]}).status_code == 200
     with httpx.Client(timeout=30, headers={"Accept": "text/html"}) as browser:
         response = browser.get(api + "jobs")
         assert response.status_code == 302
@@ -195,3 +198,12 @@ def test_a_browser_logs_in_through_jupyterhubs_oauth(hub: Hub, service: tuple[st
         assert {j["owner"] for j in jobs} <= {"bob"}
         # the login cookie reads, but does not write: a page elsewhere could make the browser send it
         assert browser.post(api + "updates", json={"jobs": [{"id": "csrf"}]}).status_code == 403
+        # ... unless the page sends the header only a page of this origin can (the Jobs panel's cancel and remove)
+        origin = hub.url.rstrip("/")
+        cancel = api + "jobs/bobs-run/cancel"
+        assert browser.post(cancel, headers={WRITE_HEADER: "1", "Origin": "http://elsewhere.test"}).status_code == 403
+        assert browser.post(cancel, headers={WRITE_HEADER: "1", "Sec-Fetch-Site": "cross-site"}).status_code == 403
+        assert browser.get(api + "jobs/bobs-run").json()["cancel_requested"] is False  # refused: nothing changed
+        response = browser.post(cancel, headers={WRITE_HEADER: "1", "Origin": origin, "Sec-Fetch-Site": "same-origin"})
+        assert response.status_code == 202, response.text
+        assert browser.get(api + "jobs/bobs-run").json()["cancel_requested"] is True
