@@ -313,11 +313,8 @@ class RedisStore(MemoryStore):
         another process holds it: a caller on a loop that serves others takes a ``turn`` first."""
         if time.monotonic() < self._held_until:
             return
-        deadline = time.monotonic() + self._lock_timeout
-        while not self._try_lock():
-            if time.monotonic() > deadline:
-                raise self._not_free()
-            time.sleep(0.0005)
+        if not self._spin(self._lock_timeout):
+            raise self._not_free()
 
     def _try_lock(self) -> bool:
         keys, args = self._lock_call()
@@ -331,9 +328,9 @@ class RedisStore(MemoryStore):
         self._took(found)
         return True
 
-    def _spin(self) -> bool:
-        """Try to take the lock for up to ``_SPIN``, blocking (see turn)."""
-        until = time.monotonic() + _SPIN
+    def _spin(self, seconds: float) -> bool:
+        """Try to take the lock for up to ``seconds``, blocking."""
+        until = time.monotonic() + seconds
         while not self._try_lock():
             if time.monotonic() >= until:
                 return False
@@ -364,7 +361,7 @@ class RedisStore(MemoryStore):
             while time.monotonic() >= self._held_until:
                 waiting = self._release_wait
                 if waiting is None or waiting.done():  # else the lock is elsewhere: wait with the others
-                    if self._spin():
+                    if self._spin(_SPIN):
                         break
                     if time.monotonic() > deadline:
                         raise self._not_free()
