@@ -12,7 +12,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests._servers import free_port
 
 CHROMIUM = os.environ.get("JUPYTER_SSE_CHROMIUM", "/usr/bin/chromium")
 # flags that work as root, offline, in containers
@@ -39,12 +40,6 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 # JupyterLab's news and update pop-ups would cover the notebook
 OVERRIDES = {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -111,7 +106,7 @@ def running_jupyter(
     )
     for name in ("JUPYTER_SSE_URL", "JUPYTER_SSE_TOKEN", "JUPYTER_TOKEN"):
         env.pop(name, None)
-    port = port or _free_port()
+    port = port or free_port()
     token = token or secrets.token_hex(16)
     cmd = [
         sys.executable,

@@ -20,6 +20,7 @@ import pytest
 
 from jupyter_sse.hub import BackgroundHub, UsersFile
 from tests._replicas import wait_for
+from tests._servers import free_port
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -209,9 +210,7 @@ def test_the_hub_runs_as_a_user_with_no_passwd_entry(tmp_path: Path) -> None:
     if probe.returncode != 0:
         pytest.fail("unshare cannot make a user namespace here")
     env = {k: v for k, v in os.environ.items() if k not in ("USER", "LOGNAME", "LNAME", "USERNAME")}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cmd = ["unshare", "--user", "--map-user=54321", "--map-group=54321"]
     cmd += [sys.executable, "-m", "jupyter_sse.cli", "hub", "--no-auth", "--port", str(port)]
     log = tmp_path / "hub.log"
@@ -293,9 +292,7 @@ def test_the_hub_and_the_extension_default_to_the_same_settings() -> None:
 
 
 def test_the_cli_hub_takes_the_stream_caps(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cmd = [sys.executable, "-m", "jupyter_sse.cli", "hub", "--token", TOKEN, "--port", str(port)]
     bad = subprocess.run([*cmd, "--max-event-streams", "-1"], capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode != 0 and "max_event_streams" in bad.stderr
