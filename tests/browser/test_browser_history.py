@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import Lab, _free_port, running_jupyter
+from tests._servers import free_port
+from tests.browser.conftest import Lab, running_jupyter
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
@@ -46,7 +47,7 @@ def _row(page: Any, name: str) -> Any:
 
 
 def test_the_panel_reads_older_jobs_by_page_and_drops_ghosts_after_a_restart(tmp_path: Path, browser: Any) -> None:
-    port = _free_port()
+    port = free_port()
     with running_jupyter(tmp_path, "jupyterlab", _ARGS, port=port) as lab:
         token = lab.token
         _publish(lab, [{"id": f"old{i:03d}", "name": f"old{i:03d}", "state": "succeeded"} for i in range(120)])
