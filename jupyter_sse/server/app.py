@@ -23,7 +23,7 @@ from ..core.store import StoreUnavailable
 from ..core.store_sqlite import SQLiteStore, open_store
 from ..protocol import API_PATH, STATES, TERMINAL_STATES
 from ._limits import StreamLimits, guard_accepts
-from ._memory import GcFreezer
+from ._memory import GcFreezer, SystemAllocator
 from ._monitor import Monitor
 from ._status import StatusHandler
 from .activity import ActivityTracker
@@ -121,6 +121,17 @@ class SSEExtension(ExtensionApp):
         help="Once the server has started, move the objects it made while starting out of the passes of Python's "
         "cycle collector (gc.freeze): they live as long as the process, and each full pass over them stopped the "
         "server for 60 ms or more. Frozen objects are still freed when nothing refers to them.",
+    )
+
+    system_allocator = Bool(
+        True,
+        config=True,
+        help="Once the server has started, take Python's new small objects from the C library's malloc instead of "
+        "Python's own allocator (pymalloc), so that the memory a burst of connections used goes back to the "
+        "system once they close: pymalloc gives back a 1 MiB arena only when every object in it is gone, and "
+        "after 2,000 streams closed the server stayed 23-38% above its size before (2-5% with this, in most "
+        "bursts). No CPU cost measured (bench/results). Left off by itself under tracemalloc, PYTHONMALLOC and "
+        "-X dev.",
     )
 
     # --- connection limits ---
@@ -239,6 +250,7 @@ class SSEExtension(ExtensionApp):
 
     _ready = False  # initialize_settings went through: the API is served
     _gc_freezer: GcFreezer | None = None
+    _allocator: SystemAllocator | None = None
 
     def _default_owner(self) -> str:
         return default_owner()  # never fails, also in a container whose user has no passwd entry
@@ -361,6 +373,7 @@ class SSEExtension(ExtensionApp):
             "jobs": len(store),
             "subscribers": self.broker.subscriber_count,
             "gc": self._gc_freezer.status() if self._gc_freezer is not None else None,
+            "memory": self._allocator.status() if self._allocator is not None else None,
         }
 
     def _start_tasks(self) -> None:
@@ -374,8 +387,10 @@ class SSEExtension(ExtensionApp):
             self.serverapp.event_logger.add_listener(schema_id=KERNEL_ACTIONS, listener=watcher.on_kernel_action)
         if self.freeze_startup_objects:
             self._gc_freezer = GcFreezer()
-            # Once the loop runs: the server and every extension have started by then.
-            asyncio.get_running_loop().call_soon(self._gc_freezer.freeze)
+        if self.system_allocator:
+            self._allocator = SystemAllocator()
+        # Once the loop runs: the server and every extension have started by then.
+        asyncio.get_running_loop().call_soon(self._after_start)
         self._tasks = [
             asyncio.ensure_future(self._every(1.0, self._flush)),
             asyncio.ensure_future(self._every(lease_check_period(self.publisher_lease), self._expire)),
@@ -383,6 +398,14 @@ class SSEExtension(ExtensionApp):
             # a running job keeps the server's last_activity fresh
             asyncio.ensure_future(self._every(_ACTIVITY_PERIOD, self.activity.refresh)),
         ]
+
+    def _after_start(self) -> None:
+        if self._gc_freezer is not None:
+            self._gc_freezer.freeze()
+        # After the freeze, whose collection frees what start-up left: the objects made while starting stay packed
+        # in pymalloc's arenas, and only what comes after is the C library's.
+        if self._allocator is not None and not self._allocator.install():
+            self.log.info("jupyter-sse: keeping Python's own allocator: %s", self._allocator.reason)
 
     def _flush(self) -> None:
         # Once per fault, not once a second: a full disk can last hours. Requests meanwhile answer 503.
@@ -485,6 +508,10 @@ class SSEExtension(ExtensionApp):
         if freezer is not None:
             freezer.thaw()
             self._gc_freezer = None
+        allocator: SystemAllocator | None = getattr(self, "_allocator", None)
+        if allocator is not None:
+            allocator.restore()
+            self._allocator = None
         tasks: list[asyncio.Task[None]] = getattr(self, "_tasks", [])
         for task in tasks:
             task.cancel()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -13,6 +15,7 @@ import tracemalloc
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import httpx
 import psutil
@@ -96,6 +99,8 @@ def test_subscribers_that_never_read_cost_bounded_memory_and_give_it_back(server
     proc = psutil.Process(server_process.proc.pid)
     api = server_process.url + "jupyter-sse/api/"
     with httpx.Client(headers=server_process.auth, timeout=90) as client:  # a loaded machine: slow, not broken
+        # Small objects come from the C library's malloc once the server has started (system_allocator).
+        assert client.get(api + "status").json()["memory"] == {"system_allocator": True}
         for start in range(0, JOBS, 250):
             jobs = [
                 {"id": f"done{i}", "name": f"run {i}", "state": "succeeded", "message": f"{i} " + "x" * 2000}
@@ -133,6 +138,69 @@ def test_subscribers_that_never_read_cost_bounded_memory_and_give_it_back(server
     # What closed streams leave behind: nothing queued for them anywhere, and the memory given back.
     assert unsent_after < 1_000_000, unsent_after
     assert after < before * 1.10, f"RSS {before >> 20} MiB before, {after >> 20} MiB after they closed"
+
+
+def _arenas_in_child(code: str, env: dict[str, str] | None = None) -> dict[str, object]:
+    """Runs ``code`` in a new interpreter; it prints a JSON object (``arenas()`` gives pymalloc's arena count)."""
+    prelude = (
+        "import json, os, sys, tempfile\n"
+        "from jupyter_sse.server._memory import SystemAllocator\n"
+        "def arenas():\n"
+        "    with tempfile.TemporaryFile('w+') as f:\n"
+        "        saved = os.dup(2); os.dup2(f.fileno(), 2)\n"
+        "        try: sys._debugmallocstats()\n"
+        "        finally: os.dup2(saved, 2); os.close(saved)\n"
+        "        f.seek(0)\n"
+        "        lines = [l for l in f.read().splitlines() if l.startswith('# arenas allocated current')]\n"
+        "    return int(lines[0].split('=')[1].replace(',', '')) if lines else None\n"
+    )
+    run_env = {k: v for k, v in os.environ.items() if k != "PYTHONMALLOC"}
+    out = subprocess.run(
+        [sys.executable, "-c", prelude + code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**run_env, **(env or {})},
+    )
+    assert out.returncode == 0, out.stderr
+    return cast(dict[str, object], json.loads(out.stdout))
+
+
+def test_the_system_allocator_takes_new_small_objects_and_frees_old_ones() -> None:
+    result = _arenas_in_child(
+        "old = [str(i) * 4 for i in range(200_000)]\n"  # pymalloc's, freed and grown once it is installed
+        "start = arenas()\n"  # read with pymalloc in place: Python prints its statistics only then
+        "a = SystemAllocator()\n"
+        "installed = a.install()\n"
+        "new = [str(i) * 4 for i in range(200_000)]\n"  # about 13 MB of small strings
+        "del old[::2]; old.extend(range(300_000)); del old\n"
+        "a.restore()\n"
+        "after_restore = arenas()\n"
+        "again = [str(i) * 4 for i in range(200_000)]\n"
+        "print(json.dumps({'installed': installed, 'new': after_restore - start, 'again': arenas() - after_restore,\n"
+        "                  'status': a.status()}))\n"
+    )
+    assert result["installed"] is True
+    assert cast(int, result["new"]) <= 1, result  # nothing of the 13 MB in pymalloc's arenas
+    assert cast(int, result["again"]) >= 8, result  # restored: pymalloc's again
+    assert result["status"] == {"system_allocator": False, "reason": "restored"}
+
+
+@pytest.mark.parametrize(
+    ("env", "before", "reason"),
+    [
+        ({"PYTHONMALLOC": "debug"}, "", "another allocator hook"),
+        ({"PYTHONMALLOC": "malloc"}, "", "already allocates with the C library"),
+        ({}, "import tracemalloc; tracemalloc.start()\n", "tracemalloc is tracing"),
+    ],
+)
+def test_the_system_allocator_leaves_other_allocators_and_hooks_alone(
+    env: dict[str, str], before: str, reason: str
+) -> None:
+    result = _arenas_in_child(before + "a = SystemAllocator()\nprint(json.dumps([a.install(), a.reason]))\n", env)
+    installed, said = cast(list[object], result)
+    assert installed is False
+    assert reason in cast(str, said)
 
 
 # What keeps the small-object allocator's arenas of a burst of connections after they closed, each let go by the
