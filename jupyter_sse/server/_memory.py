@@ -17,7 +17,7 @@ Even so, a burst's arenas stayed: whatever long-lived object is made after it (a
 value, a timer) goes into the burst's partly used pools first, and one such object keeps a whole arena. Measured
 after 2,000 streams closed: the same 58 MB of objects before and after, in 57 arenas before and 79-92 after
 (+23-33% RSS). So once the server has started, new small objects come from the C library's ``malloc`` instead
-(``SystemAllocator``), whose free pages ``malloc_trim`` gives back one by one: +2-5% after the same burst. What the
+(``SystemAllocator``), whose free pages ``malloc_trim`` gives back one by one: +2-4% after the same burst. What the
 server made while starting stays where it is, packed in its arenas.
 
 A full pass of the cycle collector visits every object it tracks: with 100,000 jobs kept (and the Jupyter server's
@@ -28,6 +28,7 @@ passes where they are made (``core/_gc.py``); what the server made while startin
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ctypes
 import ctypes.util
 import gc
@@ -87,8 +88,9 @@ def _purge_cancelled_timers(loop: asyncio.AbstractEventLoop) -> None:
     scheduled = getattr(loop, "_scheduled", None)
     if not isinstance(scheduled, list):
         return
+    empty = contextvars.Context()
     for _ in range(len(scheduled) + _MIN_SCHEDULED_TIMERS + 1):
-        loop.call_later(3600, _noop).cancel()
+        loop.call_later(3600, _noop, context=empty).cancel()
 
 
 def release_burst_leftovers() -> None:
@@ -97,6 +99,17 @@ def release_burst_leftovers() -> None:
     loop = asyncio.get_running_loop()
     _renew_future_iterators(loop)
     _purge_cancelled_timers(loop)
+
+
+def _later(delay: float, callback: Callable[..., None], *args: Any) -> asyncio.TimerHandle:
+    """``call_later`` in an empty context, not in the caller's.
+
+    A timer keeps the context it was made in until it fires or asyncio drops it, also once cancelled; the context
+    of a request's task holds its handler (the Jupyter server's call context), and through it the request, its
+    connection and stream. Made from the closing streams' contexts, the trimmer's timers kept 300-900 of 2,000
+    closed streams reachable at its collection, and so in memory until the collector's next full pass.
+    """
+    return asyncio.get_running_loop().call_later(delay, callback, *args, context=contextvars.Context())
 
 
 class TrimScheduler:
@@ -118,7 +131,7 @@ class TrimScheduler:
             return
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(self.delay, self._run)
+        self._timer = _later(self.delay, self._run)
 
     def _run(self) -> None:
         self._timer = None
@@ -126,8 +139,7 @@ class TrimScheduler:
         # Collected at the loop's next turn, once asyncio has dropped its cancelled timers (at the start of that
         # turn): each keeps the context it was made in, which holds the Jupyter server's handler of the request.
         release_burst_leftovers()
-        loop = asyncio.get_running_loop()
-        loop.call_soon(self._collect_and_trim, 0)
+        asyncio.get_running_loop().call_soon(self._collect_and_trim, 0, context=contextvars.Context())
 
     def _collect_and_trim(self, passes: int) -> None:
         # A closed connection's handler, stream and futures refer to each other: only the cycle collector frees
@@ -136,11 +148,12 @@ class TrimScheduler:
         gc.collect()
         if self._trim is not None:
             self._trim()
-        # And again 2, 6, 14 and 30 s later: measured after 2,000 closes, 300-900 of the streams' handlers were
-        # sometimes still reachable at the first pass and unreachable seconds later; left to the collector's
-        # oldest generation, which may not run for hours, they kept 20-40 MB. A pass costs milliseconds.
+        # And again 2, 6, 14 and 30 s later, in case something else still held a closed stream at this pass (as
+        # the trimmer's own timers did, in 300-900 of 2,000, before they were made in an empty context): left to
+        # the collector's oldest generation, which may not run for hours, those kept 20-40 MB. A pass costs
+        # milliseconds.
         if passes < _FOLLOW_UPS and self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.delay * 2**passes, self._follow_up, passes + 1)
+            self._timer = _later(self.delay * 2**passes, self._follow_up, passes + 1)
 
     def _follow_up(self, passes: int) -> None:
         self._timer = None

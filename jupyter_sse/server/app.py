@@ -129,9 +129,8 @@ class SSEExtension(ExtensionApp):
         help="Once the server has started, take Python's new small objects from the C library's malloc instead of "
         "Python's own allocator (pymalloc), so that the memory a burst of connections used goes back to the "
         "system once they close: pymalloc gives back a 1 MiB arena only when every object in it is gone, and "
-        "after 2,000 streams closed the server stayed 23-38% above its size before (2-5% with this, in most "
-        "bursts). No CPU cost measured (bench/results). Left off by itself under tracemalloc, PYTHONMALLOC and "
-        "-X dev.",
+        "after 2,000 streams closed the server stayed 16-38% above its size before (2-4% with this). No CPU "
+        "cost measured (bench/results). Left off by itself under tracemalloc, PYTHONMALLOC and -X dev.",
     )
 
     # --- connection limits ---
