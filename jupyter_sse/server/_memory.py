@@ -16,7 +16,7 @@ or made anew, so that the burst's arenas can empty.
 Even so, a burst's arenas stayed: whatever long-lived object is made after it (a name in the type cache, a metric's
 value, a timer) goes into the burst's partly used pools first, and one such object keeps a whole arena. Measured
 after 2,000 streams closed: the same 58 MB of objects before and after, in 57 arenas before and 79-92 after
-(+23-33% RSS). So once the server has started, new small objects come from the C library's ``malloc`` instead
+(+23-38% RSS). So once the server has started, new small objects come from the C library's ``malloc`` instead
 (``SystemAllocator``), whose free pages ``malloc_trim`` gives back one by one: +2-4% after the same burst. What the
 server made while starting stays where it is, packed in its arenas.
 
@@ -115,7 +115,8 @@ def _later(delay: float, callback: Callable[..., None], *args: Any) -> asyncio.T
 class TrimScheduler:
     """Trims the heap once closes have stopped for ``delay`` seconds, after at least ``min_closes`` of them.
 
-    A trim walks the whole heap (milliseconds on a large one), so it runs after a burst (twice), never per close.
+    A trim walks the whole heap (milliseconds on a large one), so it runs after a burst (and a few times more,
+    further apart), never per close.
     """
 
     def __init__(self, delay: float = 2.0, min_closes: int = 16) -> None:

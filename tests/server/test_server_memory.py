@@ -90,6 +90,35 @@ def _churn(client: httpx.Client, api: str) -> Iterator[None]:
         thread.join()
 
 
+def _rss_with_stalled_streams(
+    server_process: ServerProcess,
+    proc: psutil.Process,
+    client: httpx.Client,
+    count: int,
+    *,
+    unsent_each: int,
+    start_within: float,
+    gone_within: float,
+) -> int:
+    """RSS with ``count`` streams that never read, once the kernel holds ``unsent_each`` bytes of each unsent (their
+    first syncs under way); returns after they are closed and gone from the server's connections."""
+    status = server_process.url + "api/status"
+    socks = [_raw_stream(server_process.port) for _ in range(count)]
+    try:
+        deadline = time.monotonic() + start_within
+        while _unsent_bytes(server_process.port) < count * unsent_each:
+            assert time.monotonic() < deadline, "the streams did not start"
+            time.sleep(0.5)
+        during = _settled_rss(proc, client, status)
+    finally:
+        for sock in socks:
+            sock.close()
+    deadline = time.monotonic() + gone_within
+    while len(proc.net_connections()) > 10 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return during
+
+
 def test_subscribers_that_never_read_cost_bounded_memory_and_give_it_back(server_process: ServerProcess) -> None:
     # Every finished job in a new subscriber's first sync (the default sends the 100 most recent): the bound must
     # hold whatever a sync holds, so this one is made large on purpose.
@@ -120,19 +149,9 @@ def test_subscribers_that_never_read_cost_bounded_memory_and_give_it_back(server
         status = server_process.url + "api/status"
         with _churn(client, api):
             before = _settled_rss(proc, client, status)
-            socks = [_raw_stream(server_process.port) for _ in range(SUBSCRIBERS)]
-            try:
-                deadline = time.monotonic() + 60
-                while _unsent_bytes(server_process.port) < SUBSCRIBERS * 1_000_000:  # every first sync under way
-                    assert time.monotonic() < deadline, "the streams did not start"
-                    time.sleep(0.5)
-                during = _settled_rss(proc, client, status)
-            finally:
-                for sock in socks:
-                    sock.close()
-            deadline = time.monotonic() + 30
-            while len(proc.net_connections()) > 10 and time.monotonic() < deadline:
-                time.sleep(0.2)
+            during = _rss_with_stalled_streams(
+                server_process, proc, client, SUBSCRIBERS, unsent_each=1_000_000, start_within=60, gone_within=30
+            )
             after = _settled_rss(proc, client, status)
             unsent_after = _unsent_bytes(server_process.port)
     per_subscriber = (during - before) / SUBSCRIBERS
@@ -159,19 +178,9 @@ def _stalled_burst(server_process: ServerProcess, subscribers: int) -> tuple[int
             assert client.post(api + "updates", json={"jobs": jobs}).status_code == 200
         with _churn(client, api):
             before = _settled_rss(proc, client, status)
-            socks = [_raw_stream(server_process.port) for _ in range(subscribers)]
-            try:
-                deadline = time.monotonic() + 90
-                while _unsent_bytes(server_process.port) < subscribers * 20_000:  # every first sync under way
-                    assert time.monotonic() < deadline, "the streams did not start"
-                    time.sleep(0.5)
-                during = _settled_rss(proc, client, status)
-            finally:
-                for sock in socks:
-                    sock.close()
-            deadline = time.monotonic() + 60
-            while len(proc.net_connections()) > 10 and time.monotonic() < deadline:
-                time.sleep(0.2)
+            during = _rss_with_stalled_streams(
+                server_process, proc, client, subscribers, unsent_each=20_000, start_within=90, gone_within=60
+            )
             # The heap is collected and trimmed 2 s after the last close, and again 2, 6, 14 and 30 s after that.
             deadline = time.monotonic() + 40
             while True:
